@@ -1,0 +1,141 @@
+"""Breath patterns: the shape of one breath cycle, and how a tempo stretches it.
+
+A pattern is four durations, inhale : hold : exhale : hold. Written as ``4-6`` (in-out),
+``4-7-8`` (in-hold-out) or ``4-4-4-4`` (in-hold-out-hold), or as a preset name. With a tempo
+the numbers are a ratio scaled to a cycle of ``60 / breaths_per_min`` seconds; without one they
+are seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MIN_BREATHS_PER_MIN = 2.0
+MAX_BREATHS_PER_MIN = 20.0
+DEFAULT_BREATHS_PER_MIN = 6.0
+MIN_CYCLE_S = 60.0 / MAX_BREATHS_PER_MIN
+MAX_CYCLE_S = 60.0 / MIN_BREATHS_PER_MIN
+
+PHASES = ("inhale", "hold", "exhale", "rest")
+
+
+@dataclass(frozen=True)
+class BreathPattern:
+    """Durations (or ratio parts) of inhale, hold after inhale, exhale, hold after exhale."""
+
+    inhale: float
+    hold: float
+    exhale: float
+    rest: float
+
+    @property
+    def cycle(self) -> float:
+        return self.inhale + self.hold + self.exhale + self.rest
+
+    @property
+    def has_holds(self) -> bool:
+        return self.hold > 0 or self.rest > 0
+
+    def parts(self) -> tuple[tuple[str, float], ...]:
+        """(phase, duration) for each phase of non-zero length, in breathing order."""
+        values = (self.inhale, self.hold, self.exhale, self.rest)
+        return tuple((p, v) for p, v in zip(PHASES, values, strict=True) if v > 0)
+
+    def scaled_to(self, cycle_s: float) -> BreathPattern:
+        k = cycle_s / self.cycle
+        return BreathPattern(self.inhale * k, self.hold * k, self.exhale * k, self.rest * k)
+
+    def without_holds(self) -> BreathPattern:
+        return BreathPattern(self.inhale, 0.0, self.exhale, 0.0)
+
+    def __str__(self) -> str:
+        nums = (self.inhale, self.hold, self.exhale, self.rest)
+        return "-".join(f"{v:g}" for v in nums)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    pattern: BreathPattern
+    breaths_per_min: float | None
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "resonance",
+            BreathPattern(4, 0, 6, 0),
+            6.0,
+            "about 6 breaths a minute, 4 s in and 6 s out; a calm default",
+        ),
+        Preset("coherent", BreathPattern(5, 0, 5, 0), 6.0, "5 s in, 5 s out, even and steady"),
+        Preset("box", BreathPattern(4, 4, 4, 4), None, "4 s in, hold 4, out 4, hold 4"),
+        Preset(
+            "4-7-8",
+            BreathPattern(4, 7, 8, 0),
+            None,
+            "4 s in, hold 7, out 8; no more than 4 cycles for a beginner",
+        ),
+        Preset(
+            "sigh",
+            BreathPattern(3, 1, 6, 0),
+            None,
+            "a double inhale (long sip, short top-up) and a long slow exhale",
+        ),
+    )
+}
+
+DEFAULT_PATTERN = PRESETS["resonance"].pattern
+
+_NUMBER = r"\d+(?:\.\d+)?"
+_PATTERN_RE = re.compile(rf"^{_NUMBER}(?:[-:]{_NUMBER}){{1,3}}$")
+
+
+def parse_pattern(text: str) -> BreathPattern:
+    """Parse ``4-6``, ``4-7-8``, ``4-4-4-4`` (``:`` also accepted) or a preset name.
+
+    Raises ValueError with a message that says what is accepted.
+    """
+    spec = str(text).strip().lower()
+    if spec in PRESETS:
+        return PRESETS[spec].pattern
+    if not _PATTERN_RE.match(spec):
+        raise ValueError(
+            f"{text!r} is not a breath pattern: write inhale-exhale (4-6), "
+            "inhale-hold-exhale (4-7-8), inhale-hold-exhale-hold (4-4-4-4), "
+            f"or a preset ({', '.join(PRESETS)})"
+        )
+    nums = [float(n) for n in re.split(r"[-:]", spec)]
+    if len(nums) == 2:
+        inhale, exhale = nums
+        hold = rest = 0.0
+    elif len(nums) == 3:
+        inhale, hold, exhale = nums
+        rest = 0.0
+    else:
+        inhale, hold, exhale, rest = nums
+    if inhale <= 0 or exhale <= 0:
+        raise ValueError(f"{text!r}: inhale and exhale must both be longer than 0")
+    return BreathPattern(inhale, hold, exhale, rest)
+
+
+def check_breaths_per_min(value: float) -> float:
+    """Return value if it is a tempo audioguide accepts, else raise ValueError saying the range."""
+    if not (MIN_BREATHS_PER_MIN <= value <= MAX_BREATHS_PER_MIN):
+        raise ValueError(
+            f"must be between {MIN_BREATHS_PER_MIN:g} and {MAX_BREATHS_PER_MIN:g} breaths "
+            f"per minute (got {value:g}); 6 is a calm default, 5 gives 12-second breaths"
+        )
+    return value
+
+
+def check_cycle_s(pattern: BreathPattern) -> None:
+    """Raise ValueError if an absolute pattern's cycle is outside the tempo range."""
+    if not (MIN_CYCLE_S <= pattern.cycle <= MAX_CYCLE_S):
+        raise ValueError(
+            f"a breath of {pattern.cycle:g} s is outside {MIN_CYCLE_S:g} to {MAX_CYCLE_S:g} s "
+            "(2 to 20 breaths a minute); give a tempo to scale the pattern instead"
+        )

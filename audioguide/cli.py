@@ -1,0 +1,392 @@
+"""The command line: click commands over the library API in ``pipeline``.
+
+Each command parses its options, calls one library function and turns an AudioguideError
+into ``Error: ...`` and exit status 1. Nothing here does audio work itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .breath import PRESETS, BreathPattern, check_breaths_per_min, parse_pattern
+from .cache import SpeechCache, cache_dir
+from .errors import AudioguideError
+from .export import DEFAULT_BITRATE_KBPS, MP3_BITRATES_KBPS
+from .mix import DEFAULT_LOUDNESS_LUFS
+from .pipeline import DEFAULT_OUT_DIR, SessionOptions, plan_session, render_session
+from .routine import builtin_names, load_routine
+from .synth import BREATH_SOUNDS
+from .timeline import Event, Timeline
+from .tts import DEFAULT_RATE_WPM, MAX_RATE_WPM, MIN_RATE_WPM, list_voices
+
+T = TypeVar("T")
+
+
+def format_duration(seconds: float) -> str:
+    """``1:05:09`` or ``20:13``."""
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes):3d}:{secs:04.1f}"
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except AudioguideError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("Interrupted; nothing was changed.", err=True)
+        sys.exit(130)
+
+
+def _tempo(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return check_breaths_per_min(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> BreathPattern | None:
+    if value is None:
+        return None
+    try:
+        return parse_pattern(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _timing_options(func: Callable[..., T]) -> Callable[..., T]:
+    options = [
+        click.option(
+            "--breath-tempo",
+            type=float,
+            callback=_tempo,
+            metavar="BPM",
+            help="Breaths per minute for every breathing part, 2 to 20 (5 gives 12 s breaths). "
+            "The routine's inhale:exhale ratio is kept.",
+        ),
+        click.option(
+            "--breath-pattern",
+            callback=_pattern,
+            metavar="PATTERN",
+            help="Shape of each breath: in-out (4-6), in-hold-out (4-7-8), in-hold-out-hold "
+            "(4-4-4-4) or a preset (see 'audioguide presets'). A ratio with --breath-tempo, "
+            "seconds without.",
+        ),
+        click.option(
+            "--voice", metavar="ID", help="Voice to speak with (see 'audioguide voices')."
+        ),
+        click.option(
+            "--rate",
+            type=click.IntRange(MIN_RATE_WPM, MAX_RATE_WPM),
+            default=DEFAULT_RATE_WPM,
+            show_default=True,
+            help="Speaking rate in words per minute.",
+        ),
+        click.option("--no-cache", is_flag=True, help="Synthesize every cue afresh."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _options(**kwargs: Any) -> SessionOptions:
+    return SessionOptions(
+        breaths_per_min=kwargs.get("breath_tempo"),
+        pattern=kwargs.get("breath_pattern"),
+        voice=kwargs.get("voice"),
+        rate_wpm=kwargs.get("rate", DEFAULT_RATE_WPM),
+        use_cache=not kwargs.get("no_cache", False),
+        **{
+            key: kwargs[name]
+            for key, name in (
+                ("breath_sound", "breath_sound"),
+                ("bells", "bell"),
+                ("seed", "seed"),
+                ("loudness_lufs", "loudness"),
+                ("bitrate_kbps", "bitrate"),
+                ("jobs", "jobs"),
+            )
+            if kwargs.get(name) is not None
+        },
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="audioguide")
+def cli() -> None:
+    """Turn routine scripts into narrated guided-practice audio for your phone.
+
+    \b
+    Example:
+        audioguide render back-pain
+        audioguide render back-pain --breath-tempo 5
+        audioguide plan my-routine.yaml
+    """
+
+
+@cli.command()
+@click.argument("routine")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT_DIR,
+    show_default=True,
+    help="Folder to write into; the session goes in a subfolder named after the routine.",
+)
+@_timing_options
+@click.option(
+    "--breath-sound",
+    type=click.Choice(BREATH_SOUNDS),
+    default="tone",
+    show_default=True,
+    help="Breath guide: a gliding tone, breath-like noise, or nothing.",
+)
+@click.option("--bell/--no-bell", default=True, show_default=True, help="Ring the bells.")
+@click.option(
+    "--loudness",
+    type=click.FloatRange(-30, -10),
+    default=DEFAULT_LOUDNESS_LUFS,
+    show_default=True,
+    metavar="LUFS",
+    help="Session loudness, stereo-equivalent LUFS.",
+)
+@click.option(
+    "--bitrate",
+    type=click.Choice([str(b) for b in MP3_BITRATES_KBPS]),
+    default=str(DEFAULT_BITRATE_KBPS),
+    show_default=True,
+    help="MP3 bit rate in kbps (constant).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise and bells.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Tracks rendered at once [default: the number of cores].",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+def render(routine: str, out_dir: Path, quiet: bool, **kwargs: Any) -> None:
+    """Render ROUTINE (a built-in name or a .yaml file) to MP3 tracks and a playlist.
+
+    \b
+    Example:
+        audioguide render back-pain
+        audioguide render back-pain --breath-tempo 5 -o ~/Music
+        audioguide render my-routine.yaml --breath-pattern 4-7-8
+    """
+    kwargs["bitrate"] = int(kwargs["bitrate"])
+    options = _options(**kwargs)
+    show_progress = not quiet and sys.stderr.isatty()
+    with _user_errors():
+        if show_progress:
+            with click.progressbar(
+                length=100, label="Rendering", file=sys.stderr, show_eta=False
+            ) as bar:
+                weights = {"speech": (0, 30), "measure": (30, 30), "encode": (60, 40)}
+                done = [0]
+
+                def progress(stage: str, count: int, total: int) -> None:
+                    base, span = weights[stage]
+                    value = base + span * count // max(total, 1)
+                    if value > done[0]:
+                        bar.update(value - done[0])
+                        done[0] = value
+
+                result = render_session(routine, out_dir, options, progress=progress)
+        else:
+            result = render_session(routine, out_dir, options)
+    if quiet:
+        return
+    timeline = result.timeline
+    for warning in timeline.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    click.echo(
+        f"{timeline.title}: {len(result.files)} tracks, {format_duration(timeline.total_s)} "
+        f"({timeline.breath})"
+    )
+    click.echo(f"Written to {result.folder}/")
+    click.echo(f"Playlist: {result.playlist}")
+
+
+@cli.command()
+@click.argument("routine")
+@_timing_options
+@click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON for tools.")
+def plan(routine: str, as_json: bool, **kwargs: Any) -> None:
+    """Show the timeline of ROUTINE and its length, without rendering audio.
+
+    \b
+    Example:
+        audioguide plan back-pain --breath-tempo 5
+        audioguide plan back-pain --json > plan.json
+    """
+    options = _options(**kwargs)
+    with _user_errors():
+        timeline = plan_session(routine, options)
+    if as_json:
+        click.echo(json.dumps(timeline.to_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo(_plan_text(timeline))
+    for warning in timeline.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+
+
+def _plan_text(timeline: Timeline) -> str:
+    lines = [
+        f"{timeline.title}  ({format_duration(timeline.total_s)}, {timeline.breath})",
+        "",
+    ]
+    for track in timeline.tracks:
+        lines.append(
+            f"{track.index:02d}  {track.title}  [{_clock(track.start_s).strip()}, "
+            f"{format_duration(track.duration_s)}]"
+        )
+        breath_run: list[Event] = []
+        cue_lines: list[str] = []
+
+        def flush() -> None:
+            if breath_run:
+                cycles = sum(1 for e in breath_run if e.phase == breath_run[0].phase)
+                span = breath_run[-1].end_s - breath_run[0].start_s
+                lines.append(
+                    f"   {_clock(breath_run[0].start_s)}  breathe  {cycles} cycles, "
+                    f"{format_duration(span)}"
+                )
+                lines.extend(cue_lines)
+                breath_run.clear()
+                cue_lines.clear()
+
+        for event in track.events:
+            if event.kind == "breath":
+                breath_run.append(event)
+            elif event.kind == "say" and breath_run:
+                cue_lines.append(f"   {_clock(event.start_s)}    cue    {event.text}")
+            else:
+                flush()
+                detail = event.text if event.kind == "say" else f"{event.duration_s:g} s"
+                lines.append(f"   {_clock(event.start_s)}  {event.kind:<7}  {detail}")
+        flush()
+        lines.append("")
+    lines.append(f"Total {format_duration(timeline.total_s)} in {len(timeline.tracks)} tracks")
+    return "\n".join(lines)
+
+
+@cli.command(name="list")
+def list_routines() -> None:
+    """List the built-in routines with their titles and lengths.
+
+    \b
+    Example:
+        audioguide list
+    """
+    with _user_errors():
+        for name in builtin_names():
+            routine = load_routine(name)
+            timeline = plan_session(routine)
+            click.echo(f"{name:<20} {format_duration(timeline.total_s):>6}  {routine.title}")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+def validate(files: tuple[str, ...]) -> None:
+    """Check routine files (or built-in names) and report every problem found.
+
+    \b
+    Example:
+        audioguide validate my-routine.yaml
+    """
+    failed = 0
+    for name in files:
+        try:
+            routine = load_routine(name)
+        except AudioguideError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            failed += 1
+            continue
+        click.echo(f"{name}: ok ({routine.title}, {len(routine.sections)} sections)")
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="List every language, not only English.")
+def voices(show_all: bool) -> None:
+    """List the voices the speech engine offers.
+
+    \b
+    Example:
+        audioguide voices
+        audioguide render back-pain --voice gmw/en-gb-x-rp
+    """
+    with _user_errors():
+        found = list_voices()
+    for voice in found:
+        languages = ", ".join(voice.languages)
+        if show_all or any(lang.startswith("en") for lang in voice.languages):
+            click.echo(f"{voice.id:<28} {voice.name}  [{languages}]")
+
+
+@cli.command()
+def presets() -> None:
+    """List the named breath patterns for --breath-pattern.
+
+    \b
+    Example:
+        audioguide presets
+        audioguide render back-pain --breath-pattern coherent
+    """
+    for preset in PRESETS.values():
+        cycle = 60.0 / preset.breaths_per_min if preset.breaths_per_min else preset.pattern.cycle
+        click.echo(f"{preset.name:<10} {preset.pattern!s:<10} {cycle:4.1f} s  {preset.description}")
+
+
+@cli.group()
+def cache() -> None:
+    """Manage the speech cache."""
+
+
+@cache.command(name="clear")
+def cache_clear() -> None:
+    """Remove every cached speech cue.
+
+    \b
+    Example:
+        audioguide cache clear
+    """
+    files, size = SpeechCache().clear()
+    click.echo(f"Removed {files} cached cues ({size / 1e6:.1f} MB) from {cache_dir()}")
+
+
+@cache.command(name="info")
+def cache_info() -> None:
+    """Show where the cache is and how large it is.
+
+    \b
+    Example:
+        audioguide cache info
+    """
+    files, size = SpeechCache().stats()
+    click.echo(f"{cache_dir()}: {files} cached cues, {size / 1e6:.1f} MB")
+
+
+def main() -> None:
+    cli(prog_name="audioguide")

@@ -1,0 +1,40 @@
+"""Errors: every failure a user can cause or fix is an AudioguideError.
+
+The CLI turns these into a one-line ``Error: ...`` and a non-zero exit; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class AudioguideError(Exception):
+    """Base class: a problem the user can fix, with a message that says how."""
+
+
+class RoutineError(AudioguideError):
+    """A routine file that cannot be read, parsed or validated."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None):
+        self.path = path
+        self.line = line
+        self.detail = message
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{message}")
+
+
+class OptionError(AudioguideError):
+    """A render option (tempo, pattern, length, ...) outside what audioguide accepts."""
+
+
+class SpeechError(AudioguideError):
+    """The text-to-speech engine is missing, failed, or produced unusable audio."""
+
+
+class SoundFileError(AudioguideError):
+    """A user-supplied sound file is missing, unreadable, or needs ffmpeg."""
+
+
+class ExportError(AudioguideError):
+    """Writing the output (encoding, tagging, files and folders) failed."""
