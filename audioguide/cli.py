@@ -251,43 +251,47 @@ def plan(routine: str, as_json: bool, **kwargs: Any) -> None:
 
 
 def _plan_text(timeline: Timeline) -> str:
-    lines = [
-        f"{timeline.title}  ({format_duration(timeline.total_s)}, {timeline.breath})",
-        "",
-    ]
+    lines = [f"{timeline.title}  ({format_duration(timeline.total_s)}, {timeline.breath})", ""]
     for track in timeline.tracks:
         lines.append(
             f"{track.index:02d}  {track.title}  [{_clock(track.start_s).strip()}, "
             f"{format_duration(track.duration_s)}]"
         )
-        breath_run: list[Event] = []
-        cue_lines: list[str] = []
-
-        def flush() -> None:
-            if breath_run:
-                cycles = sum(1 for e in breath_run if e.phase == breath_run[0].phase)
-                span = breath_run[-1].end_s - breath_run[0].start_s
-                lines.append(
-                    f"   {_clock(breath_run[0].start_s)}  breathe  {cycles} cycles, "
-                    f"{format_duration(span)}"
-                )
-                lines.extend(cue_lines)
-                breath_run.clear()
-                cue_lines.clear()
-
-        for event in track.events:
-            if event.kind == "breath":
-                breath_run.append(event)
-            elif event.kind == "say" and breath_run:
-                cue_lines.append(f"   {_clock(event.start_s)}    cue    {event.text}")
-            else:
-                flush()
-                detail = event.text if event.kind == "say" else f"{event.duration_s:g} s"
-                lines.append(f"   {_clock(event.start_s)}  {event.kind:<7}  {detail}")
-        flush()
+        lines.extend(_event_lines(track.events))
         lines.append("")
     lines.append(f"Total {format_duration(timeline.total_s)} in {len(timeline.tracks)} tracks")
     return "\n".join(lines)
+
+
+def _event_lines(events: tuple[Event, ...]) -> list[str]:
+    """One line per event, a breathing part folded into one line followed by its cues."""
+    lines: list[str] = []
+    breath_run: list[Event] = []
+    cue_lines: list[str] = []
+
+    def flush() -> None:
+        if breath_run:
+            cycles = sum(1 for e in breath_run if e.phase == breath_run[0].phase)
+            span = breath_run[-1].end_s - breath_run[0].start_s
+            lines.append(
+                f"   {_clock(breath_run[0].start_s)}  breathe  {cycles} cycles, "
+                f"{format_duration(span)}"
+            )
+            lines.extend(cue_lines)
+            breath_run.clear()
+            cue_lines.clear()
+
+    for event in events:
+        if event.kind == "breath":
+            breath_run.append(event)
+        elif event.kind == "say" and breath_run:
+            cue_lines.append(f"   {_clock(event.start_s)}    cue    {event.text}")
+        else:
+            flush()
+            detail = event.text if event.kind == "say" else f"{event.duration_s:g} s"
+            lines.append(f"   {_clock(event.start_s)}  {event.kind:<7}  {detail}")
+    flush()
+    return lines
 
 
 @cli.command(name="list")

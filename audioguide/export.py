@@ -81,7 +81,8 @@ def tag_mp3(path: Path, tags: TrackTags) -> None:
     id3.add(TCON(encoding=3, text=GENRE))
     if tags.comment:
         id3.add(TXXX(encoding=3, desc="audioguide", text=tags.comment))
-    id3.save(str(path), v2_version=3)
+    # No padding: libsndfile counts tag bytes as audio when it estimates an MP3's length.
+    id3.save(str(path), v2_version=3, padding=lambda info: 0)
 
 
 @dataclass(frozen=True)

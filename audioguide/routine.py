@@ -436,7 +436,11 @@ class _Parser:
             return Say(text=text, pause_s=pause, line=line)
         if kind == "pause":
             seconds = self.number(
-                need("seconds", "a length in seconds"), at("seconds"), 0, 3600, "seconds",
+                need("seconds", "a length in seconds"),
+                at("seconds"),
+                0,
+                3600,
+                "seconds",
                 low_open=True,
             )
             return Pause(duration_s=seconds, line=line)
@@ -465,8 +469,9 @@ class _Parser:
         if "cycles" in values:
             cycles = self.integer(values["cycles"], at("cycles"), 1, 1000, "breath cycles")
         if "minutes" in values:
-            minutes = self.number(values["minutes"], at("minutes"), 0, 120, "minutes",
-                                  low_open=True)
+            minutes = self.number(
+                values["minutes"], at("minutes"), 0, 120, "minutes", low_open=True
+            )
         tempo = self.tempo(values["tempo"], at("tempo")) if "tempo" in values else None
         pattern = None
         if "pattern" in values:
@@ -502,8 +507,13 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "breathe": ("cycles", "minutes", "pattern", "tempo", "cues", "cue_cycles", "cue_every"),
     "repeat": ("times", "steps"),
 }
-MAIN_FIELD = {"say": "text", "pause": "seconds", "bell": "ring", "breathe": "cycles",
-              "repeat": "times"}
+MAIN_FIELD = {
+    "say": "text",
+    "pause": "seconds",
+    "bell": "ring",
+    "breathe": "cycles",
+    "repeat": "times",
+}
 STEP_KINDS = tuple(STEP_FIELDS)
 
 

@@ -94,9 +94,7 @@ class Speech:
         """Spoken length in seconds: the prepared, dry cue (an effect's tail may ring on)."""
         return self.dry(text).shape[0] / SAMPLE_RATE
 
-    def prepare(
-        self, texts: Iterable[str], progress: Callable[[int], None] | None = None
-    ) -> None:
+    def prepare(self, texts: Iterable[str], progress: Callable[[int], None] | None = None) -> None:
         for text in texts:
             self.dry(text)
             if progress is not None:

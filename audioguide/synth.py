@@ -50,13 +50,17 @@ def apply_fades(samples: np.ndarray, fade_in: int, fade_out: int) -> np.ndarray:
     return samples
 
 
-def breath_envelope(n: int, attack_fraction: float = 0.3, release_fraction: float = 0.35) -> np.ndarray:
+def breath_envelope(
+    n: int, attack_fraction: float = 0.3, release_fraction: float = 0.35
+) -> np.ndarray:
     """A swell for one breath phase: a slow rise, a plateau, and a fall to silence at the end."""
     env = np.ones(n, dtype=np.float32)
     return apply_fades(env, int(n * attack_fraction), int(n * release_fraction))
 
 
-def glide_tone(n: int, start_hz: float, end_hz: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def glide_tone(
+    n: int, start_hz: float, end_hz: float, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
     """A soft tone gliding exponentially from ``start_hz`` to ``end_hz`` over ``n`` samples.
 
     The phase is accumulated from the running frequency, so the glide has no discontinuity.
@@ -142,7 +146,9 @@ def breath_guide(
 
 
 def singing_bowl(
-    n: int, rng: np.random.Generator, fundamental_hz: float = BOWL_FUNDAMENTAL_HZ,
+    n: int,
+    rng: np.random.Generator,
+    fundamental_hz: float = BOWL_FUNDAMENTAL_HZ,
     sample_rate: int = SAMPLE_RATE,
 ) -> np.ndarray:
     """A struck singing bowl ringing for ``n`` samples and faded to silence by the end.

@@ -137,7 +137,7 @@ def _engine() -> Any:
                 import pyttsx3.drivers.espeak as espeak_driver
 
                 # The driver announces every saved file with print(); we keep the terminal.
-                espeak_driver.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+                espeak_driver.print = lambda *args, **kwargs: None
                 engine = pyttsx3.init("espeak" if sys.platform == "linux" else None)
                 engine.runAndWait()  # the first run returns early; spend it on nothing
         except SpeechError:
