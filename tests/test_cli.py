@@ -158,14 +158,12 @@ def test_plan_text_shows_tracks_and_total(short_routine_file):
 
 
 def test_plan_at_slower_tempo_is_longer(short_routine_file):
-    slow = json.loads(
-        invoke("plan", str(short_routine_file), "--breath-tempo", "4", "--json").output
-    )
-    fast = json.loads(
-        invoke("plan", str(short_routine_file), "--breath-tempo", "8", "--json").output
-    )
+    def total_s(tempo: str) -> float:
+        result = invoke("plan", str(short_routine_file), "--breath-tempo", tempo, "--json")
+        return json.loads(result.output)["total_s"]
+
     # three cycles: 3 * (15 - 7.5) seconds longer at 4 than at 8 breaths a minute
-    assert slow["total_s"] - fast["total_s"] == pytest.approx(22.5, abs=1e-3)
+    assert total_s("4") - total_s("8") == pytest.approx(22.5, abs=1e-3)
 
 
 def test_python_dash_m_works():
