@@ -22,6 +22,9 @@ from .tts import SpeechClip
 
 CACHE_ENV = "AUDIOGUIDE_CACHE_DIR"
 CACHE_FORMAT = 1
+# Sample rates a speech engine plausibly writes; anything else is a damaged header.
+MIN_RATE = 8_000
+MAX_RATE = 96_000
 
 
 def cache_dir() -> Path:
@@ -52,14 +55,23 @@ class SpeechCache:
         return self.root / key[:2] / f"{key}.wav"
 
     def get(self, identity: str, text: str) -> SpeechClip | None:
+        """The cached clip, or None when there is none or the entry is damaged.
+
+        A damaged entry (truncated, wrong format, not a WAV file) reads as a miss, so the
+        caller synthesizes the cue again and ``put`` replaces the entry.
+        """
         path = self._path(self.key(identity, text))
         try:
             with wave.open(str(path), "rb") as wav:
                 rate = wav.getframerate()
-                frames = wav.readframes(wav.getnframes())
-        except (OSError, wave.Error, EOFError):
+                expected = wav.getnframes()
+                if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
+                    return None
+                frames = wav.readframes(expected)
+        except (OSError, wave.Error, EOFError, ValueError):
             return None
-        if not frames:
+        # A file cut short still opens; its header says how much audio there should be.
+        if not frames or len(frames) != 2 * expected or not MIN_RATE <= rate <= MAX_RATE:
             return None
         return SpeechClip(np.frombuffer(frames, dtype="<i2").copy(), rate)
 
@@ -83,6 +95,7 @@ class SpeechCache:
             return
 
     def clear(self) -> tuple[int, int]:
+        # Also removes temporary files left by a render that was killed mid-write.
         """Remove every cached clip; return (files, bytes) removed."""
         files = size = 0
         if self.root.is_dir():
@@ -94,6 +107,7 @@ class SpeechCache:
         return files, size
 
     def stats(self) -> tuple[int, int]:
+        """(cached clips, bytes they take)."""
         files = size = 0
         if self.root.is_dir():
             for path in self.root.rglob("*.wav"):
