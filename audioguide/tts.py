@@ -14,6 +14,7 @@ result for length before using it.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import ctypes
 import ctypes.util
 import io
@@ -72,6 +73,22 @@ def expected_length_s(text: str, rate_wpm: float) -> float:
     """A rough spoken length, used to check that the engine produced this text's audio."""
     words = max(1, len(text.split()))
     return words * 60.0 / rate_wpm
+
+
+def resolve_voice(wanted: str, available: list[VoiceInfo]) -> str:
+    """The id of the voice the user meant: an exact id, a language code (``en-gb``) or a name
+    (``English (America)``), case-insensitively. Raises SpeechError with close matches."""
+    key = wanted.strip().lower()
+    for voice in available:
+        if key in (voice.id.lower(), voice.id.lower().rsplit("/", 1)[-1], voice.name.lower()):
+            return voice.id
+    for voice in available:
+        if key in (lang.lower() for lang in voice.languages):
+            return voice.id
+    names = [v.id for v in available] + [v.id.rsplit("/", 1)[-1] for v in available]
+    close = difflib.get_close_matches(key, names, n=5, cutoff=0.6)
+    hint = f" Close matches: {', '.join(dict.fromkeys(close))}." if close else ""
+    raise SpeechError(f"--voice: no voice {wanted!r}.{hint} Run 'audioguide voices' to list them")
 
 
 def check_rate(rate_wpm: int) -> int:
@@ -151,6 +168,31 @@ def _engine() -> Any:
     return _PYTTSX3
 
 
+MAX_ATTEMPTS = 6
+AGREEMENT = 0.02  # two syntheses of one text differ by a few ms at most when both are good
+
+
+def _agree(a: SpeechClip, b: SpeechClip) -> bool:
+    return (
+        a.sample_rate == b.sample_rate
+        and abs(a.samples.size - b.samples.size) <= AGREEMENT * max(a.samples.size, 1)
+    )
+
+
+def _engine_version() -> str:
+    """pyttsx3's version and, on Linux, espeak-ng's: both change the audio for a text."""
+    try:
+        version = f"pyttsx3 {metadata.version('pyttsx3')}/{sys.platform}"
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        version = f"pyttsx3 ?/{sys.platform}"
+    if sys.platform == "linux":
+        from pyttsx3.drivers import _espeak
+
+        with contextlib.suppress(Exception):
+            version += f"/espeak-ng {_espeak.Info(None).decode()}"
+    return version
+
+
 class Pyttsx3Engine:
     """Speech through pyttsx3 (espeak-ng on Linux, the system voices elsewhere)."""
 
@@ -160,22 +202,13 @@ class Pyttsx3Engine:
         self.rate_wpm = check_rate(rate_wpm)
         self.pitch = pitch
         with _ENGINE_LOCK:
-            engine = _engine()
-            known = {v.id for v in self._voices(engine)}
+            available = self._voices(_engine())
         if voice is None:
-            voice = DEFAULT_VOICE if DEFAULT_VOICE in known else None
-        elif voice not in known:
-            matches = sorted(v for v in known if voice.lower() in v.lower())
-            hint = f" Close matches: {', '.join(matches[:8])}." if matches else ""
-            raise SpeechError(
-                f"--voice: no voice {voice!r}.{hint} Run 'audioguide voices' to list them"
-            )
+            voice = DEFAULT_VOICE if any(v.id == DEFAULT_VOICE for v in available) else None
+        else:
+            voice = resolve_voice(voice, available)
         self.voice = voice
-        try:
-            version = metadata.version("pyttsx3")
-        except metadata.PackageNotFoundError:  # pragma: no cover
-            version = "?"
-        self._identity = f"pyttsx3 {version}/{sys.platform}/{voice}/{rate_wpm}wpm/p{pitch}"
+        self._identity = f"{_engine_version()}/{voice}/{rate_wpm}wpm/p{pitch}"
 
     @property
     def identity(self) -> str:
@@ -205,13 +238,20 @@ class Pyttsx3Engine:
             engine.setProperty("rate", self.rate_wpm)
             with contextlib.suppress(Exception):
                 engine.setProperty("pitch", self.pitch)
-            for _attempt in range(3):
+            # The driver occasionally hands back a truncated or stale clip under load, so a
+            # clip is trusted only when a second synthesis of the same text agrees with it.
+            clips: list[SpeechClip] = []
+            for _attempt in range(MAX_ATTEMPTS):
                 clip = self._synthesize_once(engine, text)
-                if clip is not None:
-                    return clip
+                if clip is None:
+                    continue
+                for earlier in clips:
+                    if _agree(earlier, clip):
+                        return earlier
+                clips.append(clip)
         raise SpeechError(
-            f"the speech engine gave no usable audio for {text[:60]!r} after 3 tries; "
-            "try another --voice, or reinstall espeak-ng"
+            f"the speech engine gave no consistent audio for {text[:60]!r} after "
+            f"{MAX_ATTEMPTS} tries; try another --voice, or reinstall espeak-ng"
         )
 
     def _synthesize_once(self, engine: Any, text: str) -> SpeechClip | None:
