@@ -14,9 +14,9 @@ result for length before using it.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import ctypes
 import ctypes.util
+import difflib
 import io
 import os
 import sys
@@ -173,10 +173,9 @@ AGREEMENT = 0.02  # two syntheses of one text differ by a few ms at most when bo
 
 
 def _agree(a: SpeechClip, b: SpeechClip) -> bool:
-    return (
-        a.sample_rate == b.sample_rate
-        and abs(a.samples.size - b.samples.size) <= AGREEMENT * max(a.samples.size, 1)
-    )
+    return a.sample_rate == b.sample_rate and abs(
+        a.samples.size - b.samples.size
+    ) <= AGREEMENT * max(a.samples.size, 1)
 
 
 def _engine_version() -> str:
