@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import yaml
 
@@ -26,9 +26,19 @@ from .breath import (
 )
 from .errors import RoutineError
 
+T = TypeVar("T")
+
 DEFAULT_SAY_PAUSE_S = 1.5
 DEFAULT_BELL_RING_S = 8.0
 DEFAULT_CUE_CYCLES = 2
+LEVELS = ("gentle", "full")
+DEFAULT_LEVEL = "gentle"  # the issue's advice for a first session: start slowly
+MIN_MOVES_PER_MIN = 4.0
+MAX_MOVES_PER_MIN = 120.0
+DEFAULT_MOVES_PER_MIN = 40.0  # slow walking steps, one every 1.5 s
+MOVE_SOUNDS = ("tick", "count", "none")
+DEFAULT_MOVE_SOUND = "tick"
+DEFAULT_COUNT_TO = 8
 DEFAULT_ARTIST = "audioguide"
 MAX_TEXT_CHARS = 1000
 MAX_FILE_BYTES = 1_000_000
@@ -39,6 +49,11 @@ MAX_DEPTH = 40
 # The model
 
 
+Overrides: TypeAlias = tuple[tuple[str, Any], ...]
+"""``(field, value)`` pairs a step takes at ``--level full``; its plain fields are the gentle
+values. ``level`` on a step, when set, keeps the step at that level only."""
+
+
 @dataclass(frozen=True)
 class Say:
     """A spoken cue, followed by ``pause_s`` of quiet."""
@@ -46,6 +61,8 @@ class Say:
     text: str
     pause_s: float = DEFAULT_SAY_PAUSE_S
     line: int = 0
+    level: str | None = None
+    full: Overrides = ()
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,8 @@ class Pause:
 
     duration_s: float
     line: int = 0
+    level: str | None = None
+    full: Overrides = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,8 @@ class Bell:
 
     ring_s: float = DEFAULT_BELL_RING_S
     line: int = 0
+    level: str | None = None
+    full: Overrides = ()
 
 
 @dataclass(frozen=True)
@@ -80,7 +101,10 @@ class Breathe:
     cues: tuple[tuple[str, str], ...] = ()
     cue_cycles: int = DEFAULT_CUE_CYCLES
     cue_every: int = 0
+    time_left: bool = True
     line: int = 0
+    level: str | None = None
+    full: Overrides = ()
 
 
 @dataclass(frozen=True)
@@ -90,9 +114,29 @@ class Repeat:
     times: int
     steps: tuple[Step, ...]
     line: int = 0
+    level: str | None = None
+    full: Overrides = ()
 
 
-Step: TypeAlias = Say | Pause | Bell | Breathe | Repeat
+@dataclass(frozen=True)
+class Move:
+    """A paced movement: ``count`` steps or circles at ``moves_per_min``.
+
+    ``sound`` marks each movement: a soft ``tick``, spoken numbers (``count``, one to
+    ``count_to`` and round again), or ``none``.
+    """
+
+    count: int
+    moves_per_min: float | None = None
+    sound: str | None = None
+    count_to: int = DEFAULT_COUNT_TO
+    time_left: bool = True
+    line: int = 0
+    level: str | None = None
+    full: Overrides = ()
+
+
+Step: TypeAlias = Say | Pause | Bell | Breathe | Repeat | Move
 
 
 @dataclass(frozen=True)
@@ -102,6 +146,14 @@ class Section:
     title: str
     steps: tuple[Step, ...]
     line: int = 0
+    safety: bool = False
+    spoken_title: str | None = None
+    level: str | None = None
+
+    @property
+    def spoken_name(self) -> str:
+        """How the section is named aloud, e.g. in a "next" announcement."""
+        return self.spoken_title or self.title
 
 
 @dataclass(frozen=True)
@@ -116,6 +168,10 @@ class Routine:
     breaths_per_min: float | None = None
     pattern: BreathPattern | None = None
     source: str = ""
+    moves_per_min: float | None = None
+    move_sound: str = DEFAULT_MOVE_SOUND
+    announce_next: bool = False
+    announce_time_left: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +255,9 @@ def parse_routine(text: str, *, source: str = "<routine>", name: str = "routine"
             raise RoutineError(
                 "the file is empty; a routine needs a title and sections", path=source
             )
-        return _Parser(loader, source, name).routine(root)
+        routine = _Parser(loader, source, name).routine(root)
+        _check_levels(routine)
+        return routine
     finally:
         loader.dispose()
 
@@ -314,6 +372,41 @@ class _Parser:
             node, where, MIN_BREATHS_PER_MIN, MAX_BREATHS_PER_MIN, "breaths per minute"
         )
 
+    def move_tempo(self, node: Node, where: str) -> float:
+        return self.number(
+            node, where, MIN_MOVES_PER_MIN, MAX_MOVES_PER_MIN, "movements per minute"
+        )
+
+    def flag(self, node: Node, where: str) -> bool:
+        value = self.scalar(node, where)
+        if not isinstance(value, bool):
+            raise self.fail(node, where, f"must be true or false (got {_show(value)})")
+        return value
+
+    def choice(self, node: Node, where: str, choices: tuple[str, ...]) -> str:
+        value = self.scalar(node, where)
+        if not isinstance(value, str) or value not in choices:
+            raise self.fail(
+                node, where, f"must be one of {', '.join(choices)} (got {_show(value)})"
+            )
+        return value
+
+    def by_level(self, node: Node, where: str, read: Callable[[Node, str], T]) -> tuple[T, T]:
+        """A value, or ``{gentle: a, full: b}``: the (gentle, full) pair."""
+        if not isinstance(node, yaml.MappingNode):
+            value = read(node, where)
+            return value, value
+        fields = self.mapping(node, where, LEVELS, "values by level (gentle: and full:)")
+        for level in LEVELS:
+            if level not in fields:
+                raise self.fail(
+                    node, f"{where}.{level}", "missing; give a value for both gentle: and full:"
+                )
+        return (
+            read(fields["gentle"][1], f"{where}.gentle"),
+            read(fields["full"][1], f"{where}.full"),
+        )
+
     def sequence(self, node: Node, where: str, what: str) -> list[Node]:
         if not isinstance(node, yaml.SequenceNode):
             raise self.fail(node, where, f"must be a list of {what} (lines starting with '- ')")
@@ -327,7 +420,7 @@ class _Parser:
         fields = self.mapping(
             root,
             "",
-            ("title", "description", "artist", "breath", "sections"),
+            ("title", "description", "artist", "breath", "move", "announce", "sections"),
             "a routine",
         )
         if "title" not in fields:
@@ -351,6 +444,24 @@ class _Parser:
                 tempo = self.tempo(breath["tempo"][1], "breath.tempo")
             if "pattern" in breath:
                 pattern = self.pattern(breath["pattern"][1], "breath.pattern", tempo is None)
+        moves_per_min: float | None = None
+        move_sound = DEFAULT_MOVE_SOUND
+        if "move" in fields:
+            move = self.mapping(
+                fields["move"][1], "move", ("tempo", "sound"), "the movement settings"
+            )
+            if "tempo" in move:
+                moves_per_min = self.move_tempo(move["tempo"][1], "move.tempo")
+            if "sound" in move:
+                move_sound = self.choice(move["sound"][1], "move.sound", MOVE_SOUNDS)
+        # Off unless asked for: a routine speaks only its author's words by default.
+        announce = {"next": False, "time_left": False}
+        if "announce" in fields:
+            switches = self.mapping(
+                fields["announce"][1], "announce", tuple(announce), "the announcements"
+            )
+            for key, (_, value_node) in switches.items():
+                announce[key] = self.flag(value_node, f"announce.{key}")
         sections = tuple(
             self.section(node, f"sections[{i}]")
             for i, node in enumerate(self.sequence(fields["sections"][1], "sections", "sections"))
@@ -364,18 +475,40 @@ class _Parser:
             breaths_per_min=tempo,
             pattern=pattern,
             source=self.source,
+            moves_per_min=moves_per_min,
+            move_sound=move_sound,
+            announce_next=announce["next"],
+            announce_time_left=announce["time_left"],
         )
 
     def section(self, node: Node, where: str) -> Section:
         self.count(node, where, 1)
-        fields = self.mapping(node, where, ("title", "steps"), "a section")
+        fields = self.mapping(
+            node, where, ("title", "spoken_title", "safety", "level", "steps"), "a section"
+        )
         if "title" not in fields:
             raise self.fail(node, f"{where}.title", "missing; the title names the track")
         if "steps" not in fields:
             raise self.fail(node, f"{where}.steps", "missing; list what happens in this part")
         title = self.text(fields["title"][1], f"{where}.title")
         steps = self.steps(fields["steps"][1], f"{where}.steps", depth=2)
-        return Section(title=title, steps=steps, line=node.start_mark.line + 1)
+        spoken_title = None
+        if "spoken_title" in fields:
+            spoken_title = self.text(fields["spoken_title"][1], f"{where}.spoken_title")
+        safety = False
+        if "safety" in fields:
+            safety = self.flag(fields["safety"][1], f"{where}.safety")
+        level = None
+        if "level" in fields:
+            level = self.choice(fields["level"][1], f"{where}.level", LEVELS)
+        return Section(
+            title=title,
+            steps=steps,
+            line=node.start_mark.line + 1,
+            safety=safety,
+            spoken_title=spoken_title,
+            level=level,
+        )
 
     def steps(self, node: Node, where: str, depth: int) -> tuple[Step, ...]:
         items = self.sequence(node, where, "steps")
@@ -400,12 +533,14 @@ class _Parser:
                 f"unknown step kind {kind!r}; {hint}a step starts with one of: "
                 f"{', '.join(STEP_KINDS)}",
             )
-        allowed = (kind, *STEP_FIELDS[kind])
+        allowed = (kind, *STEP_FIELDS[kind], *COMMON_FIELDS)
         fields = self.mapping(node, where, allowed, f"a {kind} step")
         _, main = fields.pop(kind)
         values: dict[str, Node] = {}
-        if isinstance(main, yaml.MappingNode):
-            nested = self.mapping(main, f"{where}.{kind}", STEP_FIELDS[kind], f"a {kind} step")
+        if isinstance(main, yaml.MappingNode) and not _is_by_level(main):
+            nested = self.mapping(
+                main, f"{where}.{kind}", (*STEP_FIELDS[kind], *COMMON_FIELDS), f"a {kind} step"
+            )
             values.update({k: v for k, (_, v) in nested.items()})
         elif not (isinstance(main, yaml.ScalarNode) and main.tag.endswith(":null")):
             values[MAIN_FIELD[kind]] = main
@@ -419,6 +554,7 @@ class _Parser:
         self, kind: str, node: Node, values: dict[str, Node], where: str, depth: int
     ) -> Step:
         line = node.start_mark.line + 1
+        full: list[tuple[str, Any]] = []
 
         def at(name: str) -> str:
             return f"{where}.{name}"
@@ -428,36 +564,57 @@ class _Parser:
                 raise self.fail(node, at(name), f"missing; a {kind} step needs {what}")
             return values[name]
 
+        def leveled(name: str, attr: str, read: Callable[[Node, str], T], default: T) -> T:
+            """The gentle value of a field that may differ by level; the full one is noted."""
+            if name not in values:
+                return default
+            gentle, at_full = self.by_level(values[name], at(name), read)
+            if at_full != gentle:
+                full.append((attr, at_full))
+            return gentle
+
+        def seconds(
+            low: float, high: float, low_open: bool = False
+        ) -> Callable[[Node, str], float]:
+            return lambda n, w: self.number(n, w, low, high, "seconds", low_open=low_open)
+
+        level = None
+        if "level" in values:
+            level = self.choice(values["level"], at("level"), LEVELS)
+
+        step: Step
         if kind == "say":
             text = self.text(need("text", "the words to speak"), at("text"))
-            pause = DEFAULT_SAY_PAUSE_S
-            if "pause" in values:
-                pause = self.number(values["pause"], at("pause"), 0, 600, "seconds")
-            return Say(text=text, pause_s=pause, line=line)
-        if kind == "pause":
-            seconds = self.number(
-                need("seconds", "a length in seconds"),
-                at("seconds"),
-                0,
-                3600,
-                "seconds",
-                low_open=True,
-            )
-            return Pause(duration_s=seconds, line=line)
-        if kind == "bell":
-            ring = DEFAULT_BELL_RING_S
-            if "ring" in values:
-                ring = self.number(values["ring"], at("ring"), 2, 60, "seconds")
-            return Bell(ring_s=ring, line=line)
-        if kind == "breathe":
-            return self.breathe(node, values, where, line)
-        if kind == "repeat":
-            times = self.integer(need("times", "a number of times"), at("times"), 1, 100, "times")
+            pause = leveled("pause", "pause_s", seconds(0, 600), DEFAULT_SAY_PAUSE_S)
+            step = Say(text=text, pause_s=pause, line=line)
+        elif kind == "pause":
+            need("seconds", "a length in seconds")
+            duration = leveled("seconds", "duration_s", seconds(0, 3600, low_open=True), 0.0)
+            step = Pause(duration_s=duration, line=line)
+        elif kind == "bell":
+            ring = leveled("ring", "ring_s", seconds(2, 60), DEFAULT_BELL_RING_S)
+            step = Bell(ring_s=ring, line=line)
+        elif kind == "breathe":
+            step = self.breathe(node, values, where, line, leveled)
+        elif kind == "repeat":
+            need("times", "a number of times")
+            times = leveled("times", "times", lambda n, w: self.integer(n, w, 1, 100, "times"), 1)
             steps = self.steps(need("steps", "steps to repeat"), at("steps"), depth + 1)
-            return Repeat(times=times, steps=steps, line=line)
-        raise AssertionError(kind)  # pragma: no cover - STEP_KINDS and this list agree
+            step = Repeat(times=times, steps=steps, line=line)
+        elif kind == "move":
+            step = self.move(node, values, where, line, leveled, need)
+        else:  # pragma: no cover - STEP_KINDS and this list agree
+            raise AssertionError(kind)
+        return replace(step, level=level, full=tuple(full))
 
-    def breathe(self, node: Node, values: dict[str, Node], where: str, line: int) -> Breathe:
+    def breathe(
+        self,
+        node: Node,
+        values: dict[str, Node],
+        where: str,
+        line: int,
+        leveled: Callable[[str, str, Callable[[Node, str], Any], Any], Any],
+    ) -> Breathe:
         def at(name: str) -> str:
             return f"{where}.{name}"
 
@@ -465,13 +622,15 @@ class _Parser:
             raise self.fail(
                 node, where, "a breathe step needs exactly one of cycles: N or minutes: M"
             )
-        cycles = minutes = None
-        if "cycles" in values:
-            cycles = self.integer(values["cycles"], at("cycles"), 1, 1000, "breath cycles")
-        if "minutes" in values:
-            minutes = self.number(
-                values["minutes"], at("minutes"), 0, 120, "minutes", low_open=True
-            )
+        cycles = leveled(
+            "cycles", "cycles", lambda n, w: self.integer(n, w, 1, 1000, "breath cycles"), None
+        )
+        minutes = leveled(
+            "minutes",
+            "minutes",
+            lambda n, w: self.number(n, w, 0, 120, "minutes", low_open=True),
+            None,
+        )
         tempo = self.tempo(values["tempo"], at("tempo")) if "tempo" in values else None
         pattern = None
         if "pattern" in values:
@@ -488,6 +647,9 @@ class _Parser:
         cue_every = 0
         if "cue_every" in values:
             cue_every = self.integer(values["cue_every"], at("cue_every"), 0, 1000, "cycles")
+        time_left = True
+        if "time_left" in values:
+            time_left = self.flag(values["time_left"], at("time_left"))
         return Breathe(
             cycles=cycles,
             minutes=minutes,
@@ -496,6 +658,42 @@ class _Parser:
             cues=tuple(cues),
             cue_cycles=cue_cycles,
             cue_every=cue_every,
+            time_left=time_left,
+            line=line,
+        )
+
+    def move(
+        self,
+        node: Node,
+        values: dict[str, Node],
+        where: str,
+        line: int,
+        leveled: Callable[[str, str, Callable[[Node, str], Any], Any], Any],
+        need: Callable[[str, str], Node],
+    ) -> Move:
+        def at(name: str) -> str:
+            return f"{where}.{name}"
+
+        need("count", "a number of movements")
+        count = leveled(
+            "count", "count", lambda n, w: self.integer(n, w, 1, 10_000, "movements"), 1
+        )
+        tempo = self.move_tempo(values["tempo"], at("tempo")) if "tempo" in values else None
+        sound = None
+        if "sound" in values:
+            sound = self.choice(values["sound"], at("sound"), MOVE_SOUNDS)
+        count_to = DEFAULT_COUNT_TO
+        if "count_to" in values:
+            count_to = self.integer(values["count_to"], at("count_to"), 1, len(COUNT_WORDS), "")
+        time_left = True
+        if "time_left" in values:
+            time_left = self.flag(values["time_left"], at("time_left"))
+        return Move(
+            count=count,
+            moves_per_min=tempo,
+            sound=sound,
+            count_to=count_to,
+            time_left=time_left,
             line=line,
         )
 
@@ -504,17 +702,41 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "say": ("text", "pause"),
     "pause": ("seconds",),
     "bell": ("ring",),
-    "breathe": ("cycles", "minutes", "pattern", "tempo", "cues", "cue_cycles", "cue_every"),
+    "breathe": (
+        "cycles",
+        "minutes",
+        "pattern",
+        "tempo",
+        "cues",
+        "cue_cycles",
+        "cue_every",
+        "time_left",
+    ),
     "repeat": ("times", "steps"),
+    "move": ("count", "tempo", "sound", "count_to", "time_left"),
 }
+COMMON_FIELDS = ("level",)
 MAIN_FIELD = {
     "say": "text",
     "pause": "seconds",
     "bell": "ring",
     "breathe": "cycles",
     "repeat": "times",
+    "move": "count",
 }
 STEP_KINDS = tuple(STEP_FIELDS)
+
+
+COUNT_WORDS = (
+    "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten",
+    "Eleven", "Twelve",
+)  # fmt: skip
+
+
+def _is_by_level(node: Node) -> bool:
+    """Whether a mapping is ``{gentle: .., full: ..}`` rather than a step's own fields."""
+    keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
+    return bool(keys) and all(k in LEVELS for k in keys)
 
 
 def _join(where: str, key: str) -> str:
@@ -535,3 +757,55 @@ def walk_steps(steps: tuple[Step, ...], visit: Callable[[Step], None]) -> None:
         visit(step)
         if isinstance(step, Repeat):
             walk_steps(step.steps, visit)
+
+
+def at_level(routine: Routine, level: str) -> Routine:
+    """The routine as played at ``level``: steps and sections for other levels dropped, and
+    each step's values for that level in place (the plain values are the gentle ones)."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, not {level!r}")
+
+    def steps_at(steps: tuple[Step, ...]) -> tuple[Step, ...]:
+        kept: list[Step] = []
+        for step in steps:
+            if step.level not in (None, level):
+                continue
+            changes: dict[str, Any] = dict(step.full) if level == "full" else {}
+            if isinstance(step, Repeat):
+                changes["steps"] = steps_at(step.steps)
+            kept.append(replace(step, level=None, full=(), **changes))
+        return tuple(kept)
+
+    sections = tuple(
+        replace(section, steps=steps_at(section.steps), level=None)
+        for section in routine.sections
+        if section.level in (None, level)
+    )
+    return replace(routine, sections=sections)
+
+
+def _check_levels(routine: Routine) -> None:
+    """Raise RoutineError where a level would leave a routine, section or repeat empty."""
+    for level in LEVELS:
+        played = at_level(routine, level)
+        if not played.sections:
+            raise RoutineError(
+                f"sections: every section is for another level; at --level {level} nothing "
+                "would play. Remove a section's level: field",
+                path=routine.source,
+            )
+
+        def check(steps: tuple[Step, ...], line: int, what: str, level: str = level) -> None:
+            if not steps:
+                raise RoutineError(
+                    f"{what} has no steps at --level {level}; give it a step without a "
+                    "level: field",
+                    path=routine.source,
+                    line=line,
+                )
+            for step in steps:
+                if isinstance(step, Repeat):
+                    check(step.steps, step.line, "this repeat")
+
+        for section in played.sections:
+            check(section.steps, section.line, f"section {section.title!r}")

@@ -11,24 +11,77 @@ Rules (see docs/routines.md):
   cue is still being spoken is skipped; a cue longer than its phase is reported as a warning.
   The step after a breathing part starts when both the last cycle and the last cue have ended.
 - Speech outside breathing parts takes its natural length, then the step's pause.
+- A movement part runs on its own clock too: movement ``k`` starts at ``start + k * 60 /
+  moves_per_min``, each marked by a tick or a spoken count.
+- ``--level`` picks each step's values for that level (routine.at_level); at gentle, breath
+  holds are left out (the cycle keeps its length when a tempo is set). At full, a breathing
+  part with holds is preceded, once per section, by a spoken caution.
+- ``--minutes`` fits the session by scaling the breath cycles, repeats and movement counts of
+  every section except the safety part, never a tempo (fit_scale).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .breath import DEFAULT_BREATHS_PER_MIN, DEFAULT_PATTERN, BreathPattern, check_cycle_s
+from .breath import (
+    DEFAULT_BREATHS_PER_MIN,
+    DEFAULT_PATTERN,
+    MIN_CYCLE_S,
+    BreathPattern,
+    check_cycle_s,
+)
 from .errors import OptionError
 from .names import track_filename
-from .routine import Bell, Breathe, Pause, Repeat, Routine, Say, Step
+from .routine import (
+    COUNT_WORDS,
+    DEFAULT_LEVEL,
+    DEFAULT_MOVES_PER_MIN,
+    DEFAULT_SAY_PAUSE_S,
+    Bell,
+    Breathe,
+    Move,
+    Pause,
+    Repeat,
+    Routine,
+    Say,
+    Section,
+    Step,
+    at_level,
+)
 
 LEAD_IN_S = 1.0
 TAIL_S = 1.5
 MAX_SESSION_S = 6 * 3600.0
 MAX_EVENTS = 100_000
 SCHEMA_VERSION = 1
+MIN_MINUTES = 1.0
+MAX_MINUTES = 360.0
+FIT_TOLERANCE = 0.01  # the fit aims within 1%; the promise is 5%
+NEXT_PAUSE_S = 1.0
+HOLD_CAUTION = (
+    "This breath has a short hold. Hold only while it feels easy. "
+    "If you have a heart condition, or feel faint, breathe without holding."
+)
+# Time-left cues: at these minutes before the end of a breathing or movement part, once at
+# least half the part has gone, so a long part gets a few and a short one none.
+TIME_LEFT_MARKS_MIN = (10, 5, 2, 1)
+NUMBER_WORDS = (
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+)
 
 SpeechLength = Callable[[str], float]
 
@@ -39,13 +92,17 @@ class RenderOptions:
 
     breaths_per_min: float | None = None
     pattern: BreathPattern | None = None
+    moves_per_min: float | None = None
+    level: str = DEFAULT_LEVEL
+    minutes: float | None = None
 
 
 @dataclass(frozen=True)
 class Event:
-    """One thing that happens: ``kind`` is say, breath, pause or bell.
+    """One thing that happens: ``kind`` is say, breath, pause, bell or move.
 
-    ``text`` is set for say; ``phase`` (inhale, hold, exhale, rest) for breath.
+    ``text`` is set for say; ``phase`` (inhale, hold, exhale, rest) for breath; ``beat`` (the
+    count, 1 up to the step's count_to) and ``tick`` (whether a tick sounds) for move.
     """
 
     kind: str
@@ -53,6 +110,8 @@ class Event:
     duration_s: float
     text: str | None = None
     phase: str | None = None
+    beat: int | None = None
+    tick: bool | None = None
 
     @property
     def end_s(self) -> float:
@@ -69,6 +128,7 @@ class Track:
     start_s: float
     duration_s: float
     events: tuple[Event, ...]
+    safety: bool = False
 
     @property
     def end_s(self) -> float:
@@ -86,6 +146,8 @@ class Timeline:
     tracks: tuple[Track, ...]
     breath: str
     warnings: tuple[str, ...] = field(default=())
+    level: str = DEFAULT_LEVEL
+    target_s: float | None = None
 
     def events(self) -> list[Event]:
         return [event for track in self.tracks for event in track.events]
@@ -107,6 +169,8 @@ class Timeline:
             "breath": self.breath,
             "total_s": round(self.total_s, 4),
             "warnings": list(self.warnings),
+            "level": self.level,
+            "target_s": None if self.target_s is None else round(self.target_s, 4),
             "tracks": [
                 {
                     "index": t.index,
@@ -114,6 +178,7 @@ class Timeline:
                     "file": t.file,
                     "start_s": round(t.start_s, 4),
                     "duration_s": round(t.duration_s, 4),
+                    "safety": t.safety,
                     "events": [event_dict(e) for e in t.events],
                 }
                 for t in self.tracks
@@ -121,23 +186,60 @@ class Timeline:
         }
 
 
-def speech_texts(routine: Routine) -> list[str]:
-    """Every distinct text the routine may speak, in order of first appearance."""
+def speech_texts(routine: Routine, options: RenderOptions | None = None) -> list[str]:
+    """Every distinct text the session may speak, in order of first appearance: the routine's
+    cues and the announcements the timeline adds (next part, time left, hold caution, counts).
+    """
+    options = options or RenderOptions()
+    played = at_level(routine, options.level)
     seen: dict[str, None] = {}
+    holds = counts = long_parts = False
 
     def visit(steps: tuple[Step, ...]) -> None:
+        nonlocal holds, counts, long_parts
         for step in steps:
             if isinstance(step, Say):
                 seen.setdefault(step.text)
             elif isinstance(step, Breathe):
                 for _, text in step.cues:
                     seen.setdefault(text)
+                pattern, _ = resolve_breath(played, step, options)
+                holds = holds or pattern.has_holds
+                long_parts = long_parts or step.time_left
+            elif isinstance(step, Move):
+                counts = counts or _move_sound(played, step) == "count"
+                long_parts = long_parts or step.time_left
             elif isinstance(step, Repeat):
                 visit(step.steps)
 
-    for section in routine.sections:
+    for index, section in enumerate(played.sections):
         visit(section.steps)
+        if played.announce_next and index + 1 < len(played.sections):
+            seen.setdefault(next_text(played.sections[index + 1]))
+    if holds and options.level == "full":
+        seen.setdefault(HOLD_CAUTION)
+    if counts:
+        for word in COUNT_WORDS:
+            seen.setdefault(f"{word}.")
+    if long_parts and played.announce_time_left:
+        for minutes in TIME_LEFT_MARKS_MIN:
+            seen.setdefault(time_left_text(minutes))
     return list(seen)
+
+
+def next_text(section: Section) -> str:
+    """The spoken announcement of the section that comes next."""
+    return f"Next: {section.spoken_name}."
+
+
+def time_left_text(minutes: int) -> str:
+    """``Two more minutes.``; numbers as words, which every voice reads the same way."""
+    word = NUMBER_WORDS[minutes] if minutes < len(NUMBER_WORDS) else str(minutes)
+    return f"{word.capitalize()} more minute{'s' if minutes != 1 else ''}."
+
+
+def _move_sound(routine: Routine, step: Move) -> str:
+    return step.sound or routine.move_sound
 
 
 def resolve_breath(
@@ -146,8 +248,21 @@ def resolve_breath(
     """The seconds of each phase for a breathing part, and the tempo used (None: absolute).
 
     The command line wins over the step, the step over the routine. A pattern given on the
-    command line without a tempo is taken as seconds, as the user wrote it.
+    command line without a tempo is taken as seconds, as the user wrote it. At the gentle
+    level holds are left out: with a tempo the inhale and exhale share the whole cycle, without
+    one the holds are dropped (the cycle never shorter than the shortest allowed).
     """
+    pattern, tempo = _breath(routine, step, options)
+    if options.level == "gentle" and pattern.has_holds:
+        without = pattern.without_holds()
+        cycle_s = pattern.cycle if tempo is not None else max(without.cycle, MIN_CYCLE_S)
+        pattern = without.scaled_to(cycle_s)
+    return pattern, tempo
+
+
+def _breath(
+    routine: Routine, step: Breathe | None, options: RenderOptions
+) -> tuple[BreathPattern, float | None]:
     if options.pattern is not None and options.breaths_per_min is None:
         pattern, tempo = options.pattern, None
     else:
@@ -174,10 +289,11 @@ def describe_breath(pattern: BreathPattern, tempo: float | None) -> str:
 def build_timeline(
     routine: Routine, speech_length: SpeechLength, options: RenderOptions | None = None
 ) -> Timeline:
-    """Expand ``routine`` into timed tracks and events.
+    """Expand ``routine`` into timed tracks and events at the options' level and length.
 
     ``speech_length(text)`` gives the spoken length of a cue in seconds. Raises OptionError when
-    the options give an impossible breath or the session would run longer than 6 hours.
+    the options give an impossible breath, a length the routine cannot be fitted to, or a
+    session longer than 6 hours.
     """
     options = options or RenderOptions()
     if options.pattern is not None and options.breaths_per_min is None:
@@ -185,46 +301,120 @@ def build_timeline(
             check_cycle_s(options.pattern)
         except ValueError as exc:
             raise OptionError(f"--breath-pattern: {exc}") from None
-    builder = _Builder(routine, speech_length, options)
-    tracks = []
-    for index, section in enumerate(routine.sections, start=1):
-        start = builder.t
-        builder.events = []
-        builder.t += LEAD_IN_S
-        builder.expand(section.steps)
-        builder.t += TAIL_S
-        tracks.append(
-            Track(
-                index=index,
-                title=section.title,
-                file=track_filename(index, section.title),
-                start_s=start,
-                duration_s=builder.t - start,
-                events=tuple(builder.events),
-            )
+    played = at_level(routine, options.level)
+    if options.minutes is None:
+        return _Builder(played, speech_length, options, 1.0).build()
+    target_s = options.minutes * 60.0
+    scale = fit_scale(played, speech_length, options, target_s)
+    timeline = _Builder(played, speech_length, options, scale).build()
+    return replace(timeline, target_s=target_s)
+
+
+def fit_scale(
+    routine: Routine, speech_length: SpeechLength, options: RenderOptions, target_s: float
+) -> float:
+    """The factor on breath cycles, repeats and movement counts (outside the safety part) that
+    brings the session closest to ``target_s``. Raises OptionError when it cannot be done."""
+
+    def total_s(scale: float) -> float:
+        try:
+            return _Builder(routine, speech_length, options, scale).build().total_s
+        except OptionError:  # longer than a session may be
+            return float("inf")
+
+    shortest_s = total_s(0.0)
+    if target_s < shortest_s * (1 - FIT_TOLERANCE):
+        least = math.ceil(shortest_s / 60.0 * (1 - FIT_TOLERANCE))
+        raise OptionError(
+            f"--minutes {options.minutes:g}: {routine.source} cannot be that short. With the "
+            f"safety part kept and each practice done once it lasts {_minutes(shortest_s)}; "
+            f"ask for --minutes {least} or more"
         )
-    pattern, tempo = resolve_breath(routine, None, options)
-    return Timeline(
-        name=routine.name,
-        title=routine.title,
-        artist=routine.artist,
-        total_s=builder.t,
-        tracks=tuple(tracks),
-        breath=describe_breath(pattern, tempo),
-        warnings=tuple(builder.warnings),
-    )
+    low, high = 0.0, 1.0
+    while total_s(high) < target_s:
+        if high >= 4096:
+            raise OptionError(
+                f"--minutes {options.minutes:g}: {routine.source} has no breathing, "
+                f"repeats or movements to lengthen; it lasts {_minutes(shortest_s)}"
+            )
+        low, high = high, high * 2
+    # The length grows in steps with the scale: find the smallest scale that reaches the target,
+    # then take it or the one just below, whichever lands nearer.
+    for _ in range(40):
+        middle = (low + high) / 2
+        if total_s(middle) < target_s:
+            low = middle
+        else:
+            high = middle
+    return min((low, high), key=lambda scale: abs(total_s(scale) - target_s))
+
+
+def _minutes(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
 
 class _Builder:
-    def __init__(self, routine: Routine, speech_length: SpeechLength, options: RenderOptions):
+    def __init__(
+        self,
+        routine: Routine,
+        speech_length: SpeechLength,
+        options: RenderOptions,
+        scale: float,
+    ):
         self.routine = routine
         self.speech_length = speech_length
         self.options = options
+        self.scale = scale
         self.t = 0.0
         self.events: list[Event] = []
         self.count = 0
         self.warnings: list[str] = []
         self._warned: set[tuple[int, str]] = set()
+        self.section: Section | None = None
+        self.cautioned = False
+
+    def build(self) -> Timeline:
+        routine = self.routine
+        tracks = []
+        for index, section in enumerate(routine.sections, start=1):
+            start = self.t
+            self.events = []
+            self.section = section
+            self.cautioned = False
+            self.t += LEAD_IN_S
+            self.expand(section.steps)
+            if routine.announce_next and index < len(routine.sections):
+                self.say(next_text(routine.sections[index]), NEXT_PAUSE_S)
+            self.t += TAIL_S
+            tracks.append(
+                Track(
+                    index=index,
+                    title=section.title,
+                    file=track_filename(index, section.title),
+                    start_s=start,
+                    duration_s=self.t - start,
+                    events=tuple(self.events),
+                    safety=section.safety,
+                )
+            )
+        pattern, tempo = resolve_breath(routine, None, self.options)
+        cli_pattern = self.options.pattern
+        if self.options.level == "gentle" and cli_pattern is not None and cli_pattern.has_holds:
+            self.warnings.append(
+                f"--breath-pattern {self.options.pattern}: the holds are left out at "
+                "--level gentle; add --level full to keep them"
+            )
+        return Timeline(
+            name=routine.name,
+            title=routine.title,
+            artist=routine.artist,
+            total_s=self.t,
+            tracks=tuple(tracks),
+            breath=describe_breath(pattern, tempo),
+            warnings=tuple(self.warnings),
+            level=self.options.level,
+        )
 
     def add(self, event: Event) -> None:
         self.count += 1
@@ -240,12 +430,25 @@ class _Builder:
             self._warned.add((line, key))
             self.warnings.append(f"{self.routine.source}:{line}: {message}")
 
+    def fitted(self, amount: float) -> float:
+        """``amount`` (cycles, repeats, movements, minutes) fitted to the asked length; the
+        safety part is never changed."""
+        if self.section is not None and self.section.safety:
+            return amount
+        return amount * self.scale
+
+    def fitted_count(self, count: int) -> int:
+        return count if self.scale == 1.0 else max(1, round(self.fitted(count)))
+
+    def say(self, text: str, pause_s: float) -> None:
+        length = self.speech_length(text)
+        self.add(Event("say", self.t, length, text=text))
+        self.t += length + pause_s
+
     def expand(self, steps: tuple[Step, ...]) -> None:
         for step in steps:
             if isinstance(step, Say):
-                length = self.speech_length(step.text)
-                self.add(Event("say", self.t, length, text=step.text))
-                self.t += length + step.pause_s
+                self.say(step.text, step.pause_s)
             elif isinstance(step, Pause):
                 self.add(Event("pause", self.t, step.duration_s))
                 self.t += step.duration_s
@@ -254,34 +457,61 @@ class _Builder:
                 self.t += step.ring_s
             elif isinstance(step, Breathe):
                 self.breathe(step)
+            elif isinstance(step, Move):
+                self.move(step)
             elif isinstance(step, Repeat):
-                for _ in range(step.times):
+                for _ in range(self.fitted_count(step.times)):
                     self.expand(step.steps)
             else:  # pragma: no cover - the Step union is closed
                 raise TypeError(step)
 
+    def time_left_marks(
+        self, step: Breathe | Move, start_s: float, length_s: float
+    ) -> list[tuple[float, str]]:
+        """(instant, text) of the time-left cues due in a part of ``length_s`` seconds."""
+        if not (self.routine.announce_time_left and step.time_left):
+            return []
+        return [
+            (start_s + length_s - minutes * 60.0, time_left_text(minutes))
+            for minutes in TIME_LEFT_MARKS_MIN
+            if minutes * 60.0 <= length_s / 2
+        ]
+
+    def cue(self, text: str, start_s: float, free_at_s: float) -> float:
+        """Speak ``text`` at ``start_s`` unless an earlier cue is still being spoken; returns
+        when the voice is free again."""
+        length = self.speech_length(text)
+        if start_s + 1e-9 >= free_at_s:
+            self.add(Event("say", start_s, length, text=text))
+            return start_s + length
+        return free_at_s
+
     def breathe(self, step: Breathe) -> None:
         pattern, tempo = resolve_breath(self.routine, step, self.options)
+        if pattern.has_holds and not self.cautioned:
+            self.say(HOLD_CAUTION, DEFAULT_SAY_PAUSE_S)
+            self.cautioned = True
         cycle_s = pattern.cycle
         if step.cycles is not None:
-            cycles = step.cycles
+            cycles = self.fitted_count(step.cycles)
         else:
             assert step.minutes is not None
-            cycles = max(1, round(step.minutes * 60.0 / cycle_s))
+            cycles = max(1, round(self.fitted(step.minutes) * 60.0 / cycle_s))
         cues = dict(step.cues)
         start = self.t
         speech_free_at = start
+        pending = self.time_left_marks(step, start, cycles * cycle_s)
         for k in range(cycles):
             phase_start = start + k * cycle_s
             spoken = k < step.cue_cycles or (step.cue_every > 0 and k % step.cue_every == 0)
             for phase, duration in pattern.parts():
                 self.add(Event("breath", phase_start, duration, phase=phase))
                 text = cues.get(phase) if spoken else None
+                if text is None and pending and phase_start + 1e-9 >= pending[0][0]:
+                    text = pending.pop(0)[1]
                 if text is not None:
+                    speech_free_at = self.cue(text, phase_start, speech_free_at)
                     length = self.speech_length(text)
-                    if phase_start + 1e-9 >= speech_free_at:
-                        self.add(Event("say", phase_start, length, text=text))
-                        speech_free_at = phase_start + length
                     if length > duration:
                         self.warn(
                             step.line,
@@ -292,3 +522,39 @@ class _Builder:
                         )
                 phase_start += duration
         self.t = max(start + cycles * cycle_s, speech_free_at)
+
+    def move(self, step: Move) -> None:
+        moves_per_min = (
+            self.options.moves_per_min
+            or step.moves_per_min
+            or self.routine.moves_per_min
+            or DEFAULT_MOVES_PER_MIN
+        )
+        beat_s = 60.0 / moves_per_min
+        count = self.fitted_count(step.count)
+        sound = _move_sound(self.routine, step)
+        start = self.t
+        speech_free_at = start
+        # Spoken counts fill every beat, so a time-left cue has room only between ticks.
+        pending = [] if sound == "count" else self.time_left_marks(step, start, count * beat_s)
+        for k in range(count):
+            beat_start = start + k * beat_s
+            beat = k % step.count_to + 1
+            self.add(Event("move", beat_start, beat_s, beat=beat, tick=sound == "tick"))
+            text = None
+            if sound == "count":
+                text = f"{COUNT_WORDS[beat - 1]}."
+            elif pending and beat_start + 1e-9 >= pending[0][0]:
+                text = pending.pop(0)[1]
+            if text is not None:
+                speech_free_at = self.cue(text, beat_start, speech_free_at)
+                length = self.speech_length(text)
+                if sound == "count" and length > beat_s:
+                    self.warn(
+                        step.line,
+                        "count",
+                        f"the spoken count {text!r} takes {length:.1f} s but a movement lasts "
+                        f"{beat_s:.2f} s at {moves_per_min:g} a minute; it runs into the next "
+                        "(use sound: tick, or a slower move tempo)",
+                    )
+        self.t = max(start + count * beat_s, speech_free_at)
