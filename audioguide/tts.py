@@ -3,7 +3,7 @@
 The only module that imports pyttsx3. On Linux, espeak-ng's library and voice data come from
 the espeakng-loader wheel when the system has none, so ``pip install`` is all a user needs.
 
-pyttsx3 2.99's espeak driver is fragile (see docs/design-notes.md): the first ``runAndWait``
+pyttsx3 2.99's espeak driver is fragile (docs/design-notes.md has the measurements): the first ``runAndWait``
 after ``init`` returns before any audio is written, queued ``save_to_file`` calls keep only the
 last, and every file prints "Audio saved to ..." on stdout. So the engine does one empty
 ``runAndWait`` after ``init``, then exactly one ``save_to_file`` and one ``runAndWait`` per cue,
