@@ -21,9 +21,16 @@ from .errors import AudioguideError
 from .export import DEFAULT_BITRATE_KBPS, MP3_BITRATES_KBPS
 from .mix import DEFAULT_LOUDNESS_LUFS
 from .pipeline import DEFAULT_OUT_DIR, SessionOptions, plan_session, render_session
-from .routine import builtin_names, load_routine
+from .routine import (
+    DEFAULT_LEVEL,
+    LEVELS,
+    MAX_MOVES_PER_MIN,
+    MIN_MOVES_PER_MIN,
+    builtin_names,
+    load_routine,
+)
 from .synth import BREATH_SOUNDS
-from .timeline import Event, Timeline
+from .timeline import MAX_MINUTES, MIN_MINUTES, Event, Timeline
 from .tts import DEFAULT_RATE_WPM, MAX_RATE_WPM, MIN_RATE_WPM, list_voices
 
 T = TypeVar("T")
@@ -90,6 +97,28 @@ def _timing_options(func: Callable[..., T]) -> Callable[..., T]:
             "seconds without.",
         ),
         click.option(
+            "--move-tempo",
+            type=click.FloatRange(MIN_MOVES_PER_MIN, MAX_MOVES_PER_MIN),
+            metavar="PER_MIN",
+            help=f"Steps or circles per minute for every paced movement, {MIN_MOVES_PER_MIN:g} "
+            f"to {MAX_MOVES_PER_MIN:g} (duck walking: 40 is one step every 1.5 s).",
+        ),
+        click.option(
+            "--level",
+            type=click.Choice(LEVELS),
+            default=DEFAULT_LEVEL,
+            show_default=True,
+            help="gentle: fewer repetitions, longer rests, no breath holds, more reminders to "
+            "stop if it hurts; full: when gentle feels easy.",
+        ),
+        click.option(
+            "--minutes",
+            type=click.FloatRange(MIN_MINUTES, MAX_MINUTES),
+            metavar="N",
+            help="Fit the session to about N minutes by changing breath cycles and repetitions "
+            "(never the tempo, never the safety part).",
+        ),
+        click.option(
             "--voice", metavar="ID", help="Voice to speak with (see 'audioguide voices')."
         ),
         click.option(
@@ -110,6 +139,9 @@ def _options(**kwargs: Any) -> SessionOptions:
     return SessionOptions(
         breaths_per_min=kwargs.get("breath_tempo"),
         pattern=kwargs.get("breath_pattern"),
+        moves_per_min=kwargs.get("move_tempo"),
+        level=kwargs.get("level") or DEFAULT_LEVEL,
+        minutes=kwargs.get("minutes"),
         voice=kwargs.get("voice"),
         rate_wpm=kwargs.get("rate", DEFAULT_RATE_WPM),
         use_cache=not kwargs.get("no_cache", False),

@@ -29,7 +29,7 @@ from .export import (
 )
 from .mix import DEFAULT_LOUDNESS_LUFS, MixSettings, block_powers, master, master_gain_db, mix_track
 from .names import safe_name, slugify
-from .routine import Routine, load_routine
+from .routine import DEFAULT_LEVEL, Routine, load_routine
 from .speech import Speech
 from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_texts
 from .tts import DEFAULT_RATE_WPM, Pyttsx3Engine, SpeechEngine
@@ -46,6 +46,9 @@ class SessionOptions:
 
     breaths_per_min: float | None = None
     pattern: BreathPattern | None = None
+    moves_per_min: float | None = None
+    level: str = DEFAULT_LEVEL
+    minutes: float | None = None
     voice: str | None = None
     rate_wpm: int = DEFAULT_RATE_WPM
     breath_sound: str = "tone"
@@ -57,7 +60,13 @@ class SessionOptions:
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def render_options(self) -> RenderOptions:
-        return RenderOptions(breaths_per_min=self.breaths_per_min, pattern=self.pattern)
+        return RenderOptions(
+            breaths_per_min=self.breaths_per_min,
+            pattern=self.pattern,
+            moves_per_min=self.moves_per_min,
+            level=self.level,
+            minutes=self.minutes,
+        )
 
     def mix_settings(self) -> MixSettings:
         return MixSettings(
@@ -97,7 +106,7 @@ def plan_session(
     options = options or SessionOptions()
     routine = _routine(routine)
     speech = speech or make_speech(options)
-    speech.prepare(speech_texts(routine))
+    speech.prepare(speech_texts(routine, options.render_options()))
     return build_timeline(routine, speech.length_s, options.render_options())
 
 
@@ -117,7 +126,7 @@ def render_session(
     options = options or SessionOptions()
     routine = _routine(routine)
     speech = speech or make_speech(options)
-    texts = speech_texts(routine)
+    texts = speech_texts(routine, options.render_options())
     report = progress or (lambda stage, done, total: None)
     for i, text in enumerate(texts):
         speech.dry(text)
