@@ -1,9 +1,12 @@
 """Export stage: mastered track samples in, files a phone plays out.
 
-MP3 through the LAME encoder in the lameenc wheel (no ffmpeg), constant bit rate so every
-player reads the true duration; ID3v2.3 tags through mutagen; a UTF-8 M3U8 playlist; and the
-whole folder written into a temporary folder beside the target and renamed into place at the
-end, so a failure or Ctrl-C leaves the previous output as it was.
+MP3 through the LAME encoder in the lameenc wheel (no ffmpeg), at a constant bit rate. Each
+track's frames sit on one grid of 1,152-sample frames counted from the session start, so the
+full-session file is the tracks' frames joined (no second encode), and each file starts with a
+Xing/Info frame whose LAME tag gives the exact length and the gapless trim. Other formats go
+through pydub and ffmpeg (``formats``). Tags are in ``tags``, transcripts in ``transcript``.
+The whole folder is written into a temporary folder beside the target and renamed into place
+at the end, so a failure or Ctrl-C leaves the previous output as it was.
 """
 
 from __future__ import annotations
@@ -12,33 +15,29 @@ import contextlib
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import lameenc
 import numpy as np
-from mutagen.id3 import ID3, TALB, TCON, TIT2, TPE1, TRCK, TXXX
 
 from .errors import ExportError
+from .mp3frames import SAMPLES_PER_FRAME, FrameHeader, frame_offsets, info_frame, parse_header
 from .synth import SAMPLE_RATE
+from .tags import Gapless
 
 DEFAULT_BITRATE_KBPS = 96
 MP3_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 LAME_QUALITY = 5  # LAME's -q: 2 is slower with little gain for speech
-# LAME's encoder delay plus the decoder's, in samples: a decoded MP3 starts this late.
-MP3_DELAY_SAMPLES = 1105
-GENRE = "Meditation"
-
-
-@dataclass(frozen=True)
-class TrackTags:
-    title: str
-    artist: str
-    album: str
-    track: int
-    total: int
-    comment: str = ""
+# LAME starts its output this many samples late (its "encoder delay"); a decoder adds 529 more.
+LAME_ENCODER_DELAY_SAMPLES = 576
+DECODER_DELAY_SAMPLES = 529
+# Which files a render writes: one per section, one for the whole session, or both.
+OUTPUT_MODES = ("both", "tracks", "single")
+DEFAULT_OUTPUT_MODE = "both"
+FULL_SESSION_SUFFIX = " (full)"
 
 
 def to_pcm16(samples: np.ndarray) -> np.ndarray:
@@ -46,43 +45,129 @@ def to_pcm16(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16)
 
 
-def encode_mp3(
-    samples: np.ndarray, bitrate_kbps: int = DEFAULT_BITRATE_KBPS, sample_rate: int = SAMPLE_RATE
-) -> bytes:
-    """Encode mono float32 samples as constant-bit-rate MP3.
-
-    The encoder and decoder together delay the sound by MP3_DELAY_SAMPLES, and lameenc writes
-    no header telling players to trim it. So the input is advanced by that many samples (they
-    lie in the track's silent lead-in): decoded, every sound lands on the sample the timeline
-    gives it, in every player.
-    """
+def check_bitrate(bitrate_kbps: int) -> int:
     if bitrate_kbps not in MP3_BITRATES_KBPS:
         raise ExportError(
             f"--bitrate must be one of {', '.join(map(str, MP3_BITRATES_KBPS))} kbps "
             f"(got {bitrate_kbps}); {DEFAULT_BITRATE_KBPS} suits a voice"
         )
-    pcm = to_pcm16(samples[MP3_DELAY_SAMPLES:])
+    return bitrate_kbps
+
+
+@dataclass(frozen=True)
+class EncodedTrack:
+    """One track as MP3 frames on the session's frame grid.
+
+    Decoded (after the decoder's own delay), frame ``i`` holds session samples
+    ``grid_start + 1152 * i`` onward. The track's own file plays all ``audio`` minus
+    ``delay_samples`` at the start and ``padding_samples`` at the end: exactly its
+    ``sample_count`` samples. The full-session file takes its frames up to the grid point
+    where the next track's frames begin.
+    """
+
+    audio: bytes
+    header: FrameHeader
+    grid_start: int
+    frame_count: int
+    delay_samples: int
+    padding_samples: int
+    sample_count: int
+
+    @property
+    def gapless(self) -> Gapless:
+        return Gapless(self.delay_samples, self.padding_samples, self.sample_count)
+
+
+def encode_track(
+    samples: np.ndarray,
+    first_sample: int,
+    bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
+    sample_rate: int = SAMPLE_RATE,
+) -> EncodedTrack:
+    """Encode one track as constant-bit-rate MP3 frames on the session's frame grid.
+
+    ``samples`` (float32, mono or frames x channels) start at session sample ``first_sample``.
+
+    The encoder's first 576 output samples (its delay) carry no input; here they stand for the
+    576 session samples before the input, which lie in the silence between two tracks. So
+    the frames can start on the grid point at or before the track's first sample, and the LAME
+    tag's delay trims what lies between. Every track starts with a silent lead-in and ends in a
+    silent tail (timeline.LEAD_IN_S, TAIL_S); the few milliseconds this touches are inside them.
+    """
+    check_bitrate(bitrate_kbps)
+    grid_start = first_sample - first_sample % SAMPLES_PER_FRAME
+    delay = first_sample - grid_start
+    skip = LAME_ENCODER_DELAY_SAMPLES - delay  # input samples the encoder's delay stands for
+    pcm = to_pcm16(samples)
+    if skip < 0:
+        pcm = np.concatenate([np.zeros((-skip, *pcm.shape[1:]), dtype=np.int16), pcm])
+    channels = 1 if pcm.ndim == 1 else pcm.shape[1]
     encoder = lameenc.Encoder()
     encoder.set_bit_rate(bitrate_kbps)
     encoder.set_in_sample_rate(sample_rate)
-    encoder.set_channels(1)
+    encoder.set_channels(channels)
     encoder.set_quality(LAME_QUALITY)
     encoder.silence()
-    return bytes(encoder.encode(pcm.tobytes()) + encoder.flush())
+    try:
+        audio = bytes(encoder.encode(pcm[max(skip, 0) :].tobytes()) + encoder.flush())
+    except RuntimeError as exc:  # lameenc reports every failure so
+        raise ExportError(f"the MP3 encoder failed ({exc}); try another --bitrate") from None
+    frame_count = len(frame_offsets(audio)) - 1
+    return EncodedTrack(
+        audio=audio,
+        header=parse_header(audio),
+        grid_start=grid_start,
+        frame_count=frame_count,
+        delay_samples=delay,
+        padding_samples=frame_count * SAMPLES_PER_FRAME - delay - samples.shape[0],
+        sample_count=samples.shape[0],
+    )
 
 
-def tag_mp3(path: Path, tags: TrackTags) -> None:
-    """Write ID3v2.3 tags (title, artist, album, track n/N, genre, comment)."""
-    id3 = ID3()
-    id3.add(TIT2(encoding=3, text=tags.title))
-    id3.add(TPE1(encoding=3, text=tags.artist))
-    id3.add(TALB(encoding=3, text=tags.album))
-    id3.add(TRCK(encoding=3, text=f"{tags.track}/{tags.total}"))
-    id3.add(TCON(encoding=3, text=GENRE))
-    if tags.comment:
-        id3.add(TXXX(encoding=3, desc="audioguide", text=tags.comment))
-    # No padding: libsndfile counts tag bytes as audio when it estimates an MP3's length.
-    id3.save(str(path), v2_version=3, padding=lambda info: 0)
+def track_mp3(track: EncodedTrack) -> bytes:
+    """The track's own file: Info frame, then every frame."""
+    info = info_frame(
+        track.header,
+        audio_frames=track.frame_count,
+        audio_bytes=len(track.audio),
+        delay_samples=track.delay_samples,
+        padding_samples=track.padding_samples,
+    )
+    return info + track.audio
+
+
+def full_session_mp3(tracks: Sequence[EncodedTrack]) -> tuple[bytes, Gapless]:
+    """The whole session as one MP3 made of the tracks' frames, no second encode.
+
+    Each track contributes the frames up to the grid point where the next one's begin; the
+    last contributes all of its frames. Returns the file and its gapless trim.
+    """
+    if not tracks:
+        raise ValueError("a session has at least one track")
+    parts = []
+    frames = 0
+    for track, following in zip(tracks, [*tracks[1:], None], strict=True):
+        if following is None:
+            parts.append(track.audio)
+            frames += track.frame_count
+        else:
+            take = (following.grid_start - track.grid_start) // SAMPLES_PER_FRAME
+            if not 0 <= take <= track.frame_count:
+                raise ValueError("tracks must be given in order, each where the last one ends")
+            parts.append(track.audio[: frame_offsets(track.audio)[take]])
+            frames += take
+    first, last = tracks[0], tracks[-1]
+    audio = b"".join(parts)
+    samples = frames * SAMPLES_PER_FRAME - first.delay_samples - last.padding_samples
+    gapless = Gapless(first.delay_samples, last.padding_samples, samples)
+    info = info_frame(
+        first.header,
+        audio_frames=frames,
+        audio_bytes=len(audio),
+        delay_samples=first.delay_samples,
+        padding_samples=last.padding_samples,
+    )
+    return info + audio, gapless
 
 
 @dataclass(frozen=True)
@@ -96,7 +181,8 @@ def playlist_text(entries: Sequence[PlaylistEntry], artist: str) -> str:
     """An extended M3U playlist: ``#EXTM3U`` first, plain relative names, LF line ends."""
     lines = ["#EXTM3U"]
     for entry in entries:
-        lines.append(f"#EXTINF:{round(entry.duration_s)},{artist} - {entry.title}")
+        title = " ".join(f"{artist} - {entry.title}".split())  # one line, whatever the title
+        lines.append(f"#EXTINF:{round(entry.duration_s)},{title}")
         lines.append(entry.file)
     return "\n".join(lines) + "\n"
 
@@ -104,6 +190,17 @@ def playlist_text(entries: Sequence[PlaylistEntry], artist: str) -> str:
 def write_playlist(path: Path, entries: Sequence[PlaylistEntry], artist: str) -> None:
     """Write UTF-8 without a BOM, as phone players expect."""
     path.write_text(playlist_text(entries, artist), encoding="utf-8", newline="\n")
+
+
+def write_zip(folder: Path, zip_path: Path) -> None:
+    """Pack ``folder``'s files into ``zip_path`` under a folder of the same name.
+
+    Audio is already compressed, so it is stored as is; names are stored as UTF-8.
+    """
+    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                archive.write(path, f"{folder.name}/{path.name}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""File names that Android, iOS and FAT32 cards all accept, made from free-form titles."""
+"""File names that Android, iOS and FAT32 cards all accept, made from free-form titles.
+
+Used by the timeline (track files) and the export stage (playlist, full-session file): no path
+separators or characters FAT32 refuses, no trailing dots or spaces, short enough for every
+file system (FAT32 counts 255 UTF-16 units, ext4 and APFS 255 UTF-8 bytes), and unique within
+a folder even where case does not count.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ import re
 import unicodedata
 
 MAX_NAME_CHARS = 120
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f:?*"<>|\\/]+')
+MAX_NAME_BYTES = 200  # UTF-8; leaves room for " (full)", " (2)" and an extension under 255
+# Control characters (C0, C1, line separators) and what FAT32, Windows or a path refuse.
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029:?*"<>|\\/]+')
 _RESERVED = {
     "CON", "PRN", "AUX", "NUL",
     *(f"COM{i}" for i in range(1, 10)),
@@ -20,10 +28,31 @@ def safe_name(title: str, *, fallback: str = "untitled", max_chars: int = MAX_NA
     text = unicodedata.normalize("NFC", title)
     text = _UNSAFE.sub(" ", text)
     text = " ".join(text.split())
-    text = text[:max_chars].strip(" .")
+    text = _clip_utf8(text[:max_chars], MAX_NAME_BYTES).strip(" .")
     if not text or text.upper().split(".")[0] in _RESERVED:
         text = f"{fallback} {text}".strip() if text else fallback
     return text
+
+
+def _clip_utf8(text: str, max_bytes: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[:max_bytes].decode("utf-8", "ignore")  # never half a character
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name (2)``, ``name (3)``... before the extension, whichever is not in
+    ``taken`` (compared without case, as FAT32 and iOS do). Adds the result to ``taken``."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    candidate, n = name, 1
+    while candidate.casefold() in taken:
+        n += 1
+        candidate = f"{stem} ({n}){dot}{ext}"
+    taken.add(candidate.casefold())
+    return candidate
 
 
 def slugify(title: str) -> str:

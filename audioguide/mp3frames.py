@@ -1,0 +1,148 @@
+"""MP3 frames for the export stage: split a LAME stream into frames, and build the Xing/Info
+frame with the LAME extension that tells players the exact length and the gapless trim.
+
+lameenc writes bare frames. Without an Info frame players guess the length from the file size
+(libsndfile counts ID3 tag bytes as audio) and cannot trim the encoder's delay. No installed
+library writes the frame, so it is built here, after the layout LAME itself writes
+(http://gabriel.mp3-tech.org/mp3infotag.html, LAME's VbrTag.c): MPEG-1 Layer III, CBR.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLES_PER_FRAME = 1152  # MPEG-1 Layer III
+# MPEG-1 Layer III bit rates by header index (kbps); index 0 is free format, 15 is invalid.
+_BITRATES_KBPS = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+_SAMPLE_RATES = (44100, 48000, 32000)
+_SIDE_INFO_BYTES = {1: 17, 2: 32}  # MPEG-1, by channel count: where the Info tag starts
+_TOC_ENTRIES = 100
+_ENCODER = b"LAME3.100"  # players look for "LAME" before they read the delay and padding
+_MAX_DELAY_OR_PADDING = 0xFFF  # 12 bits each in the LAME tag
+
+
+class Mp3FormatError(ValueError):
+    """Bytes that are not a stream of MPEG-1 Layer III frames (a programming error here)."""
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    bitrate_kbps: int
+    sample_rate: int
+    channels: int
+    padded: bool
+
+    @property
+    def size_bytes(self) -> int:
+        return 144_000 * self.bitrate_kbps // self.sample_rate + int(self.padded)
+
+
+def parse_header(data: bytes | memoryview, offset: int = 0) -> FrameHeader:
+    """The header of the MPEG-1 Layer III frame starting at ``offset``."""
+    if len(data) - offset < 4:
+        raise Mp3FormatError(f"truncated frame header at byte {offset}")
+    word = int.from_bytes(data[offset : offset + 4], "big")
+    version, layer = (word >> 19) & 3, (word >> 17) & 3
+    bitrate_index, rate_index = (word >> 12) & 15, (word >> 10) & 3
+    if word >> 21 != 0x7FF or version != 3 or layer != 1:
+        raise Mp3FormatError(f"no MPEG-1 Layer III frame at byte {offset}")
+    if bitrate_index in (0, 15) or rate_index == 3:
+        raise Mp3FormatError(f"free-format or invalid frame header at byte {offset}")
+    return FrameHeader(
+        bitrate_kbps=_BITRATES_KBPS[bitrate_index],
+        sample_rate=_SAMPLE_RATES[rate_index],
+        channels=1 if (word >> 6) & 3 == 3 else 2,
+        padded=bool((word >> 9) & 1),
+    )
+
+
+def frame_offsets(data: bytes | memoryview) -> np.ndarray:
+    """Byte offset of every frame in ``data``, plus ``len(data)`` at the end (int64)."""
+    offsets = [0]
+    while offsets[-1] < len(data):
+        offsets.append(offsets[-1] + parse_header(data, offsets[-1]).size_bytes)
+    if offsets[-1] != len(data):
+        raise Mp3FormatError("the last frame is cut short")
+    return np.asarray(offsets, dtype=np.int64)
+
+
+def _crc16_table() -> tuple[int, ...]:
+    # CRC-16/ARC (polynomial 0x8005, bit-reversed 0xA001), as LAME's crc16_lookup.
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC16 = _crc16_table()
+
+
+def crc16(data: bytes, crc: int = 0) -> int:
+    """LAME's CRC-16 of ``data`` (for the Info tag's own 190-odd bytes; slow on megabytes)."""
+    for byte in data:
+        crc = (crc >> 8) ^ _CRC16[(crc ^ byte) & 0xFF]
+    return crc
+
+
+def info_frame(
+    template: FrameHeader,
+    *,
+    audio_frames: int,
+    audio_bytes: int,
+    delay_samples: int,
+    padding_samples: int,
+) -> bytes:
+    """A Xing "Info" frame (CBR) with the LAME extension, to put before ``audio_frames`` frames.
+
+    ``delay_samples`` and ``padding_samples`` are what a gapless decoder drops at the start
+    (after the decoder's own 529 samples) and at the end, so it plays exactly
+    ``audio_frames * 1152 - delay_samples - padding_samples`` samples; mutagen and libsndfile
+    report that length. The frame decodes as silence in players that do not know it.
+    """
+    for name, value in (("delay", delay_samples), ("padding", padding_samples)):
+        if not 0 <= value <= _MAX_DELAY_OR_PADDING:
+            raise ValueError(f"{name} of {value} samples does not fit the LAME tag's 12 bits")
+    header = FrameHeader(template.bitrate_kbps, template.sample_rate, template.channels, False)
+    size = header.size_bytes
+    stream_bytes = size + audio_bytes  # LAME counts the Info frame in both byte fields
+    word = (
+        (0x7FF << 21)
+        | (3 << 19)  # MPEG-1
+        | (1 << 17)  # Layer III
+        | (1 << 16)  # no CRC protection
+        | (_BITRATES_KBPS.index(header.bitrate_kbps) << 12)
+        | (_SAMPLE_RATES.index(header.sample_rate) << 10)
+        | ((3 if header.channels == 1 else 0) << 6)  # mono or stereo
+    )
+    frame = bytearray(size)
+    frame[0:4] = word.to_bytes(4, "big")
+    at = 4 + _SIDE_INFO_BYTES[header.channels]  # side info stays zero: decodes as silence
+    # Constant bit rate: byte position grows linearly with time.
+    toc = bytes(min(255, i * 256 // _TOC_ENTRIES) for i in range(_TOC_ENTRIES))
+    flags = 0x1 | 0x2 | 0x4 | 0x8  # frames, bytes, TOC, quality
+    xing = b"Info" + struct.pack(">III", flags, audio_frames, stream_bytes) + toc
+    xing += struct.pack(">I", 100 - 10 * 4 - 5)  # LAME's quality field: 100 - 10*V - q
+    lame = _ENCODER
+    lame += bytes([0x01])  # tag revision 0, method 1: constant bit rate
+    lame += bytes([0])  # lowpass: not stated
+    lame += bytes(8)  # replay gain: not given
+    lame += bytes([0x00])  # flags and ATH type
+    lame += bytes([min(255, header.bitrate_kbps)])
+    lame += bytes(
+        [delay_samples >> 4, ((delay_samples & 0xF) << 4) | (padding_samples >> 8)]
+    ) + bytes([padding_samples & 0xFF])
+    source_rate_code = {32000: 0, 44100: 1, 48000: 2}[header.sample_rate]
+    lame += bytes([source_rate_code << 6])  # misc: no noise shaping, mono/stereo unsaid
+    lame += bytes(3)  # MP3 gain, preset and surround
+    lame += struct.pack(">I", stream_bytes)
+    lame += struct.pack(">H", 0)  # music CRC: optional, not checked by players
+    frame[at : at + len(xing) + len(lame)] = xing + lame
+    end = at + len(xing) + len(lame)
+    frame[end : end + 2] = struct.pack(">H", crc16(bytes(frame[:end])))
+    return bytes(frame)
