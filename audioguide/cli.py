@@ -19,6 +19,7 @@ from .breath import PRESETS, BreathPattern, check_breaths_per_min, parse_pattern
 from .cache import SpeechCache, cache_dir
 from .errors import AudioguideError
 from .export import DEFAULT_BITRATE_KBPS, MP3_BITRATES_KBPS
+from .formats import AUDIO_FORMATS, DEFAULT_FORMAT
 from .mix import DEFAULT_LOUDNESS_LUFS
 from .pipeline import DEFAULT_OUT_DIR, SessionOptions, plan_session, render_session
 from .routine import (
@@ -153,6 +154,9 @@ def _options(**kwargs: Any) -> SessionOptions:
                 ("seed", "seed"),
                 ("loudness_lufs", "loudness"),
                 ("bitrate_kbps", "bitrate"),
+                ("audio_format", "audio_format"),
+                ("output_mode", "output_mode"),
+                ("zip", "zip_"),
                 ("jobs", "jobs"),
             )
             if kwargs.get(name) is not None
@@ -206,8 +210,31 @@ def cli() -> None:
     type=click.Choice([str(b) for b in MP3_BITRATES_KBPS]),
     default=str(DEFAULT_BITRATE_KBPS),
     show_default=True,
-    help="MP3 bit rate in kbps (constant).",
+    help="Bit rate in kbps: constant for MP3, the target for M4A and Ogg.",
 )
+@click.option(
+    "--format",
+    "audio_format",
+    type=click.Choice(AUDIO_FORMATS),
+    default=DEFAULT_FORMAT,
+    show_default=True,
+    help="Audio format. MP3 needs nothing else; the others need ffmpeg.",
+)
+@click.option("--tracks", "output_mode", flag_value="tracks", help="Write one file per section.")
+@click.option(
+    "--single",
+    "output_mode",
+    flag_value="single",
+    help="Write one full-session file, with a chapter per section.",
+)
+@click.option(
+    "--both",
+    "output_mode",
+    flag_value="both",
+    default=True,
+    help="Write both, the tracks and the full-session file [default].",
+)
+@click.option("--zip", "zip_", is_flag=True, help="Also pack the folder into FOLDER.zip beside it.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise and bells.")
 @click.option(
     "--jobs",
@@ -252,7 +279,7 @@ def render(routine: str, out_dir: Path, quiet: bool, **kwargs: Any) -> None:
     for warning in timeline.warnings:
         click.echo(f"Warning: {warning}", err=True)
     click.echo(
-        f"{timeline.title}: {len(result.files)} tracks, {format_duration(timeline.total_s)} "
+        f"{timeline.title}: {len(timeline.tracks)} tracks, {format_duration(timeline.total_s)} "
         f"({timeline.breath})"
     )
     click.echo(f"Written to {result.folder}/")

@@ -18,18 +18,12 @@ import numpy as np
 from .breath import BreathPattern
 from .cache import SpeechCache
 from .errors import ExportError
-from .export import (
-    DEFAULT_BITRATE_KBPS,
-    PlaylistEntry,
-    TrackTags,
-    encode_mp3,
-    staged_folder,
-    tag_mp3,
-    write_playlist,
-)
+from .export import DEFAULT_BITRATE_KBPS, DEFAULT_OUTPUT_MODE, staged_folder, write_zip
+from .formats import DEFAULT_FORMAT
 from .mix import DEFAULT_LOUDNESS_LUFS, MixSettings, block_powers, master, master_gain_db, mix_track
-from .names import safe_name, slugify
+from .names import slugify
 from .routine import DEFAULT_LEVEL, Routine, load_routine
+from .session_writer import ExportOptions, SessionWriter
 from .speech import Speech
 from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_texts
 from .tts import DEFAULT_RATE_WPM, Pyttsx3Engine, SpeechEngine
@@ -56,6 +50,9 @@ class SessionOptions:
     seed: int = 0
     loudness_lufs: float = DEFAULT_LOUDNESS_LUFS
     bitrate_kbps: int = DEFAULT_BITRATE_KBPS
+    audio_format: str = DEFAULT_FORMAT
+    output_mode: str = DEFAULT_OUTPUT_MODE  # both, tracks or single (export.OUTPUT_MODES)
+    zip: bool = False  # also write <folder>.zip beside the folder
     use_cache: bool = True
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
 
@@ -66,6 +63,11 @@ class SessionOptions:
             moves_per_min=self.moves_per_min,
             level=self.level,
             minutes=self.minutes,
+        )
+
+    def export_options(self) -> ExportOptions:
+        return ExportOptions(
+            audio_format=self.audio_format, bitrate_kbps=self.bitrate_kbps, mode=self.output_mode
         )
 
     def mix_settings(self) -> MixSettings:
@@ -124,6 +126,8 @@ def render_session(
     output stays as it was.
     """
     options = options or SessionOptions()
+    export_options = options.export_options()
+    export_options.check()  # before any rendering: a missing ffmpeg fails at once
     routine = _routine(routine)
     speech = speech or make_speech(options)
     texts = speech_texts(routine, options.render_options())
@@ -149,31 +153,26 @@ def render_session(
         target = Path(out_dir) / slugify(routine.name)
         with staged_folder(target) as staging:
 
-            def write(track: Track) -> Path:
+            writer = SessionWriter(staging, timeline, export_options)
+
+            def write(track: Track) -> None:
                 samples = master(mix_track(track, speech, settings), gain_db)
-                path = staging / track.file
-                _write_bytes(path, encode_mp3(samples, options.bitrate_kbps))
-                tags = TrackTags(
-                    title=track.title,
-                    artist=timeline.artist,
-                    album=timeline.title,
-                    track=track.index,
-                    total=len(tracks),
-                    comment=f"breath {timeline.breath}",
-                )
-                _guard_os(lambda: tag_mp3(path, tags))
-                return path
+                _guard_os(lambda: writer.write_track(track, samples))
 
-            written = []
-            for i, path in enumerate(pool.map(write, tracks)):
-                written.append(path)
+            for i, _ in enumerate(pool.map(write, tracks)):
                 report("encode", i + 1, len(tracks))
-            playlist_name = f"{safe_name(timeline.title)}.m3u8"
-            entries = [PlaylistEntry(t.file, t.title, t.duration_s) for t in tracks]
-            _guard_os(lambda: write_playlist(staging / playlist_name, entries, timeline.artist))
+            written: tuple[Path, ...] = ()
 
+            def finish() -> None:
+                nonlocal written
+                written = writer.finish()
+
+            _guard_os(finish)
+
+    if options.zip:
+        _guard_os(lambda: write_zip(target, target.with_name(f"{target.name}.zip")))
     files = tuple(target / p.name for p in written)
-    return RenderResult(target, files, target / playlist_name, timeline)
+    return RenderResult(target, files, target / writer.names.playlist, timeline)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
