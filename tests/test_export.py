@@ -1,0 +1,392 @@
+"""Export: MP3 frames and the Info frame, the full-session file built from the tracks' frames,
+tags, chapters, transcripts, playlists, formats and atomic output. The real LAME encoder and
+libsndfile decode everything back; speech comes from the fast fake engine."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+from mutagen.id3 import ID3
+from mutagen.mp3 import MP3, BitrateMode
+
+from audioguide import formats
+from audioguide.cli import cli
+from audioguide.errors import ExportError
+from audioguide.export import (
+    PlaylistEntry,
+    encode_track,
+    full_session_mp3,
+    playlist_text,
+    track_mp3,
+)
+from audioguide.mp3frames import crc16, frame_offsets, info_frame, parse_header
+from audioguide.pipeline import SessionOptions, plan_session, render_session
+from audioguide.synth import SAMPLE_RATE
+from audioguide.tags import Chapter, Cue, Gapless, TrackTags, itunsmpb, tag_mp3
+from audioguide.transcript import lrc_text, lrc_timestamp
+
+SR = SAMPLE_RATE
+
+
+def burst(n: int, freq_hz: float) -> np.ndarray:
+    t = np.arange(n) / SR
+    return (0.4 * np.sin(2 * np.pi * freq_hz * t) * np.hanning(n)).astype(np.float32)
+
+
+def session_with_bursts(bounds: list[int]) -> tuple[np.ndarray, list[int]]:
+    """Silence with a tone burst every 0.2 s, none within 0.3 s of a track boundary."""
+    samples = np.zeros(bounds[-1], dtype=np.float32)
+    marks = []
+    for a, b in itertools.pairwise(bounds):
+        for m in range(a + int(0.3 * SR), b - int(0.3 * SR) - 2000, int(0.2 * SR)):
+            samples[m : m + 2000] += burst(2000, 300 + (m % 500))
+            marks.append(m)
+    return samples, marks
+
+
+def lag_samples(decoded: np.ndarray, reference: np.ndarray, at: int, search: int = 400) -> int:
+    best, best_score = 0, -np.inf
+    for lag in range(-search, search + 1):
+        lo = at + lag
+        if lo < 0 or lo + reference.shape[0] > decoded.shape[0]:
+            continue
+        score = float(decoded[lo : lo + reference.shape[0]] @ reference)
+        if score > best_score:
+            best, best_score = lag, score
+    return best
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# -- frames and the Info frame -----------------------------------------------------------------
+
+
+def test_crc16_is_lames_crc16_arc():
+    assert crc16(b"123456789") == 0xBB3D  # the CRC-16/ARC check value
+
+
+def test_info_frame_states_length_delay_and_padding(tmp_path):
+    encoded = encode_track(np.zeros(SR, dtype=np.float32), first_sample=0)
+    frame = info_frame(
+        encoded.header, audio_frames=encoded.frame_count, audio_bytes=len(encoded.audio),
+        delay_samples=700, padding_samples=1000,
+    )  # fmt: skip
+    assert len(frame) == parse_header(frame).size_bytes
+    info = MP3(write(tmp_path / "a.mp3", frame + encoded.audio)).info
+    assert info.length == pytest.approx((encoded.frame_count * 1152 - 1700) / SR, abs=1e-9)
+    assert info.bitrate_mode == BitrateMode.CBR
+    assert info.encoder_info.startswith("LAME")
+    # The LAME tag ends with a CRC of every byte before it.
+    end = 4 + 17 + 120 + 34
+    assert struct.unpack(">H", frame[end : end + 2])[0] == crc16(frame[:end])
+
+
+@pytest.mark.parametrize("first_sample", [0, 500, 576, 1000, 1151, 123_456])
+def test_a_track_decodes_to_exactly_its_samples_wherever_it_starts(tmp_path, first_sample):
+    n = SR + 777
+    samples = np.zeros(n, dtype=np.float32)
+    marks = [int(0.3 * SR), int(0.7 * SR)]
+    for m in marks:
+        samples[m : m + 2000] = burst(2000, 440)
+    path = write(tmp_path / "t.mp3", track_mp3(encode_track(samples, first_sample)))
+    decoded, rate = soundfile.read(path, dtype="float32")
+    assert rate == SR
+    assert decoded.shape == (n,)
+    assert soundfile.info(str(path)).frames == n
+    assert MP3(path).info.length == pytest.approx(n / SR, abs=1e-9)
+    for m in marks:
+        assert lag_samples(decoded, samples[m : m + 2000], m) == 0
+
+
+def test_the_full_session_is_the_tracks_frames_and_plays_them_back_to_back(tmp_path):
+    bounds = [0, int(2.37 * SR) + 11, int(5.1 * SR) + 500, int(6.9 * SR) + 3, int(8.5 * SR) + 1]
+    samples, marks = session_with_bursts(bounds)
+    tracks = [encode_track(samples[a:b], a) for a, b in itertools.pairwise(bounds)]
+    data, gapless = full_session_mp3(tracks)
+    path = write(tmp_path / "full.mp3", data)
+    decoded, _ = soundfile.read(path, dtype="float32")
+    assert decoded.shape == samples.shape
+    assert gapless.sample_count == samples.shape[0]
+    assert MP3(path).info.length == pytest.approx(samples.shape[0] / SR, abs=1e-9)
+    for m in marks:
+        assert lag_samples(decoded, samples[m : m + 2000], m) == 0
+    # The tracks' own files, played one after another, give the same samples.
+    joined = np.concatenate(
+        [
+            soundfile.read(write(tmp_path / "t.mp3", track_mp3(t)), dtype="float32")[0]
+            for t in tracks
+        ]
+    )
+    assert np.max(np.abs(joined - decoded)) < 1e-4
+    # No second encode: the full file holds each track's frames byte for byte.
+    first = tracks[0]
+    assert first.audio[: int(frame_offsets(first.audio)[3])] in data
+
+
+def test_bad_bitrate_is_refused_with_the_choices():
+    with pytest.raises(ExportError, match="--bitrate must be one of 32, 40"):
+        encode_track(np.zeros(100, dtype=np.float32), 0, bitrate_kbps=100)
+
+
+# -- tags ----------------------------------------------------------------------------------------
+
+
+def read_id3_frames(path: Path) -> list[tuple[str, bytes]]:
+    """(frame id, body) in the order they are stored, from an ID3v2.3 tag."""
+    head = path.read_bytes()[:10]
+    size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
+    body = path.read_bytes()[10 : 10 + size]
+    frames, at = [], 0
+    while at + 10 <= len(body) and body[at : at + 4] != b"\0\0\0\0":
+        (length,) = struct.unpack(">I", body[at + 4 : at + 8])
+        frames.append((body[at : at + 4].decode("ascii"), body[at + 10 : at + 10 + length]))
+        at += 10 + length
+    return frames
+
+
+def test_cover_art_does_not_change_the_length_players_read(tmp_path):
+    n = 10 * SR
+    path = write(tmp_path / "t.mp3", track_mp3(encode_track(np.zeros(n, np.float32), 0)))
+    tags = TrackTags("T", "A", "B", 1, 1, cover_png=b"\x89PNG" + bytes(60_000))
+    tag_mp3(path, tags)
+    assert soundfile.info(str(path)).frames == n
+    assert MP3(path).info.length == pytest.approx(10.0, abs=1e-9)
+
+
+def test_chapters_are_stored_in_time_order(tmp_path):
+    path = write(tmp_path / "t.mp3", track_mp3(encode_track(np.zeros(SR, np.float32), 0)))
+    # Titles of falling length: mutagen alone stores the shortest frame first.
+    titles = ["A very long first chapter title indeed", "Medium second", "3rd", "4"]
+    chapters = tuple(Chapter(t, i * 0.2, (i + 1) * 0.2) for i, t in enumerate(titles))
+    tag_mp3(path, TrackTags("T", "A", "B", 1, 1, chapters=chapters))
+    stored = [body for frame_id, body in read_id3_frames(path) if frame_id == "CHAP"]
+    starts = [struct.unpack(">I", b[b.index(b"\0") + 1 :][:4])[0] for b in stored]
+    assert starts == [0, 200, 400, 600]
+    id3 = ID3(path)
+    assert id3.version == (2, 3, 0)
+    (toc,) = id3.getall("CTOC")
+    assert toc.child_element_ids == ["chp0", "chp1", "chp2", "chp3"]
+    assert [id3[f"CHAP:{e}"].sub_frames["TIT2"].text[0] for e in toc.child_element_ids] == titles
+
+
+def test_itunsmpb_states_delay_padding_and_length():
+    text = itunsmpb(Gapless(delay_samples=576, padding_samples=1000, sample_count=441_000))
+    fields = text.split()
+    assert text.startswith(" ")
+    assert fields[1:4] == ["00000240", "000003E8", "000000000006BAA8"]
+    assert len(fields) == 12
+
+
+# -- playlist and transcripts --------------------------------------------------------------------
+
+
+def test_playlist_lines_are_what_phone_players_read():
+    text = playlist_text(
+        [PlaylistEntry("01 - A.mp3", "A", 61.4), PlaylistEntry("02 - B.mp3", "B\nx", 9.6)],
+        "audioguide",
+    )
+    assert text.splitlines() == [
+        "#EXTM3U",
+        "#EXTINF:61,audioguide - A",
+        "01 - A.mp3",
+        "#EXTINF:10,audioguide - B x",
+        "02 - B.mp3",
+    ]
+
+
+def test_lrc_time_stamps():
+    assert lrc_timestamp(0) == "[00:00.00]"
+    assert lrc_timestamp(65.432) == "[01:05.43]"
+    assert lrc_timestamp(3725.0) == "[62:05.00]"  # LRC minutes run past an hour
+    text = lrc_text([Cue(8.0, "Welcome.\nSit.")], title="T", artist="A", album="B", length_s=75)
+    assert text.splitlines()[-1] == "[00:08.00]Welcome. Sit."
+    assert "[length:01:15]" in text
+
+
+# -- a whole render, fake speech -----------------------------------------------------------------
+
+UNSAFE_ROUTINE = """\
+title: 'Back: "Relief"? <now>/../..'
+sections:
+  - title: '../../x'
+    steps:
+      - say: Welcome.
+        pause: 1
+  - title: 'CON'
+    steps:
+      - say: Breathe in.
+      - say: Breathe out slowly.
+"""
+
+
+def render(routine, tmp_path, fake_speech, **options):
+    return render_session(
+        str(routine), tmp_path / "out", SessionOptions(jobs=2, **options), speech=fake_speech
+    )
+
+
+def test_every_tag_chapter_and_transcript_matches_the_timeline(
+    short_routine_file, tmp_path, fake_speech
+):
+    result = render(short_routine_file, tmp_path, fake_speech)
+    timeline = result.timeline
+    folder = result.folder
+    tracks = timeline.tracks
+    full = folder / "Short Test Session (full).mp3"
+    assert [p.name for p in result.files] == [t.file for t in tracks] + [full.name]
+    for track in tracks:
+        path = folder / track.file
+        id3 = ID3(path)
+        assert path.read_bytes()[3] == 3  # ID3v2.3
+        assert id3["TIT2"].text == [track.title]
+        assert id3["TPE1"].text == [timeline.artist]
+        assert id3["TALB"].text == [timeline.title]
+        assert id3["TRCK"].text == [f"{track.index}/{len(tracks)}"]
+        assert id3["TCON"].text == ["Meditation"]
+        assert str(id3["TDRC"].text[0]).isdigit()  # stored as TYER in v2.3
+        (comment,) = [c.text[0] for c in id3.getall("COMM") if c.desc == ""]
+        assert comment == f"Rendered at {timeline.breath}"
+        assert id3.getall("APIC")[0].data.startswith(b"\x89PNG")
+        cues = [e for e in track.events if e.kind == "say"]
+        assert id3.getall("USLT")[0].text.splitlines() == [e.text for e in cues]
+        sylt = id3.getall("SYLT")[0].text
+        assert [ms for _, ms in sylt] == [round((e.start_s - track.start_s) * 1000) for e in cues]
+        # Gapless: the comment and the LAME tag agree, and both give the exact length.
+        smpb = next(c.text[0] for c in id3.getall("COMM") if c.desc == "iTunSMPB").split()
+        info = MP3(path).info
+        assert int(smpb[3], 16) == round(track.duration_s * SR)
+        assert info.length == pytest.approx(track.duration_s, abs=1e-4)
+        assert soundfile.info(str(path)).duration == pytest.approx(track.duration_s, abs=1e-4)
+        lrc = path.with_suffix(".lrc").read_text(encoding="utf-8").splitlines()
+        stamps = [line[: line.index("]") + 1] for line in lrc if line[1].isdigit()]
+        assert stamps == [lrc_timestamp(e.start_s - track.start_s) for e in cues]
+    id3 = ID3(full)
+    chaps = [id3[f"CHAP:{e}"] for e in id3.getall("CTOC")[0].child_element_ids]
+    assert [c.sub_frames["TIT2"].text[0] for c in chaps] == [t.title for t in tracks]
+    for chap, track in zip(chaps, tracks, strict=True):
+        assert abs(chap.start_time / 1000 - track.start_s) <= 0.010
+        assert abs(chap.end_time / 1000 - track.end_s) <= 0.010
+    assert MP3(full).info.length == pytest.approx(timeline.total_s, abs=1e-4)
+    assert soundfile.info(str(full)).duration == pytest.approx(timeline.total_s, abs=1e-4)
+    full_lrc = full.with_suffix(".lrc").read_text(encoding="utf-8")
+    assert full_lrc.count("\n[0") == sum(1 for e in timeline.events() if e.kind == "say")
+
+
+def test_unsafe_titles_render_to_safe_names_the_playlist_resolves(tmp_path, fake_speech):
+    routine = tmp_path / "unsafe.yaml"
+    routine.write_text(UNSAFE_ROUTINE, encoding="utf-8")
+    result = render(routine, tmp_path, fake_speech)
+    out = tmp_path / "out"
+    every = [p for p in out.rglob("*")]
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in every)
+    assert not (tmp_path / "x.mp3").exists()
+    names = sorted(p.name for p in result.folder.iterdir())
+    for name in names:
+        assert not set('/\\:*?"<>|') & set(name)
+        assert name == name.strip(" .")
+    raw = result.playlist.read_bytes()
+    assert not raw.startswith(b"\xef\xbb\xbf")
+    lines = raw.decode("utf-8").splitlines()
+    assert lines[0] == "#EXTM3U"
+    listed = [line for line in lines if not line.startswith("#")]
+    assert len(listed) == 2
+    for name in listed:
+        assert "/" not in name and not name.startswith(".")
+        assert (result.folder / name).is_file()
+
+
+@pytest.mark.parametrize("mode", ["tracks", "single"])
+def test_tracks_or_single_writes_only_those(short_routine_file, tmp_path, fake_speech, mode):
+    result = render(short_routine_file, tmp_path, fake_speech, output_mode=mode)
+    mp3s = sorted(p.name for p in result.folder.glob("*.mp3"))
+    lines = result.playlist.read_text(encoding="utf-8").splitlines()
+    if mode == "tracks":
+        assert mp3s == [t.file for t in result.timeline.tracks]
+        assert len(lines) == 1 + 2 * len(mp3s)
+    else:
+        assert mp3s == ["Short Test Session (full).mp3"]
+        assert lines[2] == mp3s[0]
+        total_s = round(result.timeline.total_s)
+        assert lines[1] == f"#EXTINF:{total_s},audioguide - Short Test Session"
+        assert MP3(result.folder / mp3s[0]).info.length == pytest.approx(
+            result.timeline.total_s, abs=1e-4
+        )
+
+
+def test_zip_holds_the_folder(short_routine_file, tmp_path, fake_speech):
+    result = render(short_routine_file, tmp_path, fake_speech, zip=True)
+    archive = result.folder.with_name(result.folder.name + ".zip")
+    with zipfile.ZipFile(archive) as z:
+        assert z.testzip() is None
+        assert sorted(z.namelist()) == sorted(
+            f"{result.folder.name}/{p.name}" for p in result.folder.iterdir()
+        )
+
+
+def test_a_failure_mid_render_leaves_the_previous_output(
+    short_routine_file, tmp_path, fake_speech, monkeypatch
+):
+    first = render(short_routine_file, tmp_path, fake_speech)
+    before = {p.name: p.read_bytes() for p in first.folder.iterdir()}
+
+    def failing(*args, **kwargs):
+        raise ExportError("disk trouble")
+
+    monkeypatch.setattr("audioguide.session_writer.full_session_mp3", failing)
+    with pytest.raises(ExportError, match="disk trouble"):
+        render(short_routine_file, tmp_path, fake_speech)
+    assert {p.name: p.read_bytes() for p in first.folder.iterdir()} == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [first.folder.name]
+
+
+# -- other formats -------------------------------------------------------------------------------
+
+
+def test_other_formats_without_ffmpeg_say_how_to_install_it(short_routine_file, monkeypatch):
+    monkeypatch.setattr(formats, "ffmpeg_path", lambda: None)
+    result = CliRunner().invoke(cli, ["render", str(short_routine_file), "--format", "m4a"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: --format m4a needs ffmpeg, which is not installed")
+    assert "apt install ffmpeg" in result.output
+    assert "Traceback" not in result.output
+
+
+needs_ffmpeg = pytest.mark.skipif(formats.ffmpeg_path() is None, reason="ffmpeg not installed")
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("audio_format", ["m4a", "ogg", "flac", "wav"])
+def test_other_formats_hold_tags_and_true_lengths(
+    short_routine_file, tmp_path, fake_speech, audio_format
+):
+    import mutagen
+
+    result = render(short_routine_file, tmp_path, fake_speech, audio_format=audio_format)
+    timeline = result.timeline
+    for track, path in zip(timeline.tracks, result.files, strict=False):
+        assert path.suffix == f".{audio_format}"
+        audio = mutagen.File(path)
+        # AAC and Vorbis frames may round the end up by a frame or two.
+        assert abs(audio.info.length - track.duration_s) <= 0.1
+        text = json.dumps({k: str(v) for k, v in (audio.tags or {}).items()}, ensure_ascii=False)
+        assert track.title in text
+        assert timeline.title in text
+    full = result.folder / f"Short Test Session (full).{audio_format}"
+    assert abs(mutagen.File(full).info.length - timeline.total_s) <= 0.1
+
+
+def test_plan_and_render_agree_on_file_names(short_routine_file, tmp_path, fake_speech):
+    timeline = plan_session(str(short_routine_file), speech=fake_speech)
+    result = render(short_routine_file, tmp_path, fake_speech)
+    assert [p.name for p in result.files[:-1]] == [t.file for t in timeline.tracks]
