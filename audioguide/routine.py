@@ -255,6 +255,7 @@ def parse_routine(text: str, *, source: str = "<routine>", name: str = "routine"
             raise RoutineError(
                 "the file is empty; a routine needs a title and sections", path=source
             )
+        _refuse_language_tags(root, source)
         routine = _Parser(loader, source, name).routine(root)
         _check_levels(routine)
         return routine
@@ -737,6 +738,33 @@ def _is_by_level(node: Node) -> bool:
     """Whether a mapping is ``{gentle: .., full: ..}`` rather than a step's own fields."""
     keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
     return bool(keys) and all(k in LEVELS for k in keys)
+
+
+_LANGUAGE_TAG = "tag:yaml.org,2002:python/"
+
+
+def _refuse_language_tags(root: Node, source: str) -> None:
+    """Refuse ``!!python/...`` tags by name. The safe loader would never construct them, but
+    its own message quotes the YAML back over several lines."""
+    stack = [root]
+    seen: set[int] = set()  # aliases can share a node, or make it contain itself
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.tag.startswith(_LANGUAGE_TAG):
+            tag = "!!" + node.tag[len("tag:yaml.org,2002:") :]
+            raise RoutineError(
+                f"{tag.split(':')[0]}: tags that build Python objects are not allowed; "
+                "a routine is plain text, numbers, lists and mappings",
+                path=source,
+                line=node.start_mark.line + 1,
+            )
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
 
 
 def _join(where: str, key: str) -> str:
