@@ -24,7 +24,14 @@ import lameenc
 import numpy as np
 
 from .errors import ExportError
-from .mp3frames import SAMPLES_PER_FRAME, FrameHeader, frame_offsets, info_frame, parse_header
+from .mp3frames import (
+    SAMPLES_PER_FRAME,
+    FrameHeader,
+    crc16_fast,
+    frame_offsets,
+    info_frame,
+    parse_header,
+)
 from .synth import SAMPLE_RATE
 from .tags import Gapless
 
@@ -132,6 +139,7 @@ def track_mp3(track: EncodedTrack) -> bytes:
         audio_bytes=len(track.audio),
         delay_samples=track.delay_samples,
         padding_samples=track.padding_samples,
+        music_crc=crc16_fast(track.audio),
     )
     return info + track.audio
 
@@ -166,6 +174,7 @@ def full_session_mp3(tracks: Sequence[EncodedTrack]) -> tuple[bytes, Gapless]:
         audio_bytes=len(audio),
         delay_samples=first.delay_samples,
         padding_samples=last.padding_samples,
+        music_crc=crc16_fast(audio),
     )
     return info + audio, gapless
 
@@ -195,12 +204,27 @@ def write_playlist(path: Path, entries: Sequence[PlaylistEntry], artist: str) ->
 def write_zip(folder: Path, zip_path: Path) -> None:
     """Pack ``folder``'s files into ``zip_path`` under a folder of the same name.
 
-    Audio is already compressed, so it is stored as is; names are stored as UTF-8.
+    Audio is already compressed, so it is stored as is; names are stored as UTF-8. Written
+    beside and renamed into place, so an old archive stays whole until the new one is.
     """
-    with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as archive:
-        for path in sorted(folder.iterdir()):
-            if path.is_file():
-                archive.write(path, f"{folder.name}/{path.name}")
+    fd, temporary = tempfile.mkstemp(prefix=f".{zip_path.name}.", dir=zip_path.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
+            for path in sorted(folder.iterdir()):
+                if path.is_file():
+                    archive.write(path, f"{folder.name}/{path.name}")
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, zip_path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import soundfile
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mutagen.id3 import ID3
 from mutagen.mp3 import MP3, BitrateMode
 
@@ -27,7 +29,7 @@ from audioguide.export import (
     playlist_text,
     track_mp3,
 )
-from audioguide.mp3frames import crc16, frame_offsets, info_frame, parse_header
+from audioguide.mp3frames import crc16, crc16_fast, frame_offsets, info_frame, parse_header
 from audioguide.pipeline import SessionOptions, plan_session, render_session
 from audioguide.synth import SAMPLE_RATE
 from audioguide.tags import Chapter, Cue, Gapless, TrackTags, itunsmpb, tag_mp3
@@ -74,6 +76,20 @@ def write(path: Path, data: bytes) -> Path:
 
 def test_crc16_is_lames_crc16_arc():
     assert crc16(b"123456789") == 0xBB3D  # the CRC-16/ARC check value
+
+
+@given(st.binary(max_size=20_000))
+@settings(max_examples=30, deadline=None)
+def test_fast_crc_equals_the_byte_by_byte_crc(data):
+    assert crc16_fast(data) == crc16(data)
+
+
+def test_music_crc_covers_the_audio_frames():
+    encoded = encode_track(np.zeros(SR, dtype=np.float32), first_sample=0)
+    data = track_mp3(encoded)
+    info_size = parse_header(data).size_bytes
+    at = 4 + 17 + 120 + 32  # the music CRC, just before the tag's own CRC
+    assert struct.unpack(">H", data[at : at + 2])[0] == crc16(data[info_size:])
 
 
 def test_info_frame_states_length_delay_and_padding(tmp_path):
