@@ -30,7 +30,8 @@ from .routine import (
     builtin_names,
     load_routine,
 )
-from .synth import BREATH_SOUNDS
+from .speech import DEFAULT_VOICE_FX, VOICE_FX
+from .synth import AMBIENT_KINDS, BREATH_SOUNDS
 from .timeline import MAX_MINUTES, MIN_MINUTES, Event, Timeline
 from .tts import DEFAULT_RATE_WPM, MAX_RATE_WPM, MIN_RATE_WPM, list_voices
 
@@ -136,6 +137,17 @@ def _timing_options(func: Callable[..., T]) -> Callable[..., T]:
     return func
 
 
+def _ambient(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None or value in AMBIENT_KINDS:
+        return value
+    if Path(value).is_file():
+        return str(Path(value).resolve())
+    raise click.BadParameter(
+        f"{value!r} is neither an ambient kind ({', '.join(AMBIENT_KINDS)}) nor an existing "
+        "sound file; check the spelling or the path"
+    )
+
+
 def _options(**kwargs: Any) -> SessionOptions:
     return SessionOptions(
         breaths_per_min=kwargs.get("breath_tempo"),
@@ -153,6 +165,9 @@ def _options(**kwargs: Any) -> SessionOptions:
                 ("bells", "bell"),
                 ("seed", "seed"),
                 ("loudness_lufs", "loudness"),
+                ("ambient", "ambient"),
+                ("bell_file", "bell_file"),
+                ("voice_fx", "voice_fx"),
                 ("bitrate_kbps", "bitrate"),
                 ("audio_format", "audio_format"),
                 ("output_mode", "output_mode"),
@@ -197,6 +212,27 @@ def cli() -> None:
     help="Breath guide: a gliding tone, breath-like noise, or nothing.",
 )
 @click.option("--bell/--no-bell", default=True, show_default=True, help="Ring the bells.")
+@click.option(
+    "--bell-file",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="FILE",
+    help="Your own bell sound (WAV; MP3, OGG, M4A need ffmpeg) [default: the routine's, "
+    "else a singing bowl].",
+)
+@click.option(
+    "--ambient",
+    callback=_ambient,
+    metavar="KIND|FILE",
+    help="Ambient bed under every section, ducked under the voice: none, pink, brown, drone, "
+    "or a sound file to loop [default: the routine's, else none].",
+)
+@click.option(
+    "--voice-fx",
+    type=click.Choice(VOICE_FX),
+    default=DEFAULT_VOICE_FX,
+    show_default=True,
+    help="Voice chain: warm (softer highs, a little warmth, a small room) or none (dry).",
+)
 @click.option(
     "--loudness",
     type=click.FloatRange(-30, -10),
@@ -260,12 +296,13 @@ def render(routine: str, out_dir: Path, quiet: bool, **kwargs: Any) -> None:
             with click.progressbar(
                 length=100, label="Rendering", file=sys.stderr, show_eta=False
             ) as bar:
-                weights = {"speech": (0, 30), "measure": (30, 30), "encode": (60, 40)}
+                # Shares of a typical cold render's time (docs/performance.md).
+                weights = {"speech": (0, 15), "measure": (15, 30), "encode": (45, 55)}
                 done = [0]
 
-                def progress(stage: str, count: int, total: int) -> None:
+                def progress(stage: str, count: float, total: float) -> None:
                     base, span = weights[stage]
-                    value = base + span * count // max(total, 1)
+                    value = base + int(span * count / max(total, 1e-9))
                     if value > done[0]:
                         bar.update(value - done[0])
                         done[0] = value

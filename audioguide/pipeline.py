@@ -9,11 +9,13 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+from mutagen import MutagenError
 
 from .breath import BreathPattern
 from .cache import SpeechCache
@@ -29,9 +31,11 @@ from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_tex
 from .tts import DEFAULT_RATE_WPM, Pyttsx3Engine, SpeechEngine
 
 DEFAULT_OUT_DIR = "audioguide-out"
+T = TypeVar("T")
 
-Progress = Callable[[str, int, int], None]
-"""Called as progress(stage, done, total) while rendering."""
+Progress = Callable[[str, float, float], None]
+"""Called as progress(stage, done, total) while rendering: cues for "speech", seconds of
+audio for "measure" and "encode"."""
 
 
 @dataclass(frozen=True)
@@ -140,55 +144,89 @@ def render_session(
     tracks = timeline.tracks
     jobs = max(1, min(options.jobs, len(tracks)))
 
+    total_s = timeline.total_s
+
     def measure(track: Track) -> np.ndarray:
         return block_powers(mix_track(track, speech, settings))
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        powers = []
-        for i, p in enumerate(pool.map(measure, tracks)):
-            powers.append(p)
-            report("measure", i + 1, len(tracks))
-        gain_db = master_gain_db(powers, settings.loudness_lufs)
+    # Pass 1 measures every track's loudness blocks for one session gain; pass 2 mixes each
+    # track again (cheaper than keeping a session of samples in memory), masters and encodes
+    # it. Each worker holds one track at a time, so memory follows jobs x the longest track.
+    # Pass 1 touches no file: a sound file that cannot be read fails before anything is made.
+    powers = _in_parallel(measure, tracks, jobs, lambda done: report("measure", done, total_s))
+    gain_db = master_gain_db(powers, settings.loudness_lufs)
 
-        target = Path(out_dir) / slugify(routine.name)
-        with staged_folder(target) as staging:
+    target = Path(out_dir) / slugify(routine.name)
+    with staged_folder(target) as staging:
+        writer = SessionWriter(staging, timeline, export_options)
 
-            writer = SessionWriter(staging, timeline, export_options)
+        def write(track: Track) -> None:
+            samples = master(mix_track(track, speech, settings), gain_db)
+            _guard_os(lambda: writer.write_track(track, samples), target)
 
-            def write(track: Track) -> None:
-                samples = master(mix_track(track, speech, settings), gain_db)
-                _guard_os(lambda: writer.write_track(track, samples))
+        # Every worker has stopped before staged_folder cleans up, whatever happened.
+        _in_parallel(write, tracks, jobs, lambda done: report("encode", done, total_s))
+        written: tuple[Path, ...] = ()
 
-            for i, _ in enumerate(pool.map(write, tracks)):
-                report("encode", i + 1, len(tracks))
-            written: tuple[Path, ...] = ()
+        def finish() -> None:
+            nonlocal written
+            written = writer.finish()
 
-            def finish() -> None:
-                nonlocal written
-                written = writer.finish()
-
-            _guard_os(finish)
+        _guard_os(finish, target)
 
     if options.zip:
-        _guard_os(lambda: write_zip(target, target.with_name(f"{target.name}.zip")))
+        _guard_os(lambda: write_zip(target, target.with_name(f"{target.name}.zip")), target)
     files = tuple(target / p.name for p in written)
     return RenderResult(target, files, target / writer.names.playlist, timeline)
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    _guard_os(lambda: path.write_bytes(data))
+def _in_parallel(
+    work: Callable[[Track], T],
+    tracks: tuple[Track, ...],
+    jobs: int,
+    done_s: Callable[[float], None],
+) -> list[T]:
+    """``[work(t) for t in tracks]`` on ``jobs`` threads, reporting seconds of audio done.
+
+    The longest tracks start first, so no thread is left with a long one at the end. On any
+    error or Ctrl-C the tracks not yet started are dropped and the running ones finish before
+    the exception goes on: nothing writes into a folder that is being cleaned up.
+    """
+    results: dict[int, T] = {}
+    done = 0.0
+    order = sorted(tracks, key=lambda t: -t.duration_s)
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = {pool.submit(work, track): track for track in order}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                track = futures[future]
+                results[track.index] = future.result()
+                done += track.duration_s
+                done_s(done)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return [results[track.index] for track in tracks]
 
 
-def _guard_os(action: Callable[[], object]) -> None:
+def _guard_os(action: Callable[[], object], target: Path | None = None) -> None:
+    """Run ``action``; turn an OS error while writing into an ExportError that says where."""
     try:
         action()
-    except OSError as exc:
+    except (OSError, MutagenError) as raised:
+        # mutagen wraps the OSError of a failed tag write in its own error.
+        exc = raised if isinstance(raised, OSError) else raised.__context__
+        if not isinstance(exc, OSError):
+            raise
+        # A failed write() carries no file name; the output folder is what the user can change.
+        where = exc.filename or target or "output"
         if exc.errno == errno.ENOSPC:
             raise ExportError(
-                f"{exc.filename or 'output'}: the disk is full; free some space or choose "
-                "another folder with -o DIR (the previous output was left as it was)"
+                f"{where}: the disk is full; free some space or choose another folder with "
+                "-o DIR (the previous output was left as it was)"
             ) from None
         raise ExportError(
-            f"{exc.filename or 'output'}: cannot write ({exc.strerror}); choose another "
-            "folder with -o DIR"
+            f"{where}: cannot write ({exc.strerror}); choose another folder with -o DIR"
         ) from None

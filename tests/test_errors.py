@@ -1,0 +1,276 @@
+"""Bad input and faults, through the CLI: every row of docs/errors.md is a case here.
+
+Each case runs the real command and checks the exact message the table documents, the exit
+status, that no traceback escaped, and that nothing was written or the previous output was
+left as it was with no temporary folder behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from audioguide import session_writer
+from audioguide.cli import cli
+from audioguide.synth import has_ffmpeg
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+# | `case` | bad input | `message` | exit |
+ROW = re.compile(
+    r"^\| `(?P<case>[a-z0-9-]+)` \| (?P<input>.+?) "
+    r"\| `(?P<message>[^`]+)` \| (?P<exit>\d+) \|$"
+)
+
+ONE_SECTION = "title: Test\nsections:\n  - title: One\n    steps:\n"
+# Small enough to render in about a second with the real engine and encoder.
+TINY = """\
+title: Tiny
+sections:
+  - title: First
+    steps:
+      - say: One.
+        pause: 1
+  - title: Second
+    steps:
+      - pause: 2
+"""
+
+# case: (routine.yaml text, or None for no file; command line after "audioguide")
+ROUTINE_CASES: dict[str, tuple[str | bytes | None, list[str]]] = {
+    "malformed-yaml": ("title: Test\nsections:\n  - title: [unclosed\n", []),
+    "tab-indent": ("title: Test\nsections:\n\t- title: One\n", []),
+    "wrong-type": (ONE_SECTION + "      - pause: soon\n", []),
+    "list-expected": ("title: Test\nsections: Warm up\n", []),
+    "unknown-step": (ONE_SECTION + "      - breath: {cycles: 3}\n", []),
+    "unknown-field": (ONE_SECTION + "      - say: Hello.\n        pasue: 2\n", []),
+    "negative-duration": (ONE_SECTION + "      - pause: -3\n", []),
+    "huge-duration": (ONE_SECTION + "      - pause: 100000\n", []),
+    "negative-count": (ONE_SECTION + "      - repeat: {times: -2, steps: [pause: 1]}\n", []),
+    "huge-count": (ONE_SECTION + "      - breathe: {cycles: 1000000000}\n", []),
+    "lasts-days": (
+        ONE_SECTION + "      - repeat:\n          times: 100\n          steps:\n"
+        "            - repeat: {times: 100, steps: [pause: 60]}\n",
+        [],
+    ),
+    "empty-file": ("", []),
+    "no-sections": ("title: Test\nsections: []\n", []),
+    "no-steps": ("title: Test\nsections:\n  - title: One\n    steps: []\n", []),
+    "absurd-tempo-in-file": (
+        "title: Test\nbreath: {tempo: 500}\nsections:\n  - title: One\n"
+        "    steps: [breathe: {cycles: 2}]\n",
+        [],
+    ),
+    "python-tag": ("title: !!python/object/apply:os.mkdir [pwned]\nsections: []\n", []),
+    "not-utf8": (b"title: caf\xe9\n", []),
+    "missing-file": (None, []),
+    "unknown-routine": (None, ["render", "back-pian"]),
+    "tempo-zero": (TINY, ["--breath-tempo", "0"]),
+    "tempo-huge": (TINY, ["--breath-tempo", "1000"]),
+    "tempo-nan": (TINY, ["--breath-tempo", "nan"]),
+    "bad-pattern": (TINY, ["--breath-pattern", "4-0"]),
+    "huge-minutes": (TINY, ["--minutes", "100000"]),
+    "bell-file-missing": (
+        "title: Test\nsounds: {bell: nosuch.wav}\nsections:\n  - title: One\n"
+        "    steps: [bell: 3]\n",
+        [],
+    ),
+    "bell-file-unreadable": (
+        "title: Test\nsounds: {bell: broken.wav}\nsections:\n  - title: One\n"
+        "    steps: [bell: 3]\n",
+        [],
+    ),
+    "bell-option-missing": (TINY, ["--bell-file", "nosuch.wav"]),
+    "ambient-missing": (TINY, ["--ambient", "nosuch.wav"]),
+    "output-not-a-folder": (TINY, ["-o", "a-file/out"]),
+}
+
+
+def documented() -> dict[str, tuple[str, int]]:
+    rows = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        match = ROW.match(line)
+        if match:
+            rows[match["case"]] = (match["message"], int(match["exit"]))
+    return rows
+
+
+FAULT_CASES = ("output-not-writable", "disk-full", "interrupted")
+
+
+def test_every_documented_row_has_a_case_and_every_case_a_row():
+    assert set(documented()) == set(ROUTINE_CASES) | set(FAULT_CASES)
+
+
+def run(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, args)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # an unexpected error: show its traceback
+    return result.exit_code, result.output
+
+
+def last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A working folder, so messages show the short relative names the table documents."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF" + b"\x00\x01garbage" * 64)
+    (tmp_path / "a-file").write_text("not a folder")
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", sorted(ROUTINE_CASES))
+def test_bad_input_gets_the_documented_error(case, workdir):
+    if case == "bell-file-unreadable" and not has_ffmpeg():
+        pytest.skip("without ffmpeg the message is about installing it (see synth.load_sound)")
+    message, status = documented()[case]
+    text, extra = ROUTINE_CASES[case]
+    if isinstance(text, bytes):
+        (workdir / "routine.yaml").write_bytes(text)
+    elif text is not None:
+        (workdir / "routine.yaml").write_text(text, encoding="utf-8")
+    args = extra if extra[:1] == ["render"] else ["render", "routine.yaml", *extra]
+    code, output = run(args)
+    assert (code, last_line(output)) == (status, message)
+    assert "Traceback" not in output
+    assert not (workdir / "pwned").exists()  # no object was ever constructed
+    assert not (workdir / "audioguide-out").exists()  # nothing written
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults while writing: the previous output stays, no temporary folder is left behind
+
+
+@pytest.fixture
+def previous(workdir) -> Path:
+    (workdir / "routine.yaml").write_text(TINY, encoding="utf-8")
+    folder = workdir / "out" / "routine"
+    folder.mkdir(parents=True)
+    (folder / "01 - Old.mp3").write_bytes(b"the previous render")
+    return folder
+
+
+def assert_left_intact(previous: Path) -> None:
+    assert sorted(p.name for p in previous.parent.iterdir()) == ["routine"]
+    assert [p.name for p in previous.iterdir()] == ["01 - Old.mp3"]
+    assert (previous / "01 - Old.mp3").read_bytes() == b"the previous render"
+
+
+def check_fault(case: str, previous: Path) -> None:
+    message, status = documented()[case]
+    code, output = run(["render", "routine.yaml", "-o", "out"])
+    assert (code, last_line(output)) == (status, message)
+    assert "Traceback" not in output
+    assert_left_intact(previous)
+
+
+def test_output_not_writable(previous, monkeypatch):
+    # Root writes anywhere, so the refusal is simulated where the staging folder is made.
+    real_mkdtemp = tempfile.mkdtemp
+
+    def refuse(*args, **kwargs):
+        if Path(kwargs.get("dir") or ".").resolve() == previous.parent.resolve():
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        return real_mkdtemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    check_fault("output-not-writable", previous)
+
+
+def test_disk_full(previous, monkeypatch):
+    calls = []
+    real_write_bytes = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        if ".partial" in str(self.parent):
+            calls.append(self.name)
+            # A failed write() names no file, as the real one does.
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    check_fault("disk-full", previous)
+    assert calls  # the fault was really hit while writing the output
+
+
+def test_interrupted_in_the_middle_of_encoding(previous, monkeypatch):
+    real_encode = session_writer.encode_track
+    encoded = []
+
+    def interrupted(*args, **kwargs):
+        if encoded:
+            raise KeyboardInterrupt
+        encoded.append(1)
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(session_writer, "encode_track", interrupted)
+    check_fault("interrupted", previous)
+    assert encoded  # one track was written into the staging folder before the interrupt
+
+
+LONG = "title: Long\nsections:\n" + "".join(
+    f"  - title: Part {i}\n    steps:\n      - say: Part {i}.\n      - pause: 240\n"
+    for i in range(1, 7)
+)
+
+
+def test_ctrl_c_from_the_terminal(workdir):
+    """A real SIGINT to a real render: exit 130, one line, previous output intact."""
+    (workdir / "routine.yaml").write_text(LONG, encoding="utf-8")
+    folder = workdir / "out" / "routine"
+    folder.mkdir(parents=True)
+    (folder / "01 - Old.mp3").write_bytes(b"the previous render")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "audioguide", "render", "routine.yaml", "-o", "out"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait until the render is writing into its staging folder, then press Ctrl-C.
+        deadline = time.monotonic() + 120
+        while not list((workdir / "out").glob(".routine.*.partial")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the render never started writing"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == documented()["interrupted"][0]
+    assert "Traceback" not in err
+    assert_left_intact(folder)
+
+
+def test_a_title_never_writes_outside_the_output_folder(workdir):
+    (workdir / "routine.yaml").write_text(
+        "title: ../../Escape\nsections:\n"
+        "  - title: ../../../etc/x\n    steps: [pause: 1]\n"
+        "  - title: a/b\\\\c\n    steps: [pause: 1]\n"
+        "  - title: ..\n    steps: [pause: 1]\n",
+        encoding="utf-8",
+    )
+    (workdir / "inside").mkdir()
+    code, output = run(["render", "routine.yaml", "-o", "inside/out"])
+    assert code == 0, output
+    everything = {p.relative_to(workdir).as_posix() for p in workdir.rglob("*")}
+    outside = {p for p in everything if not p.startswith("inside") and p not in ("routine.yaml",)}
+    assert outside == {"broken.wav", "a-file"}
+    folder = workdir / "inside" / "out" / "routine"
+    names = sorted(p.name for p in folder.iterdir() if p.suffix == ".mp3")
+    assert len(names) == 4  # three tracks and the full session
+    assert all("/" not in n and "\\" not in n and not n.startswith(".") for n in names)
