@@ -38,6 +38,7 @@ MAX_MOVES_PER_MIN = 120.0
 DEFAULT_MOVES_PER_MIN = 40.0  # slow walking steps, one every 1.5 s
 MOVE_SOUNDS = ("tick", "count", "none")
 DEFAULT_MOVE_SOUND = "tick"
+AMBIENT_KINDS = ("none", "pink", "brown", "drone")  # or a sound file; synthesized in synth.py
 DEFAULT_COUNT_TO = 8
 DEFAULT_ARTIST = "audioguide"
 MAX_TEXT_CHARS = 1000
@@ -67,12 +68,18 @@ class Say:
 
 @dataclass(frozen=True)
 class Pause:
-    """Quiet (or ambient only) for ``duration_s``."""
+    """Quiet (or ambient only) for ``duration_s``.
+
+    Interval bells: a soft chime every ``bell_every_min`` minutes and at each of
+    ``bells_at_min`` (minutes from the start of the pause).
+    """
 
     duration_s: float
     line: int = 0
     level: str | None = None
     full: Overrides = ()
+    bell_every_min: float | None = None
+    bells_at_min: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,9 @@ class Breathe:
     line: int = 0
     level: str | None = None
     full: Overrides = ()
+    # Interval bells, as for Pause; each rings at the start of the nearest breath.
+    bell_every_min: float | None = None
+    bells_at_min: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,7 @@ class Section:
     safety: bool = False
     spoken_title: str | None = None
     level: str | None = None
+    ambient: str | None = None  # this section's bed (a kind or a sound file); None: the routine's
 
     @property
     def spoken_name(self) -> str:
@@ -172,6 +183,10 @@ class Routine:
     move_sound: str = DEFAULT_MOVE_SOUND
     announce_next: bool = False
     announce_time_left: bool = False
+    # ``sounds:`` in the routine: the ambient bed of every section that sets none (a kind or a
+    # sound file path, resolved from the routine's folder), and a sound file for the bells.
+    ambient: str | None = None
+    bell_sound: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,7 +436,16 @@ class _Parser:
         fields = self.mapping(
             root,
             "",
-            ("title", "description", "artist", "breath", "move", "announce", "sections"),
+            (
+                "title",
+                "description",
+                "artist",
+                "breath",
+                "move",
+                "announce",
+                "sounds",
+                "sections",
+            ),
             "a routine",
         )
         if "title" not in fields:
@@ -463,6 +487,15 @@ class _Parser:
             )
             for key, (_, value_node) in switches.items():
                 announce[key] = self.flag(value_node, f"announce.{key}")
+        ambient = bell_sound = None
+        if "sounds" in fields:
+            sounds = self.mapping(
+                fields["sounds"][1], "sounds", ("ambient", "bell"), "the sound settings"
+            )
+            if "ambient" in sounds:
+                ambient = self.ambient(sounds["ambient"][1], "sounds.ambient")
+            if "bell" in sounds:
+                bell_sound = self.sound_file(sounds["bell"][1], "sounds.bell")
         sections = tuple(
             self.section(node, f"sections[{i}]")
             for i, node in enumerate(self.sequence(fields["sections"][1], "sections", "sections"))
@@ -480,12 +513,17 @@ class _Parser:
             move_sound=move_sound,
             announce_next=announce["next"],
             announce_time_left=announce["time_left"],
+            ambient=ambient,
+            bell_sound=bell_sound,
         )
 
     def section(self, node: Node, where: str) -> Section:
         self.count(node, where, 1)
         fields = self.mapping(
-            node, where, ("title", "spoken_title", "safety", "level", "steps"), "a section"
+            node,
+            where,
+            ("title", "spoken_title", "safety", "level", "ambient", "steps"),
+            "a section",
         )
         if "title" not in fields:
             raise self.fail(node, f"{where}.title", "missing; the title names the track")
@@ -502,6 +540,9 @@ class _Parser:
         level = None
         if "level" in fields:
             level = self.choice(fields["level"][1], f"{where}.level", LEVELS)
+        ambient = None
+        if "ambient" in fields:
+            ambient = self.ambient(fields["ambient"][1], f"{where}.ambient")
         return Section(
             title=title,
             steps=steps,
@@ -509,7 +550,60 @@ class _Parser:
             safety=safety,
             spoken_title=spoken_title,
             level=level,
+            ambient=ambient,
         )
+
+    # -- sounds (ambient beds, bell files, interval bells) ---------------------------------------
+
+    def sound_file(self, node: Node, where: str) -> str:
+        """A sound file path, relative to the routine's folder; it must exist."""
+        value = self.text(node, where)
+        source = Path(self.source)
+        base = source.parent if source.is_file() else Path(str(resources.files("audioguide")))
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise self.fail(
+                node,
+                where,
+                f"no sound file {value!r} (looked for {path}); give a path relative to the "
+                "routine file, or an absolute one",
+            )
+        return str(path)
+
+    def ambient(self, node: Node, where: str) -> str:
+        """An ambient bed: a kind, or a sound file to loop."""
+        value = self.text(node, where)
+        if value in AMBIENT_KINDS:
+            return value
+        if "." not in Path(value).name:
+            close = difflib.get_close_matches(value, AMBIENT_KINDS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise self.fail(
+                node,
+                where,
+                f"unknown ambient {value!r}; {hint}use one of {', '.join(AMBIENT_KINDS)} "
+                "or the path of a sound file",
+            )
+        return self.sound_file(node, where)
+
+    def interval_bells(self, values: dict[str, Node], where: str) -> dict[str, Any]:
+        """``bell_every`` (minutes) and ``bells_at`` (a list of minutes) of a long part."""
+        found: dict[str, Any] = {}
+        if "bell_every" in values:
+            found["bell_every_min"] = self.number(
+                values["bell_every"], f"{where}.bell_every", 0.5, 120, "minutes"
+            )
+        if "bells_at" in values:
+            node = values["bells_at"]
+            items = self.sequence(node, f"{where}.bells_at", "minutes")
+            found["bells_at_min"] = tuple(
+                sorted(
+                    self.number(item, f"{where}.bells_at[{i}]", 0, 120, "minutes", low_open=True)
+                    for i, item in enumerate(items)
+                )
+            )
+        return found
 
     def steps(self, node: Node, where: str, depth: int) -> tuple[Step, ...]:
         items = self.sequence(node, where, "steps")
@@ -591,7 +685,7 @@ class _Parser:
         elif kind == "pause":
             need("seconds", "a length in seconds")
             duration = leveled("seconds", "duration_s", seconds(0, 3600, low_open=True), 0.0)
-            step = Pause(duration_s=duration, line=line)
+            step = Pause(duration_s=duration, line=line, **self.interval_bells(values, where))
         elif kind == "bell":
             ring = leveled("ring", "ring_s", seconds(2, 60), DEFAULT_BELL_RING_S)
             step = Bell(ring_s=ring, line=line)
@@ -661,6 +755,7 @@ class _Parser:
             cue_every=cue_every,
             time_left=time_left,
             line=line,
+            **self.interval_bells(values, where),
         )
 
     def move(
@@ -701,7 +796,7 @@ class _Parser:
 
 STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "say": ("text", "pause"),
-    "pause": ("seconds",),
+    "pause": ("seconds", "bell_every", "bells_at"),
     "bell": ("ring",),
     "breathe": (
         "cycles",
@@ -712,6 +807,8 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
         "cue_cycles",
         "cue_every",
         "time_left",
+        "bell_every",
+        "bells_at",
     ),
     "repeat": ("times", "steps"),
     "move": ("count", "tempo", "sound", "count_to", "time_left"),

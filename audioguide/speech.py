@@ -1,17 +1,26 @@
 """Speech preparation: cue text in, speech samples at the session rate out.
 
 Asks the engine (or the cache) for each cue once, trims the engine's leading and trailing
-silence, resamples with a polyphase anti-aliasing filter, and levels every cue to the same
-loudness so the voice sits at one level throughout. A cue's spoken length is the length of
-these samples, so the timeline and the mix agree by construction.
+silence, resamples with a polyphase anti-aliasing filter (scipy's ``resample_poly``: a
+Kaiser-windowed FIR, not linear interpolation, so the engine's 22 kHz voice gains no aliases),
+and levels every cue to the same loudness so the voice sits at one level throughout. A cue's
+spoken length is the length of these samples, so the timeline and the mix agree by
+construction.
+
+The voice chain (``voice_effect("warm")``, on by default) then makes synthetic speech easier
+to listen to: a gentle cut of the harsh upper mids, a touch of low warmth, a soft saturation
+that rounds the sharpest peaks, and a short, quiet room. Its reverb tail rings on after the
+spoken length, into the pause that follows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from math import gcd
 
 import numpy as np
+from pyloudnorm.iirfilter import IIRfilter
 from scipy import signal
 
 from .cache import SpeechCache
@@ -34,8 +43,7 @@ def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray
     if clip.sample_rate != sample_rate:
         g = gcd(sample_rate, clip.sample_rate)
         x = signal.resample_poly(x, sample_rate // g, clip.sample_rate // g).astype(np.float32)
-    voiced = x[np.abs(x) > (np.max(np.abs(x)) if x.size else 0) * 0.05]
-    rms = float(np.sqrt(np.mean(voiced.astype(np.float64) ** 2))) if voiced.size else 0.0
+    rms = _voiced_rms(x)
     if rms > 0:
         x = x * (SPEECH_RMS / rms)
     peak = float(np.max(np.abs(x))) if x.size else 0.0
@@ -44,6 +52,93 @@ def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray
     x = x.astype(np.float32)
     edge = int(EDGE_FADE_S * sample_rate)
     return apply_fades(x, edge, edge)
+
+
+VOICE_FX = ("warm", "none")
+DEFAULT_VOICE_FX = "warm"
+# RBJ biquads (filter type, gain dB, Q, corner Hz), applied in order.
+VOICE_EQ = (
+    ("high_pass", 0.0, 0.707, 70.0),  # rumble and DC out
+    ("low_shelf", 2.0, 0.707, 220.0),  # a touch of chest: warmth
+    ("peaking", -3.5, 0.9, 3000.0),  # the buzzy upper mids of formant synthesis
+    ("high_shelf", -2.0, 0.707, 7000.0),  # fizz
+)
+SATURATION_DRIVE = 2.0  # tanh(drive * x) / drive: linear at speaking level, rounds the peaks
+ROOM_RT60_S = 0.35  # a small furnished room
+ROOM_LENGTH_S = 0.5  # the tail is 86 dB down by here; cut and faded
+ROOM_PREDELAY_S = 0.012
+ROOM_EARLY_TAPS = ((0.007, 0.5), (0.011, -0.35), (0.017, 0.28), (0.023, -0.2))  # (s, gain)
+ROOM_LOWPASS_HZ = 4000.0  # soft furnishings swallow the highs
+ROOM_WET_DB = -17.0  # energy of the room relative to the dry voice: felt more than heard
+ROOM_SEED = 1_411  # one fixed room: the voice sounds the same whatever --seed is
+
+
+@lru_cache(maxsize=4)
+def _voice_eq(sample_rate: int) -> np.ndarray:
+    sections = []
+    for kind, gain_db, q, corner_hz in VOICE_EQ:
+        biquad = IIRfilter(gain_db, q, corner_hz, sample_rate, kind)
+        sections.append(np.concatenate([biquad.b, biquad.a]) / biquad.a[0])
+    return np.array(sections)
+
+
+@lru_cache(maxsize=4)
+def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The short room the voice is heard in: an impulse response, float64.
+
+    Exponentially decaying, low-passed noise after a few early reflections; its energy is
+    ROOM_WET_DB relative to the direct sound, which it does not contain.
+    """
+    rng = np.random.default_rng(ROOM_SEED)
+    n = round(ROOM_LENGTH_S * sample_rate)
+    t = np.arange(n, dtype=np.float64) / sample_rate
+    tail = rng.standard_normal(n) * 10 ** (-3.0 * t / ROOM_RT60_S)  # -60 dB at RT60
+    tail[: round(ROOM_PREDELAY_S * sample_rate)] = 0.0
+    for delay_s, gain in ROOM_EARLY_TAPS:
+        tail[round(delay_s * sample_rate)] += gain * 4.0
+    tail = signal.sosfilt(signal.butter(2, ROOM_LOWPASS_HZ, fs=sample_rate, output="sos"), tail)
+    fade = n // 5
+    tail[n - fade :] *= np.cos(0.5 * np.pi * (np.arange(fade) + 0.5) / fade)
+    energy = float(np.sum(tail**2))
+    return tail * np.sqrt(10 ** (ROOM_WET_DB / 10) / energy)
+
+
+def _voiced_rms(x: np.ndarray) -> float:
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    voiced = x[np.abs(x) > peak * 0.05]
+    return float(np.sqrt(np.mean(voiced.astype(np.float64) ** 2))) if voiced.size else 0.0
+
+
+def warm_voice(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The voice chain: EQ, soft saturation and a short room; float32, longer by the tail.
+
+    The voiced level is kept as it came in, so the chain changes the colour, not the balance
+    against the breath guide and bells.
+    """
+    if samples.size == 0:
+        return samples.astype(np.float32)
+    dry = samples.astype(np.float64)
+    level = _voiced_rms(dry)
+    x = signal.sosfilt(_voice_eq(sample_rate), dry)
+    x = np.tanh(SATURATION_DRIVE * x) / SATURATION_DRIVE
+    shaped = _voiced_rms(x)
+    if shaped > 0:
+        x *= level / shaped
+    wet = signal.oaconvolve(x, room_impulse(sample_rate))
+    wet[: x.shape[0]] += x
+    out = wet.astype(np.float32)
+    # The room's tail ends at zero by construction; the fade keeps the last sample exact.
+    edge = int(EDGE_FADE_S * sample_rate)
+    return apply_fades(out, edge, edge)
+
+
+def voice_effect(name: str) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The effect for ``--voice-fx NAME``: ``warm`` (the chain) or ``none`` (dry)."""
+    if name == "none":
+        return None
+    if name == "warm":
+        return warm_voice
+    raise ValueError(f"voice effect must be one of {VOICE_FX}, not {name!r}")
 
 
 class Speech:

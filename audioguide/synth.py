@@ -1,29 +1,77 @@
-"""Synthesis: breath guides, the singing bowl, and fades, made from numpy.
+"""Synthesis: breath guides, the singing bowl, ambient beds and sound files, as samples.
 
-Every function returns ``samples: np.ndarray``, float32, 1-D mono, values in [-1, 1], at
-``SAMPLE_RATE``; lengths are given in samples so callers place them without rounding drift.
-Randomness comes in as an explicit ``rng: np.random.Generator``.
+Input: what to sound and for how many samples (callers convert seconds with
+``seconds_to_samples`` from an absolute start, so nothing drifts). Output: ``samples:
+np.ndarray``, float32, 1-D mono, values in [-1, 1], at ``SAMPLE_RATE``. Randomness comes in as
+an explicit ``rng: np.random.Generator``; the same generator state gives the same samples.
+
+Sound files (a user's bell or ambient bed, and the default bowl shipped in ``sounds/``) are
+read through pydub: WAV needs nothing else, other formats need ffmpeg.
 """
 
 from __future__ import annotations
 
+import shutil
+import warnings
+from functools import lru_cache
+from importlib import resources
+from math import gcd
+from pathlib import Path
+
 import numpy as np
 from scipy import signal
 
+from .errors import SoundFileError
+from .routine import AMBIENT_KINDS
+
 SAMPLE_RATE = 44_100
 
+# -- breath guide ---------------------------------------------------------------------------
+BREATH_SOUNDS = ("tone", "noise", "none")
+DEFAULT_BREATH_SOUND = "tone"
 GUIDE_LOW_HZ = 220.0
-GUIDE_HIGH_HZ = 330.0
-GUIDE_PEAK = 0.07  # about -23 dBFS: clearly under a voice levelled to -20 dBFS RMS
-BELL_PEAK = 0.35
+GUIDE_HIGH_HZ = 330.0  # a fifth above: the glide is heard as a clear rise or fall
+# Peak of the guide before mastering. The voice is levelled to 0.1 RMS; at this peak the tone
+# measures about 12 LU under it: plain to follow, never competing with the words.
+GUIDE_PEAK = 0.045
+HOLD_LEVEL = 0.3  # a held breath keeps a faint, steady tone: "stay here"
+TICK_LEVEL = 0.5  # relative to GUIDE_PEAK: a soft wooden tick marks the start of a hold
+NOISE_DARK_BAND_HZ = (150.0, 900.0)
+NOISE_BRIGHT_BAND_HZ = (900.0, 3500.0)
+NOISE_RMS = 0.22  # relative to GUIDE_PEAK, so both guides sit at about one loudness
+
+# -- singing bowl ---------------------------------------------------------------------------
 BOWL_FUNDAMENTAL_HZ = 196.0
-# Thin-shell (singing bowl) partial ratios and their decay times.
+INTERVAL_BOWL_FUNDAMENTAL_HZ = 392.0  # a smaller, higher bowl marks time inside a part
+# Thin-shell (singing bowl) partial ratios, decay times, levels, and the detune of each
+# partial's twin that gives a real bowl its slow beating.
 BOWL_RATIOS = (1.0, 2.828, 5.423, 8.771, 12.866)
 BOWL_DECAYS_S = (30.0, 14.0, 7.0, 4.0, 2.5)
 BOWL_AMPLITUDES = (1.0, 0.55, 0.32, 0.16, 0.08)
 BOWL_DETUNES_HZ = (0.7, 1.3, 2.1, 2.9, 3.7)
+BOWL_STRIKE_S = 0.004
+BOWL_ATTACK_S = 0.002
+BELL_PEAK = 0.3
+BELL_FADE_OUT_FRACTION = 0.3  # the last 30% of a ring fades to silence
 
-BREATH_SOUNDS = ("tone", "noise", "none")
+# -- ambient bed ----------------------------------------------------------------------------
+AMBIENT_LOOP_S = 30.0  # long enough that a loop of noise is not heard repeating
+AMBIENT_HIGHPASS_HZ = 40.0  # below this a phone speaker plays nothing, it only eats headroom
+DRONE_PARTIALS_HZ = (110.0, 165.0, 220.0, 277.5, 330.0)  # A2, E3, A3, C#4, E4: an open chord
+DRONE_LEVELS = (1.0, 0.6, 0.45, 0.18, 0.25)
+DRONE_SWELLS_PER_LOOP = (2, 3, 5, 4, 7)  # slow, unsynchronised swells of each partial
+
+# -- sound files ----------------------------------------------------------------------------
+SOUNDS_PACKAGE = "audioguide"
+SOUNDS_FOLDER = "sounds"
+DEFAULT_BELL_FILE = "bowl.wav"
+INTERVAL_BELL_FILE = "bowl-small.wav"
+FFMPEG_HINT = (
+    "install ffmpeg (Debian/Ubuntu: sudo apt install ffmpeg; macOS: brew install ffmpeg; "
+    "Windows: winget install ffmpeg) or convert the file to WAV"
+)
+MIN_LOOP_S = 2.0
+LOOP_CROSSFADE_S = 1.0
 
 
 def seconds_to_samples(seconds: float, sample_rate: int = SAMPLE_RATE) -> int:
@@ -64,7 +112,7 @@ def glide_tone(
     """A soft tone gliding exponentially from ``start_hz`` to ``end_hz`` over ``n`` samples.
 
     The phase is accumulated from the running frequency, so the glide has no discontinuity.
-    A little second and third harmonic makes it warmer than a bare sine.
+    A little second and third harmonic makes it warmer than a bare sine. Peak about 1.
     """
     if n <= 0:
         return np.zeros(0, dtype=np.float32)
@@ -76,73 +124,106 @@ def glide_tone(
 
 
 def tick(n: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A soft wooden tick: a damped 1.2 kHz burst of a few tens of milliseconds."""
-    length = min(n, int(0.04 * sample_rate))
+    """A soft wooden tick at the start of ``n`` samples: two damped partials, 1 ms attack.
+
+    Peak about 1; silent after the first 60 ms.
+    """
+    out = np.zeros(max(n, 0), dtype=np.float32)
+    length = min(out.shape[0], int(0.06 * sample_rate))
+    if length == 0:
+        return out
     t = np.arange(length, dtype=np.float64) / sample_rate
-    out = np.zeros(n, dtype=np.float32)
-    burst = np.sin(2 * np.pi * 1200 * t) * np.exp(-t / 0.008)
-    burst *= raised_cosine(length).astype(np.float64) ** 0.1
-    out[:length] = burst.astype(np.float32)
+    burst = 0.7 * np.sin(2 * np.pi * 1400.0 * t) * np.exp(-t / 0.012)
+    burst += 0.3 * np.sin(2 * np.pi * 2350.0 * t) * np.exp(-t / 0.006)
+    burst[: int(0.001 * sample_rate)] *= raised_cosine(int(0.001 * sample_rate))
+    # End at exactly zero so the tick never leaves a step behind it.
+    burst[-int(0.01 * sample_rate) :] *= raised_cosine(int(0.01 * sample_rate))[::-1]
+    out[:length] = burst
     return out
 
 
-def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """1/f noise of ``n`` samples (spectral shaping of white noise), scaled to unit RMS."""
+def colored_noise(
+    n: int, rng: np.random.Generator, exponent: float = 1.0, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """Noise whose power falls as 1/f**exponent (1: pink, 2: brown), unit RMS, ``n`` samples.
+
+    Shaped in the frequency domain, so the result is exactly periodic: played in a loop it has
+    no seam. Nothing below AMBIENT_HIGHPASS_HZ.
+    """
     if n <= 0:
         return np.zeros(0, dtype=np.float32)
-    white = rng.standard_normal(n)
-    spectrum = np.fft.rfft(white)
-    freqs = np.arange(spectrum.size, dtype=np.float64)
-    freqs[0] = 1.0
-    spectrum /= np.sqrt(freqs)
-    spectrum[0] = 0.0
-    noise = np.fft.irfft(spectrum, n)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs_hz = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    shape = np.zeros_like(freqs_hz)
+    audible = freqs_hz >= AMBIENT_HIGHPASS_HZ
+    shape[audible] = freqs_hz[audible] ** (-exponent / 2.0)
+    noise = np.fft.irfft(spectrum * shape, n)
     rms = float(np.sqrt(np.mean(noise**2))) or 1.0
     return (noise / rms).astype(np.float32)
 
 
-_DARK_SOS = signal.butter(2, (150.0, 900.0), btype="bandpass", fs=SAMPLE_RATE, output="sos")
-_BRIGHT_SOS = signal.butter(2, (900.0, 3500.0), btype="bandpass", fs=SAMPLE_RATE, output="sos")
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """1/f noise of ``n`` samples, unit RMS, seamless when looped."""
+    return colored_noise(n, rng, 1.0)
+
+
+def _band(low_hz: float, high_hz: float) -> np.ndarray:
+    return signal.butter(2, (low_hz, high_hz), btype="bandpass", fs=SAMPLE_RATE, output="sos")
+
+
+_DARK_SOS = _band(*NOISE_DARK_BAND_HZ)
+_BRIGHT_SOS = _band(*NOISE_BRIGHT_BAND_HZ)
 
 
 def breath_guide(
     phase: str, n: int, sound: str, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
 ) -> np.ndarray:
-    """The guide sound for one breath phase of ``n`` samples.
+    """The guide sound for one breath phase (inhale, hold, exhale, rest) of ``n`` samples.
 
     ``tone``: rises from 220 to 330 Hz through the inhale and falls back through the exhale; a
-    hold keeps its pitch, quieter, after a soft tick. ``noise``: breath-like filtered noise,
-    brighter on the inhale and darker on the exhale. Both swell in and fade to silence, so
-    phases join without clicks.
+    hold keeps its pitch, faint, after a soft tick. ``noise``: breath-like band-passed pink
+    noise, brighter on the inhale and darker on the exhale; a hold is a tick and quiet. Every
+    phase swells in and fades to silence, so phases join without clicks. The tone uses no
+    randomness; ``rng`` feeds the noise.
     """
+    if sound not in BREATH_SOUNDS:
+        raise ValueError(f"breath sound must be one of {BREATH_SOUNDS}, not {sound!r}")
     if sound == "none" or n <= 0:
         return np.zeros(max(n, 0), dtype=np.float32)
+    holding = phase not in ("inhale", "exhale")
     if sound == "tone":
         if phase == "inhale":
             out = glide_tone(n, GUIDE_LOW_HZ, GUIDE_HIGH_HZ, sample_rate)
-            out *= breath_envelope(n)
+            out *= breath_envelope(n, 0.3, 0.35)
         elif phase == "exhale":
             out = glide_tone(n, GUIDE_HIGH_HZ, GUIDE_LOW_HZ, sample_rate)
             out *= breath_envelope(n, 0.2, 0.45)
         else:
-            pitch = GUIDE_HIGH_HZ if phase == "hold" else GUIDE_LOW_HZ
-            out = glide_tone(n, pitch, pitch, sample_rate) * 0.35
+            pitch_hz = GUIDE_HIGH_HZ if phase == "hold" else GUIDE_LOW_HZ
+            out = glide_tone(n, pitch_hz, pitch_hz, sample_rate) * np.float32(HOLD_LEVEL)
             out *= breath_envelope(n, 0.15, 0.3)
-            out += 0.6 * tick(n, sample_rate)
-        return (out * GUIDE_PEAK).astype(np.float32)
-    if sound == "noise":
-        if phase in ("hold", "rest"):
-            return (0.6 * GUIDE_PEAK * tick(n, sample_rate)).astype(np.float32)
+    elif holding:
+        out = np.zeros(n, dtype=np.float32)
+    else:
         noise = pink_noise(n, rng).astype(np.float64)
-        dark = signal.sosfilt(_DARK_SOS, noise)
-        bright = signal.sosfilt(_BRIGHT_SOS, noise)
-        bright_weight = 0.7 if phase == "inhale" else 0.25
-        mix = bright_weight * bright + (1.0 - bright_weight) * dark
-        peak = float(np.max(np.abs(mix))) or 1.0
-        out = (mix / peak).astype(np.float32)
-        out *= breath_envelope(n, 0.35, 0.4) if phase == "inhale" else breath_envelope(n, 0.15, 0.5)
-        return (out * GUIDE_PEAK * 1.3).astype(np.float32)
-    raise ValueError(f"breath sound must be one of {BREATH_SOUNDS}, not {sound!r}")
+        bright_weight = 0.75 if phase == "inhale" else 0.2
+        mixed = bright_weight * signal.sosfilt(_BRIGHT_SOS, noise)
+        mixed += (1.0 - bright_weight) * signal.sosfilt(_DARK_SOS, noise)
+        rms = float(np.sqrt(np.mean(mixed**2))) or 1.0
+        out = (mixed * (NOISE_RMS / rms)).astype(np.float32)
+        # Cap the rare noise peak so the guide's peak stays where the tone's is.
+        np.clip(out, -1.0, 1.0, out=out)
+        if phase == "inhale":
+            out *= breath_envelope(n, 0.4, 0.35)
+        else:
+            out *= breath_envelope(n, 0.15, 0.55)
+    if holding:
+        out += np.float32(TICK_LEVEL) * tick(n, sample_rate)
+    return (out * np.float32(GUIDE_PEAK)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Singing bowl
 
 
 def singing_bowl(
@@ -151,29 +232,196 @@ def singing_bowl(
     fundamental_hz: float = BOWL_FUNDAMENTAL_HZ,
     sample_rate: int = SAMPLE_RATE,
 ) -> np.ndarray:
-    """A struck singing bowl ringing for ``n`` samples and faded to silence by the end.
+    """A struck singing bowl ringing for ``n`` samples, peak BELL_PEAK, silent at the end.
 
     Inharmonic thin-shell partials, each with its own decay, each doubled with a slight
-    detune for the slow beating of a real bowl; a soft mallet strike of a few milliseconds.
+    detune for the slow beating of a real bowl; a soft felt-mallet strike of a few
+    milliseconds (low-passed noise), a 2 ms attack so the onset does not click, and a fade
+    over the last 30% so a short ring ends in silence rather than a cut.
     """
     if n <= 0:
         return np.zeros(0, dtype=np.float32)
     t = np.arange(n, dtype=np.float64) / sample_rate
     out = np.zeros(n, dtype=np.float64)
-    for ratio, decay, amp, detune in zip(
+    for ratio, decay_s, amp, detune_hz in zip(
         BOWL_RATIOS, BOWL_DECAYS_S, BOWL_AMPLITUDES, BOWL_DETUNES_HZ, strict=True
     ):
-        freq = fundamental_hz * ratio
-        if freq > sample_rate * 0.45:
+        freq_hz = fundamental_hz * ratio
+        if freq_hz + detune_hz > sample_rate * 0.45:
             continue
         phases = rng.uniform(0, 2 * np.pi, size=2)
-        partial = np.sin(2 * np.pi * freq * t + phases[0])
-        partial += np.sin(2 * np.pi * (freq + detune) * t + phases[1])
-        out += 0.5 * amp * np.exp(-t / decay) * partial
-    strike_n = min(n, int(0.004 * sample_rate))
-    strike = rng.standard_normal(strike_n) * np.exp(-np.arange(strike_n) / (strike_n / 4 + 1))
-    out[:strike_n] += 0.15 * strike
+        partial = np.sin(2 * np.pi * freq_hz * t + phases[0])
+        partial += np.sin(2 * np.pi * (freq_hz + detune_hz) * t + phases[1])
+        out += 0.5 * amp * np.exp(-t / decay_s) * partial
+    strike_n = min(n, int(BOWL_STRIKE_S * sample_rate))
+    strike = rng.standard_normal(strike_n) * np.hanning(strike_n + 2)[1:-1]
+    mallet = signal.butter(2, 2500.0, fs=sample_rate, output="sos")
+    out[:strike_n] += 0.3 * signal.sosfilt(mallet, strike)
     out *= BELL_PEAK / (np.max(np.abs(out)) or 1.0)
     samples = out.astype(np.float32)
-    apply_fades(samples, int(0.003 * sample_rate), int(n * 0.3))
-    return samples
+    return apply_fades(samples, int(BOWL_ATTACK_S * sample_rate), int(n * BELL_FADE_OUT_FRACTION))
+
+
+def fit_ring(sound: np.ndarray, n: int) -> np.ndarray:
+    """A bell sound cut or padded to ``n`` samples, ending in silence (a new array)."""
+    out = np.zeros(max(n, 0), dtype=np.float32)
+    m = min(out.shape[0], sound.shape[0])
+    out[:m] = sound[:m]
+    if sound.shape[0] > m:
+        # Cut short: fade the cut over its last 30%, as singing_bowl does.
+        apply_fades(out[:m], 0, int(m * BELL_FADE_OUT_FRACTION))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Ambient beds
+
+
+def ambient_loop(
+    kind: str, rng: np.random.Generator, n: int | None = None, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """One seamless loop of an ambient bed (pink, brown or drone), unit RMS.
+
+    ``n`` defaults to AMBIENT_LOOP_S. Every component is periodic in ``n`` samples, so the
+    loop repeats without a seam.
+    """
+    n = seconds_to_samples(AMBIENT_LOOP_S, sample_rate) if n is None else n
+    if kind == "pink":
+        return colored_noise(n, rng, 1.0, sample_rate)
+    if kind == "brown":
+        return colored_noise(n, rng, 2.0, sample_rate)
+    if kind == "drone":
+        loop_s = n / sample_rate
+        t = np.arange(n, dtype=np.float64) / n  # loop cycles, 0..1
+        out = np.zeros(n, dtype=np.float64)
+        for freq_hz, level, swells in zip(
+            DRONE_PARTIALS_HZ, DRONE_LEVELS, DRONE_SWELLS_PER_LOOP, strict=True
+        ):
+            # Whole cycles per loop, and twins a slow whole number of beats apart.
+            cycles = round(freq_hz * loop_s)
+            phases = rng.uniform(0, 2 * np.pi, size=3)
+            swell = 0.65 + 0.35 * np.sin(2 * np.pi * swells * t + phases[2])
+            pair = np.sin(2 * np.pi * cycles * t + phases[0])
+            pair += np.sin(2 * np.pi * (cycles + swells) * t + phases[1])
+            out += level * swell * pair
+        # A breath of dark air under the chord.
+        air = colored_noise(n, rng, 2.0, sample_rate).astype(np.float64)
+        out += 0.15 * air * float(np.sqrt(np.mean(out**2)))
+        rms = float(np.sqrt(np.mean(out**2))) or 1.0
+        return (out / rms).astype(np.float32)
+    raise ValueError(f"ambient kind must be one of {AMBIENT_KINDS[1:]}, not {kind!r}")
+
+
+def seamless_loop(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Make a recording loop without a seam: its tail is crossfaded into its head.
+
+    Equal-power crossfade of LOOP_CROSSFADE_S (less for a short file); the loop is that much
+    shorter than the recording. Raises ValueError for a recording shorter than MIN_LOOP_S.
+    """
+    n = samples.shape[0]
+    if n < MIN_LOOP_S * sample_rate:
+        raise ValueError(f"a loop needs at least {MIN_LOOP_S:g} s of sound")
+    fade = min(int(LOOP_CROSSFADE_S * sample_rate), n // 4)
+    x = np.linspace(0.0, 1.0, fade, endpoint=False) + 0.5 / fade
+    fade_in = np.sin(0.5 * np.pi * x)
+    loop = samples[: n - fade].astype(np.float64)
+    loop[:fade] = loop[:fade] * fade_in + samples[n - fade :] * fade_in[::-1]
+    return loop.astype(np.float32)
+
+
+def loop_span(loop: np.ndarray, start: int, n: int) -> np.ndarray:
+    """``n`` samples of ``loop`` played forever, from absolute sample ``start`` (a new array).
+
+    Indexing by absolute position means consecutive tracks continue the same bed.
+    """
+    size = loop.shape[0]
+    out = np.empty(n, dtype=np.float32)
+    offset = start % size
+    done = min(n, size - offset)
+    out[:done] = loop[offset : offset + done]
+    while done < n:
+        step = min(size, n - done)
+        out[done : done + step] = loop[:step]
+        done += step
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Sound files
+
+
+def default_sound_path(name: str) -> Path:
+    """The path of a sound shipped with audioguide (``sounds/`` in the package)."""
+    return Path(str(resources.files(SOUNDS_PACKAGE) / SOUNDS_FOLDER / name))
+
+
+def has_ffmpeg() -> bool:
+    return shutil.which("ffmpeg") is not None or shutil.which("avconv") is not None
+
+
+def load_sound(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read a sound file as float32 mono at ``sample_rate``, peak-normalised to 1.
+
+    Any format pydub reads: WAV directly, MP3/OGG/M4A/FLAC and others through ffmpeg. Raises
+    SoundFileError naming the file and the fix when it is missing, silent, unreadable, or
+    needs ffmpeg that is not installed. Cached per path and modification time.
+    """
+    file = Path(path)
+    try:
+        stamp = file.stat().st_mtime_ns
+    except OSError as exc:
+        raise SoundFileError(
+            f"{file}: cannot read this sound file ({exc.strerror}); check the path"
+        ) from None
+    if not file.is_file():
+        raise SoundFileError(f"{file}: is not a file; give the path of a sound file")
+    return _load_sound(str(file), stamp, sample_rate)
+
+
+@lru_cache(maxsize=16)
+def _load_sound(path: str, stamp: int, sample_rate: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        # pydub warns on import when ffmpeg is missing; we say it better, when it matters.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        from pydub import AudioSegment
+        from pydub.exceptions import CouldntDecodeError
+
+    is_wav = path.lower().endswith((".wav", ".wave"))
+    if not is_wav and not has_ffmpeg():
+        raise SoundFileError(
+            f"{path}: reading {Path(path).suffix or 'this kind of'} files needs ffmpeg, which "
+            f"is not installed; {FFMPEG_HINT}"
+        )
+    try:
+        segment = AudioSegment.from_file(path)
+    except (CouldntDecodeError, IndexError, ValueError, EOFError) as exc:
+        hint = FFMPEG_HINT if not has_ffmpeg() else "check that it is a sound file"
+        # pydub's message carries ffmpeg's whole banner; its last line is the reason.
+        lines = str(exc).strip().splitlines()
+        reason = lines[-1] if lines else type(exc).__name__
+        raise SoundFileError(f"{path}: cannot decode this sound file ({reason}); {hint}") from None
+    except OSError as exc:
+        if not has_ffmpeg():
+            raise SoundFileError(
+                f"{path}: cannot read this file without ffmpeg; {FFMPEG_HINT}"
+            ) from None
+        raise SoundFileError(f"{path}: cannot read this sound file ({exc})") from None
+    channels = segment.split_to_mono()
+    width = segment.sample_width
+    full_scale = float(1 << (8 * width - 1))
+    mono = np.zeros(int(segment.frame_count()), dtype=np.float64)
+    for channel in channels:
+        raw = np.array(channel.get_array_of_samples(), dtype=np.float64)
+        if width == 1:  # 8-bit WAV is unsigned
+            raw -= 128.0
+        mono[: raw.shape[0]] += raw[: mono.shape[0]]
+    mono /= full_scale * max(len(channels), 1)
+    if segment.frame_rate != sample_rate:
+        g = gcd(sample_rate, segment.frame_rate)
+        mono = signal.resample_poly(mono, sample_rate // g, segment.frame_rate // g)
+    peak = float(np.max(np.abs(mono))) if mono.size else 0.0
+    if peak < 1e-4:
+        raise SoundFileError(f"{path}: the sound is silent or empty; choose another file")
+    out = (mono / peak).astype(np.float32)
+    out.setflags(write=False)
+    return out

@@ -85,6 +85,19 @@ NUMBER_WORDS = (
 
 SpeechLength = Callable[[str], float]
 
+CHIME_RING_S = 6.0  # an interval bell rings this long, or to the end of its part if sooner
+MIN_CHIME_RING_S = 2.0
+
+
+def interval_bell_offsets_s(step: Breathe | Pause, length_s: float) -> list[float]:
+    """Seconds from the start of a part of ``length_s`` at which its interval bells ring:
+    every ``bell_every`` minutes and at each of ``bells_at``, strictly inside the part."""
+    marks_min = list(step.bells_at_min)
+    if step.bell_every_min:
+        count = int(length_s / 60.0 / step.bell_every_min)
+        marks_min += [k * step.bell_every_min for k in range(1, count + 1)]
+    return sorted({m * 60.0 for m in marks_min if 0 < m * 60.0 < length_s})
+
 
 @dataclass(frozen=True)
 class RenderOptions:
@@ -99,7 +112,9 @@ class RenderOptions:
 
 @dataclass(frozen=True)
 class Event:
-    """One thing that happens: ``kind`` is say, breath, pause, bell or move.
+    """One thing that happens: ``kind`` is say, breath, pause, bell, chime or move.
+
+    A chime is an interval bell inside a breathing part or a pause: it takes no time of its own.
 
     ``text`` is set for say; ``phase`` (inhale, hold, exhale, rest) for breath; ``beat`` (the
     count, 1 up to the step's count_to) and ``tick`` (whether a tick sounds) for move.
@@ -129,6 +144,10 @@ class Track:
     duration_s: float
     events: tuple[Event, ...]
     safety: bool = False
+    # The bed under this track (a kind or a sound file; None: none) and the routine's own bell
+    # sound file (None: the bowl shipped with audioguide). Read by the mixer.
+    ambient: str | None = None
+    bell_sound: str | None = None
 
     @property
     def end_s(self) -> float:
@@ -396,6 +415,8 @@ class _Builder:
                     duration_s=self.t - start,
                     events=tuple(self.events),
                     safety=section.safety,
+                    ambient=section.ambient or routine.ambient,
+                    bell_sound=routine.bell_sound,
                 )
             )
         pattern, tempo = resolve_breath(routine, None, self.options)
@@ -451,6 +472,10 @@ class _Builder:
                 self.say(step.text, step.pause_s)
             elif isinstance(step, Pause):
                 self.add(Event("pause", self.t, step.duration_s))
+                for offset_s in interval_bell_offsets_s(step, step.duration_s):
+                    ring_s = min(CHIME_RING_S, step.duration_s - offset_s)
+                    if ring_s >= MIN_CHIME_RING_S:
+                        self.add(Event("chime", self.t + offset_s, ring_s))
                 self.t += step.duration_s
             elif isinstance(step, Bell):
                 self.add(Event("bell", self.t, step.ring_s))
@@ -501,8 +526,16 @@ class _Builder:
         start = self.t
         speech_free_at = start
         pending = self.time_left_marks(step, start, cycles * cycle_s)
+        # An interval bell rings with the breath nearest its time, never over a breath's middle.
+        chimes = {
+            round(offset_s / cycle_s)
+            for offset_s in interval_bell_offsets_s(step, cycles * cycle_s)
+        }
         for k in range(cycles):
             phase_start = start + k * cycle_s
+            if k in chimes and 0 < k < cycles:
+                ring_s = min(CHIME_RING_S, (cycles - k) * cycle_s)
+                self.add(Event("chime", phase_start, ring_s))
             spoken = k < step.cue_cycles or (step.cue_every > 0 and k % step.cue_every == 0)
             for phase, duration in pattern.parts():
                 self.add(Event("breath", phase_start, duration, phase=phase))
