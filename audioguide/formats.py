@@ -191,6 +191,11 @@ def _tag_vorbis(path: Path, audio_format: str, tags: TrackTags) -> None:
         comments["COMMENT"] = tags.comment
     if tags.cues:
         comments["LYRICS"] = lyrics_text(tags.cues)
+    # Chapters as the Vorbis comment convention players and ffmpeg read (ffmpeg reads it but
+    # does not write it): CHAPTER001=00:00:00.000, CHAPTER001NAME=title.
+    for number, chapter in enumerate(tags.chapters, start=1):
+        comments[f"CHAPTER{number:03d}"] = _clock(chapter.start_s)
+        comments[f"CHAPTER{number:03d}NAME"] = chapter.title
     for key, value in comments.items():
         audio[key] = value
     if tags.cover_png is not None:
@@ -205,3 +210,11 @@ def _tag_vorbis(path: Path, audio_format: str, tags: TrackTags) -> None:
         else:
             audio["METADATA_BLOCK_PICTURE"] = base64.b64encode(picture.write()).decode("ascii")
     audio.save()
+
+
+def _clock(seconds: float) -> str:
+    """``HH:MM:SS.mmm``."""
+    milliseconds = round(seconds * 1000)
+    hours, rest = divmod(milliseconds, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import struct
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -400,6 +402,15 @@ def test_other_formats_hold_tags_and_true_lengths(
         assert timeline.title in text
     full = result.folder / f"Short Test Session (full).{audio_format}"
     assert abs(mutagen.File(full).info.length - timeline.total_s) <= 0.1
+    if shutil.which("ffprobe"):
+        probed = subprocess.run(
+            ["ffprobe", "-v", "error", "-print_format", "json", "-show_chapters", str(full)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        chapters = json.loads(probed)["chapters"]
+        assert [c["tags"]["title"] for c in chapters] == [t.title for t in timeline.tracks]
+        for chapter, track in zip(chapters, timeline.tracks, strict=True):
+            assert abs(float(chapter["start_time"]) - track.start_s) <= 0.010
 
 
 def test_plan_and_render_agree_on_file_names(short_routine_file, tmp_path, fake_speech):
