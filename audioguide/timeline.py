@@ -540,7 +540,14 @@ class _Builder:
             for phase, duration in pattern.parts():
                 self.add(Event("breath", phase_start, duration, phase=phase))
                 text = cues.get(phase) if spoken else None
-                if text is None and pending and phase_start + 1e-9 >= pending[0][0]:
+                if (
+                    text is None
+                    and pending
+                    and phase_start + 1e-9 >= pending[0][0]
+                    and phase in ("inhale", "exhale")
+                    and self.speech_length(pending[0][1]) <= duration
+                ):
+                    # A time-left cue waits for a phase it fits in; never a hold.
                     text = pending.pop(0)[1]
                 if text is not None:
                     speech_free_at = self.cue(text, phase_start, speech_free_at)
