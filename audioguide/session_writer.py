@@ -75,6 +75,7 @@ class SessionFiles:
     tracks: tuple[str, ...]
     full: str
     playlist: str
+    cover: str
 
 
 def session_files(timeline: Timeline, audio_format: str = DEFAULT_FORMAT) -> SessionFiles:
@@ -87,7 +88,9 @@ def session_files(timeline: Timeline, audio_format: str = DEFAULT_FORMAT) -> Ses
     title = safe_name(timeline.title, fallback="Session")
     full = unique_name(f"{title}{FULL_SESSION_SUFFIX}.{audio_format}", taken)
     playlist = unique_name(f"{title}.m3u8", taken)
-    return SessionFiles(tracks, full, playlist)
+    # Folder art: players that ignore embedded covers (and file browsers) look for this name.
+    cover = unique_name("cover.png", taken)
+    return SessionFiles(tracks, full, playlist, cover)
 
 
 class SessionWriter:
@@ -167,8 +170,8 @@ class SessionWriter:
         )
 
     def finish(self) -> tuple[Path, ...]:
-        """Write the full-session file (if asked for) and the playlist. Returns the audio
-        files written, in playing order."""
+        """Write the full-session file (if asked for), the playlist and the folder's cover.
+        Returns the audio files written, in playing order."""
         timeline = self.timeline
         written: list[Path] = []
         entries: list[PlaylistEntry] = []
@@ -183,6 +186,7 @@ class SessionWriter:
             if not self.options.writes_tracks:
                 entries.append(PlaylistEntry(self.names.full, timeline.title, timeline.total_s))
         write_playlist(self.folder / self.names.playlist, entries, timeline.artist)
+        (self.folder / self.names.cover).write_bytes(self.cover)
         return tuple(written)
 
     def _write_full(self, path: Path) -> None:

@@ -263,6 +263,7 @@ def test_every_tag_chapter_and_transcript_matches_the_timeline(
     tracks = timeline.tracks
     full = folder / "Short Test Session (full).mp3"
     assert [p.name for p in result.files] == [t.file for t in tracks] + [full.name]
+    assert (folder / "cover.png").read_bytes() == ID3(full).getall("APIC")[0].data
     for track in tracks:
         path = folder / track.file
         id3 = ID3(path)
