@@ -38,9 +38,9 @@ from .tags import Gapless
 DEFAULT_BITRATE_KBPS = 96
 MP3_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 LAME_QUALITY = 5  # LAME's -q: 2 is slower with little gain for speech
-# LAME starts its output this many samples late (its "encoder delay"); a decoder adds 529 more.
+# LAME starts its output this many samples late (its "encoder delay"); a decoder adds 529 more,
+# which gapless decoders trim by themselves (the LAME tag's delay counts beyond them).
 LAME_ENCODER_DELAY_SAMPLES = 576
-DECODER_DELAY_SAMPLES = 529
 # Which files a render writes: one per section, one for the whole session, or both.
 OUTPUT_MODES = ("both", "tracks", "single")
 DEFAULT_OUTPUT_MODE = "both"

@@ -57,7 +57,8 @@ class ExportOptions:
         check_format(self.audio_format)
         check_bitrate(self.bitrate_kbps)
         if self.mode not in OUTPUT_MODES:
-            raise ExportError(f"output mode must be one of {', '.join(OUTPUT_MODES)}")
+            flags = ", ".join(f"--{mode}" for mode in OUTPUT_MODES)
+            raise ExportError(f"choose what to write with one of {flags} (got {self.mode!r})")
 
     @property
     def writes_tracks(self) -> bool:
