@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from .mix import DEFAULT_LOUDNESS_LUFS, MixSettings, block_powers, master, maste
 from .names import slugify
 from .routine import DEFAULT_LEVEL, Routine, load_routine
 from .session_writer import ExportOptions, SessionWriter
-from .speech import DEFAULT_VOICE_FX, Speech, voice_effect
+from .speech import Speech
 from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_texts
 from .tts import DEFAULT_RATE_WPM, Pyttsx3Engine, SpeechEngine
 
@@ -53,9 +54,6 @@ class SessionOptions:
     bells: bool = True
     seed: int = 0
     loudness_lufs: float = DEFAULT_LOUDNESS_LUFS
-    ambient: str | None = None  # a kind or a sound file for every section; None: the routine's
-    bell_file: str | None = None  # a sound file for the bells; None: the routine's, else the bowl
-    voice_fx: str = DEFAULT_VOICE_FX
     bitrate_kbps: int = DEFAULT_BITRATE_KBPS
     audio_format: str = DEFAULT_FORMAT
     output_mode: str = DEFAULT_OUTPUT_MODE  # both, tracks or single (export.OUTPUT_MODES)
@@ -83,8 +81,6 @@ class SessionOptions:
             bells=self.bells,
             seed=self.seed,
             loudness_lufs=self.loudness_lufs,
-            ambient=self.ambient,
-            bell_file=self.bell_file,
         )
 
 
@@ -104,7 +100,7 @@ def make_speech(options: SessionOptions, engine: SpeechEngine | None = None) -> 
     """The speech source for these options: the pyttsx3 engine unless one is given."""
     engine = engine or Pyttsx3Engine(voice=options.voice, rate_wpm=options.rate_wpm)
     cache = SpeechCache() if options.use_cache else None
-    return Speech(engine, cache, effect=voice_effect(options.voice_fx))
+    return Speech(engine, cache)
 
 
 def plan_session(
@@ -200,17 +196,33 @@ def _in_parallel(
     results: dict[int, T] = {}
     done = 0.0
     order = sorted(tracks, key=lambda t: -t.duration_s)
+    # Set by a failing worker itself, so the next queued track is skipped even before this
+    # thread wakes up to cancel it.
+    stop = threading.Event()
+
+    def guarded(track: Track) -> T | None:
+        if stop.is_set():
+            return None
+        try:
+            return work(track)
+        except BaseException:
+            stop.set()
+            raise
+
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        futures = {pool.submit(work, track): track for track in order}
+        futures = {pool.submit(guarded, track): track for track in order}
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 track = futures[future]
-                results[track.index] = future.result()
+                results[track.index] = future.result()  # type: ignore[assignment]
                 done += track.duration_s
                 done_s(done)
+    except BaseException:
+        stop.set()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return [results[track.index] for track in tracks]

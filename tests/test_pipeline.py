@@ -1,0 +1,141 @@
+"""Render orchestration: threads that agree with one thread, bounded work in flight, progress,
+and what happens to queued work when one track fails or the user presses Ctrl-C.
+
+Fast: the fake speech engine, the real mixer and the real MP3 encoder, on short routines.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from audioguide import pipeline
+from audioguide.errors import ExportError
+from audioguide.pipeline import SessionOptions, render_session
+from audioguide.routine import parse_routine
+from audioguide.speech import Speech
+
+# Five sections of different lengths, so the order of work differs from the order of tracks.
+ROUTINE = parse_routine(
+    "title: Five Parts\nbreath: {tempo: 20}\nsections:\n"
+    + "".join(
+        f"  - title: Part {i}\n    steps:\n      - say: This is part {i}.\n"
+        f"      - pause: {seconds}\n      - breathe: {{cycles: 2}}\n"
+        for i, seconds in enumerate((3, 9, 1, 6, 4), start=1)
+    ),
+    source="five.yaml",
+    name="five",
+)
+
+
+def options(**kwargs) -> SessionOptions:
+    return SessionOptions(use_cache=False, **kwargs)
+
+
+def render(tmp_path, fake_engine, name: str, **kwargs):
+    speech = Speech(fake_engine, cache=None)
+    return render_session(ROUTINE, tmp_path / name, options(**kwargs), speech=speech)
+
+
+def test_parallel_render_is_byte_identical_to_one_thread(tmp_path, fake_engine):
+    one = render(tmp_path, fake_engine, "one", jobs=1)
+    two = render(tmp_path, fake_engine, "two", jobs=3)
+    names = sorted(p.name for p in one.folder.iterdir())
+    assert names == sorted(p.name for p in two.folder.iterdir())
+    assert len([n for n in names if n.endswith(".mp3")]) == 6  # five tracks and the full file
+    for name in names:
+        assert (one.folder / name).read_bytes() == (two.folder / name).read_bytes(), name
+
+
+def test_no_more_tracks_in_flight_than_jobs(tmp_path, fake_engine, monkeypatch):
+    # Peak memory is a track per job: never more tracks mixed at once than --jobs.
+    active = 0
+    most = 0
+    lock = threading.Lock()
+    real_mix = pipeline.mix_track
+
+    def counting_mix(*args, **kwargs):
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+        try:
+            time.sleep(0.02)  # long enough for another worker to start if it could
+            return real_mix(*args, **kwargs)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(pipeline, "mix_track", counting_mix)
+    render(tmp_path, fake_engine, "out", jobs=2)
+    assert most == 2
+
+
+def test_progress_reaches_the_session_length_in_order(tmp_path, fake_engine):
+    calls: list[tuple[str, float, float]] = []
+    speech = Speech(fake_engine, cache=None)
+    result = render_session(
+        ROUTINE,
+        tmp_path / "out",
+        options(jobs=2),
+        speech=speech,
+        progress=lambda *a: calls.append(a),
+    )
+    stages = [stage for stage, _, _ in calls]
+    assert stages == sorted(stages, key=["speech", "measure", "encode"].index)
+    for stage in ("measure", "encode"):
+        done = [d for s, d, _ in calls if s == stage]
+        assert done == sorted(done)
+        assert len(done) == 5
+        assert done[-1] == pytest.approx(result.timeline.total_s)
+        assert {t for s, _, t in calls if s == stage} == {result.timeline.total_s}
+
+
+def test_longest_tracks_are_started_first(tmp_path, fake_engine, monkeypatch):
+    started: list[int] = []
+    real_mix = pipeline.mix_track
+
+    def recording_mix(track, *args, **kwargs):
+        started.append(track.index)
+        return real_mix(track, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "mix_track", recording_mix)
+    result = render(tmp_path, fake_engine, "out", jobs=1)
+    by_length = [t.index for t in sorted(result.timeline.tracks, key=lambda t: -t.duration_s)]
+    assert started[:5] == by_length  # pass 1
+    assert started[5:] == by_length  # pass 2
+
+
+@pytest.mark.parametrize("fault", [ExportError("no room"), KeyboardInterrupt()])
+def test_a_failure_drops_queued_tracks_and_leaves_no_staging(
+    tmp_path, fake_engine, monkeypatch, fault
+):
+    started: list[int] = []
+    real_master = pipeline.master
+
+    def failing_master(samples, gain_db):
+        started.append(1)
+        if len(started) == 2:
+            raise fault
+        return real_master(samples, gain_db)
+
+    monkeypatch.setattr(pipeline, "master", failing_master)
+    with pytest.raises(type(fault)):
+        render(tmp_path, fake_engine, "out", jobs=1)
+    assert len(started) == 2  # the three tracks still queued were never started
+    assert list((tmp_path / "out").iterdir()) == []  # the staging folder is gone
+
+
+def test_write_errors_name_the_output_folder(tmp_path, fake_engine, monkeypatch):
+    import errno
+    import os
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pipeline.SessionWriter, "write_track", no_space)
+    with pytest.raises(ExportError) as raised:
+        render(tmp_path, fake_engine, "out", jobs=2)
+    assert str(raised.value).startswith(f"{tmp_path / 'out' / 'five'}: the disk is full;")
