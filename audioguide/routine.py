@@ -251,7 +251,14 @@ def load_routine(name_or_path: str) -> Routine:
 
 def parse_routine(text: str, *, source: str = "<routine>", name: str = "routine") -> Routine:
     """Parse and validate routine YAML; raise RoutineError naming source, line and field."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # checked before any parsing: no line to name yet
+        raise RoutineError(
+            f"character #x{exc.character:04x} at position {exc.position} is not allowed in "
+            "YAML; remove it (control characters are often pasted by accident)",
+            path=source,
+        ) from None
     try:
         try:
             root = loader.get_single_node()

@@ -1,0 +1,302 @@
+"""Routine stage: YAML in, validated model out; every mistake named by file, line and field."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audioguide.breath import BreathPattern
+from audioguide.errors import RoutineError
+from audioguide.routine import (
+    STEP_FIELDS,
+    Breathe,
+    Move,
+    Pause,
+    Repeat,
+    Say,
+    at_level,
+    parse_routine,
+)
+
+
+def parse(body: str):
+    return parse_routine(textwrap.dedent(body), source="my.yaml", name="my")
+
+
+def error_of(body: str) -> str:
+    with pytest.raises(RoutineError) as info:
+        parse(body)
+    return str(info.value)
+
+
+def one_step(step_yaml: str) -> str:
+    """A routine with one section holding the given step (indented YAML for one list item)."""
+    return "title: T\nsections:\n  - title: S\n    steps:\n" + textwrap.indent(
+        textwrap.dedent(step_yaml), "      "
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+def test_every_step_kind_parses_in_short_and_long_form():
+    routine = parse(
+        one_step(
+            """\
+            - say: Hello.
+            - say: Slowly.
+              pause: 3
+            - pause: 2
+            - bell
+            - bell: {ring: 5}
+            - breathe: 4
+            - breathe: {minutes: 1.5, pattern: 4-7-8, tempo: 5, cue_every: 3}
+            - repeat: 2
+              steps:
+                - say: Again.
+            - move: 12
+            - move: {count: 8, tempo: 30, sound: count, count_to: 4, time_left: false}
+            """
+        )
+    )
+    steps = routine.sections[0].steps
+    assert steps[0] == Say("Hello.", line=5)
+    assert steps[1].pause_s == 3
+    assert steps[2] == Pause(2.0, line=8)
+    assert steps[3].ring_s == 8.0 and steps[4].ring_s == 5
+    assert steps[5].cycles == 4
+    breathe = steps[6]
+    assert isinstance(breathe, Breathe)
+    assert breathe.minutes == 1.5 and breathe.breaths_per_min == 5 and breathe.cue_every == 3
+    assert breathe.pattern == BreathPattern(4, 7, 8, 0)
+    assert isinstance(steps[7], Repeat) and steps[7].times == 2
+    assert steps[8] == Move(count=12, line=16)
+    move = steps[9]
+    assert isinstance(move, Move)
+    assert (move.count, move.moves_per_min, move.sound, move.count_to, move.time_left) == (
+        8,
+        30,
+        "count",
+        4,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        ("- move: 0", "my.yaml:5: sections[0].steps[0].count: must be a whole number"),
+        ("- move: {count: 4, tempo: 200}", "steps[0].tempo: must be a number of movements"),
+        ("- move: {count: 4, tempo: 3}", ">= 4 and <= 120 (got 3)"),
+        ("- move: {count: 4, sound: bong}", "steps[0].sound: must be one of tick, count, none"),
+        ("- move: {count: 4, count_to: 13}", "steps[0].count_to: must be a whole number"),
+        ("- move: {tempo: 30}", "steps[0].count: missing; a move step needs"),
+        ("- move: {count: 4, tempi: 3}", "tempi: unknown field; did you mean 'tempo'?"),
+        ("- breathe: {cycles: 3, time_left: yes please}", "time_left: must be true or false"),
+        ("- say: Hi\n  level: expert", "steps[0].level: must be one of gentle, full"),
+    ],
+)
+def test_step_mistakes_name_line_and_field(step, expected):
+    assert expected in error_of(one_step(step))
+
+
+# ---------------------------------------------------------------------------------------------
+# Levels
+
+
+def test_values_by_level_and_steps_for_one_level():
+    routine = parse(
+        one_step(
+            """\
+            - breathe: {gentle: 4, full: 6}
+            - repeat:
+                times: {gentle: 2, full: 3}
+                steps:
+                  - say: Again.
+                    pause: {gentle: 6, full: 3}
+            - say: Stop if anything hurts.
+              level: gentle
+            - move: {count: {gentle: 10, full: 20}}
+            - pause: {gentle: 8, full: 4}
+            """
+        )
+    )
+    gentle = at_level(routine, "gentle").sections[0].steps
+    full = at_level(routine, "full").sections[0].steps
+    assert [type(s).__name__ for s in gentle] == ["Breathe", "Repeat", "Say", "Move", "Pause"]
+    assert [type(s).__name__ for s in full] == ["Breathe", "Repeat", "Move", "Pause"]
+    assert gentle[0].cycles == 4 and full[0].cycles == 6
+    assert gentle[1].times == 2 and full[1].times == 3
+    assert gentle[1].steps[0].pause_s == 6 and full[1].steps[0].pause_s == 3
+    assert gentle[3].count == 10 and full[2].count == 20
+    assert gentle[4].duration_s == 8 and full[3].duration_s == 4
+    # Resolved routines carry no level marks any more.
+    assert all(s.level is None and s.full == () for s in gentle + full)
+
+
+def test_a_value_by_level_needs_both_levels():
+    message = error_of(one_step("- breathe: {cycles: {gentle: 4}}"))
+    assert "my.yaml:5: sections[0].steps[0].cycles.full: missing" in message
+    assert "gentle: and full:" in message
+
+
+def test_a_level_that_leaves_a_section_empty_is_named():
+    body = """\
+        title: T
+        sections:
+          - title: Only Full
+            steps:
+              - say: Hi.
+                level: full
+        """
+    assert error_of(body) == (
+        "my.yaml:3: section 'Only Full' has no steps at --level gentle; give it a step "
+        "without a level: field"
+    )
+
+
+def test_a_section_for_one_level():
+    routine = parse(
+        """\
+        title: T
+        sections:
+          - title: Always
+            steps: [{say: Hi.}]
+          - title: Extra
+            level: full
+            steps: [{say: More.}]
+        """
+    )
+    assert [s.title for s in at_level(routine, "gentle").sections] == ["Always"]
+    assert [s.title for s in at_level(routine, "full").sections] == ["Always", "Extra"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Routine and section fields
+
+
+def test_routine_and_section_settings():
+    routine = parse(
+        """\
+        title: T
+        move: {tempo: 30, sound: count}
+        announce: {next: true, time_left: true}
+        sections:
+          - title: Safety First
+            spoken_title: safety first
+            safety: true
+            steps: [{say: Listen to your body.}]
+        """
+    )
+    assert (routine.moves_per_min, routine.move_sound) == (30, "count")
+    assert routine.announce_next and routine.announce_time_left
+    section = routine.sections[0]
+    assert section.safety and section.spoken_name == "safety first"
+
+
+def test_announcements_are_off_unless_asked_for():
+    routine = parse(one_step("- say: Hi."))
+    assert not routine.announce_next and not routine.announce_time_left
+    assert not routine.sections[0].safety
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("title: T\nannounce: {next: 1}\nsections: []", "my.yaml:2: announce.next: must be true"),
+        ("title: T\nannounce: {later: true}\nsections: []", "announce.later: unknown field"),
+        ("title: T\nmove: {tempo: 500}\nsections: []", "my.yaml:2: move.tempo: must be a number"),
+        (
+            "title: T\nsections:\n  - title: S\n    safety: maybe\n    steps: [pause: 1]",
+            "my.yaml:4: sections[0].safety: must be true or false (got 'maybe')",
+        ),
+    ],
+)
+def test_routine_mistakes_name_line_and_field(body, expected):
+    assert expected in error_of(body)
+
+
+# ---------------------------------------------------------------------------------------------
+# Any input either loads or raises RoutineError
+
+FIELD_NAMES = sorted(
+    {name for fields in STEP_FIELDS.values() for name in fields}
+    | set(STEP_FIELDS)
+    | {"title", "sections", "steps", "breath", "move", "announce", "level", "gentle", "full"}
+    | {"safety", "spoken_title", "next", "time_left", "inhale", "exhale", "hold", "rest"}
+)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(["4-6", "box", "gentle", "full", "tick", "count", "1e400", ".nan"]),
+)
+documents = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5),
+        st.dictionaries(
+            st.one_of(st.sampled_from(FIELD_NAMES), st.text(max_size=8)), children, max_size=6
+        ),
+    ),
+    max_leaves=40,
+)
+
+
+def _loads_or_routine_error(text: str) -> None:
+    try:
+        parse_routine(text, source="fuzz.yaml")
+    except RoutineError as exc:
+        assert str(exc).startswith("fuzz.yaml")
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(documents)
+def test_any_yaml_document_loads_or_raises_routine_error(document):
+    _loads_or_routine_error(yaml.safe_dump(document, allow_unicode=True))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.fixed_dictionaries(
+        {
+            "title": scalars,
+            "sections": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "title": scalars,
+                        "steps": st.lists(
+                            st.dictionaries(
+                                st.sampled_from(FIELD_NAMES),
+                                st.one_of(
+                                    scalars,
+                                    st.dictionaries(st.sampled_from(FIELD_NAMES), scalars),
+                                ),
+                                min_size=1,
+                                max_size=4,
+                            ),
+                            max_size=4,
+                        ),
+                    }
+                ),
+                max_size=3,
+            ),
+        }
+    )
+)
+def test_routine_shaped_documents_load_or_raise_routine_error(document):
+    # Shaped like a routine so the fuzzing reaches the step and level parsers.
+    _loads_or_routine_error(yaml.safe_dump(document, allow_unicode=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_any_text_loads_or_raises_routine_error(text):
+    _loads_or_routine_error(text)
