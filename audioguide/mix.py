@@ -11,9 +11,7 @@ each track and ducked under every spoken cue (the timeline says exactly when spe
 the duck can begin before the voice does).
 
 Mastering is one gain for the whole session (album gain: the ITU-R BS.1770 gated loudness over
-every track's blocks), then a true-peak limiter. True peak is the peak of the 4x oversampled
-signal; it is found without oversampling a whole track, by oversampling only where the
-interpolation filter could lift a sample above the ceiling (see ``hot_samples``).
+every track's blocks), then the true-peak limiter of ``dynamics``.
 """
 
 from __future__ import annotations
@@ -23,8 +21,9 @@ from functools import lru_cache
 
 import numpy as np
 from pyloudnorm.iirfilter import IIRfilter
-from scipy import ndimage, signal
+from scipy import signal
 
+from .dynamics import limit
 from .errors import SoundFileError
 from .speech import Speech
 from .synth import (
@@ -50,17 +49,17 @@ DEFAULT_LOUDNESS_LUFS = -16.0  # stereo-equivalent; a mono file is heard on both
 MONO_OFFSET_DB = 3.0103  # a mono channel measures this much lower than its stereo equivalent
 # -1 dBTP is the promise; the MP3 encoder adds up to about 0.3 dB of overshoot on decoding.
 TRUE_PEAK_CEILING_DBTP = -1.5
-LIMITER_WINDOW_S = 0.02
 MOVE_TICK_PEAK = 0.12  # a paced movement's tick: heard, but under the voice
 BLOCK_S = 0.4
 HOP_S = 0.1
 
 DEFAULT_AMBIENT = "none"
-BELL_PEAK = 0.3  # a bell file is peak-normalised, then placed at this peak
-CHIME_PEAK = 0.16  # an interval bell is a smaller bowl, quieter: it marks time, not a change
-# Ambient loudness before mastering (the voice measures about -22 LUFS before mastering): a
-# bed about 18 LU under the voice is felt rather than listened to.
-AMBIENT_LOUDNESS_LUFS = -40.0
+# Levels before mastering, against a voice that measures about -24 LUFS (speech.SPEECH_RMS):
+# a bell 3 LU under the voice, an interval chime 7 LU under (it marks time, not a change), a
+# bed 19 LU under, felt rather than listened to. Sound files are peak-normalised first.
+BELL_PEAK = 0.17
+CHIME_PEAK = 0.09
+AMBIENT_LOUDNESS_LUFS = -43.0
 DUCK_DB = -6.0
 DUCK_ATTACK_S = 0.08  # the bed starts to dip this long before the voice
 DUCK_RELEASE_S = 0.4  # and comes back this slowly after it
@@ -276,122 +275,6 @@ def gated_loudness(powers: np.ndarray) -> float:
 def integrated_loudness(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
     """BS.1770 integrated loudness (LUFS) of mono ``samples``, as measured on the one channel."""
     return gated_loudness(block_powers(samples, sample_rate))
-
-
-# ---------------------------------------------------------------------------------------------
-# True peak and limiting
-
-OVERSAMPLE = 4
-# scipy's resample_poly(x, 4, 1) filter, rebuilt so its worst-case gain is known exactly.
-_HALF_TAPS = 10 * OVERSAMPLE
-_UPSAMPLER = signal.firwin(2 * _HALF_TAPS + 1, 1.0 / OVERSAMPLE, window=("kaiser", 5.0))
-_UPSAMPLER *= OVERSAMPLE
-_REACH = _HALF_TAPS // OVERSAMPLE  # input samples either side that feed an output point
-# Oversampled point 4i+p is the dot product of x[i-10 : i+11] with column p of this matrix.
-_POLYPHASE = np.zeros((2 * _REACH + 1, OVERSAMPLE))
-for _j in range(-_REACH, _REACH + 1):
-    for _p in range(OVERSAMPLE):
-        if 0 <= _HALF_TAPS + _p - OVERSAMPLE * _j < _UPSAMPLER.size:
-            _POLYPHASE[_j + _REACH, _p] = _UPSAMPLER[_HALF_TAPS + _p - OVERSAMPLE * _j]
-# No oversampled point can exceed the largest sample within its reach by more than this
-# factor: the largest sum of |taps| over the four phases (2.24, +7 dB).
-OVERSHOOT_BOUND = float(np.abs(_POLYPHASE).sum(axis=0).max())
-_ROWS_PER_CHUNK = 1 << 16
-
-
-def hot_samples(samples: np.ndarray, threshold: float) -> np.ndarray:
-    """Indices ``i`` where an oversampled point 4i..4i+3 could exceed ``threshold``.
-
-    A point is a weighted sum of the 21 samples around it, so it can exceed ``threshold``
-    only if one of them exceeds ``threshold / OVERSHOOT_BOUND``; everywhere else the true
-    peak is known to be under ``threshold`` without oversampling anything.
-    """
-    x = np.abs(np.asarray(samples, dtype=np.float32))
-    loud = np.flatnonzero(x > threshold / OVERSHOOT_BOUND)
-    if loud.size == 0:
-        return loud
-    # Merge loud samples whose reaches touch into runs, then list every index in each run.
-    breaks = np.flatnonzero(np.diff(loud) > 2 * _REACH + 1) + 1
-    firsts = np.maximum(loud[np.concatenate(([0], breaks))] - _REACH, 0)
-    lasts = np.minimum(loud[np.concatenate((breaks - 1, [loud.size - 1]))] + _REACH, x.size - 1)
-    lengths = lasts - firsts + 1
-    offsets = np.repeat(firsts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
-    return np.arange(int(lengths.sum())) + offsets
-
-
-def oversampled_envelope(samples: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """For each index ``i``, the largest |value| of the 4x oversampled signal at points
-    4i..4i+3 (the sample and the three points after it); float64, one value per index.
-
-    Equal to ``resample_poly(samples, 4, 1)`` at those points, computed only there.
-    """
-    x = np.asarray(samples)
-    n = x.shape[0]
-    taps = np.arange(-_REACH, _REACH + 1)
-    out = np.empty(indices.shape[0])
-    for start in range(0, indices.shape[0], _ROWS_PER_CHUNK):
-        rows = indices[start : start + _ROWS_PER_CHUNK, None] + taps
-        windows = np.take(x, rows, mode="clip").astype(np.float64)
-        if rows[0, 0] < 0 or rows[-1, -1] >= n:
-            windows[(rows < 0) | (rows >= n)] = 0.0  # the signal is silent beyond its ends
-        out[start : start + rows.shape[0]] = np.abs(windows @ _POLYPHASE).max(axis=1)
-    return out
-
-
-def true_peak(samples: np.ndarray) -> float:
-    """The 4x oversampled peak (linear), oversampling only where it could be found."""
-    x = np.asarray(samples, dtype=np.float32)
-    if x.size == 0:
-        return 0.0
-    best = float(np.max(np.abs(x)))
-    if best == 0.0:
-        return 0.0
-    hot = hot_samples(x, best)
-    return max(best, float(oversampled_envelope(x, hot).max())) if hot.size else best
-
-
-def limit(samples: np.ndarray, ceiling: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Bring the true peak of ``samples`` to at most ``ceiling`` (linear), smoothly.
-
-    Where the oversampled envelope is over the ceiling, the gain it needs is spread over
-    LIMITER_WINDOW_S on both sides (a minimum filter, then a moving average of the same width,
-    which never rises above the need), so the limiter anticipates a peak and lets go without
-    a click. Elsewhere the samples are untouched. A sliding gain changes the interpolated
-    shape a little, so the stretches it changed are measured again, until none is over.
-    Returns a new float32 array.
-    """
-    x = samples.astype(np.float32, copy=True)
-    n = x.shape[0]
-    width = max(3, round(LIMITER_WINDOW_S * sample_rate)) | 1
-    # The gain's ramps, and twice the filter's reach beyond them: every point the gain can
-    # change is measured again from samples inside the stretch.
-    margin = width + 2 * _REACH + 2
-    hot = hot_samples(x, ceiling)
-    for _ in range(6):
-        if hot.size == 0:
-            return x
-        env = oversampled_envelope(x, hot)
-        is_over = env > ceiling
-        if not is_over.any():
-            return x
-        over = hot[is_over]
-        # 0.1% under the ceiling, for the small change a sliding gain makes to the shape.
-        need_at = np.minimum(1.0, 0.999 * ceiling / env[is_over])
-        breaks = np.flatnonzero(np.diff(over) > 2 * margin) + 1
-        rechecked = []
-        for part, needs in zip(np.split(over, breaks), np.split(need_at, breaks), strict=True):
-            a, b = max(0, int(part[0]) - margin), min(n, int(part[-1]) + margin + 1)
-            need = np.ones(b - a)
-            need[part - a] = needs
-            gain = ndimage.minimum_filter1d(need, width, mode="nearest")
-            gain = ndimage.uniform_filter1d(gain, width, mode="nearest")
-            x[a:b] *= gain.astype(np.float32)
-            rechecked.append(a + hot_samples(x[a:b], ceiling))
-        hot = np.concatenate(rechecked)
-    peak = true_peak(x)
-    if peak > ceiling:  # pragma: no cover - a couple of passes have always sufficed
-        x *= np.float32(ceiling / peak)
-    return x
 
 
 def db_to_gain(db: float) -> float:

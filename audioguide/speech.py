@@ -9,8 +9,8 @@ construction.
 
 The voice chain (``voice_effect("warm")``, on by default) then makes synthetic speech easier
 to listen to: a gentle cut of the harsh upper mids, a touch of low warmth, a soft saturation
-that rounds the sharpest peaks, and a short, quiet room. Its reverb tail rings on after the
-spoken length, into the pause that follows.
+and a smooth peak limiter that round the sharpest peaks, and a short, quiet room. Its reverb
+tail rings on after the spoken length, into the pause that follows.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pyloudnorm.iirfilter import IIRfilter
 from scipy import signal
 
 from .cache import SpeechCache
+from .dynamics import limit
 from .synth import SAMPLE_RATE, apply_fades
 from .tts import SpeechClip, SpeechEngine
 
@@ -64,8 +65,13 @@ VOICE_EQ = (
     ("high_shelf", -2.0, 0.707, 7000.0),  # fizz
 )
 SATURATION_DRIVE = 2.0  # tanh(drive * x) / drive: linear at speaking level, rounds the peaks
+# Voice peaks held to 10 dB over the voiced level (true peak -10 dBFS at SPEECH_RMS, about
+# 14 dB over the voice's loudness): espeak's raw peaks stand 18 dB over its loudness, which a
+# sparse session's master gain would drive into the master limiter. Held here, per cue, the
+# master limiter has little left to do and the session measures what the master gain aimed at.
+VOICE_PEAK_OVER_RMS_DB = 10.0
 ROOM_RT60_S = 0.35  # a small furnished room
-ROOM_LENGTH_S = 0.5  # the tail is 86 dB down by here; cut and faded
+ROOM_LENGTH_S = 0.4  # the tail is 69 dB down by here; cut and faded
 ROOM_PREDELAY_S = 0.012
 ROOM_EARLY_TAPS = ((0.007, 0.5), (0.011, -0.35), (0.017, 0.28), (0.023, -0.2))  # (s, gain)
 ROOM_LOWPASS_HZ = 4000.0  # soft furnishings swallow the highs
@@ -124,7 +130,9 @@ def warm_voice(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarra
     shaped = _voiced_rms(x)
     if shaped > 0:
         x *= level / shaped
-    wet = signal.oaconvolve(x, room_impulse(sample_rate))
+        ceiling = level * 10 ** (VOICE_PEAK_OVER_RMS_DB / 20)
+        x = limit(x, ceiling, sample_rate, oversample=False).astype(np.float64)
+    wet = signal.fftconvolve(x, room_impulse(sample_rate))
     wet[: x.shape[0]] += x
     out = wet.astype(np.float32)
     # The room's tail ends at zero by construction; the fade keeps the last sample exact.

@@ -31,14 +31,15 @@ BREATH_SOUNDS = ("tone", "noise", "none")
 DEFAULT_BREATH_SOUND = "tone"
 GUIDE_LOW_HZ = 220.0
 GUIDE_HIGH_HZ = 330.0  # a fifth above: the glide is heard as a clear rise or fall
-# Peak of the guide before mastering. The voice is levelled to 0.1 RMS; at this peak the tone
-# measures about 12 LU under it: plain to follow, never competing with the words.
-GUIDE_PEAK = 0.045
+# Levels before mastering. The voice measures about -24 LUFS; the tone peaks here at -30 dBFS
+# and measures about 12 LU under the voice: plain to follow, never competing with the words.
+# Quiet enough, too, that a long breathing part barely moves the session's gated loudness.
+GUIDE_PEAK = 0.032
 HOLD_LEVEL = 0.3  # a held breath keeps a faint, steady tone: "stay here"
 TICK_LEVEL = 0.5  # relative to GUIDE_PEAK: a soft wooden tick marks the start of a hold
 NOISE_DARK_BAND_HZ = (150.0, 900.0)
 NOISE_BRIGHT_BAND_HZ = (900.0, 3500.0)
-NOISE_RMS = 0.22  # relative to GUIDE_PEAK, so both guides sit at about one loudness
+NOISE_RMS = 0.017  # at the swell's plateau: the noise guide measures as loud as the tone
 
 # -- singing bowl ---------------------------------------------------------------------------
 BOWL_FUNDAMENTAL_HZ = 196.0
@@ -211,12 +212,11 @@ def breath_guide(
         mixed += (1.0 - bright_weight) * signal.sosfilt(_DARK_SOS, noise)
         rms = float(np.sqrt(np.mean(mixed**2))) or 1.0
         out = (mixed * (NOISE_RMS / rms)).astype(np.float32)
-        # Cap the rare noise peak so the guide's peak stays where the tone's is.
-        np.clip(out, -1.0, 1.0, out=out)
         if phase == "inhale":
             out *= breath_envelope(n, 0.4, 0.35)
         else:
             out *= breath_envelope(n, 0.15, 0.55)
+        return out
     if holding:
         out += np.float32(TICK_LEVEL) * tick(n, sample_rate)
     return (out * np.float32(GUIDE_PEAK)).astype(np.float32)
