@@ -1,0 +1,259 @@
+"""Benchmark: how fast a render is, how much memory it takes, and what it is measured against.
+
+Each render runs in a fresh process, exactly as a user types it, so the times include Python's
+start-up and imports:
+
+    cold   audioguide render back-pain            (empty speech cache: every cue synthesized)
+    warm   the same again                         (every cue from the cache)
+    60min  audioguide render back-pain --minutes 60   (cache warm from the runs before)
+
+For each: wall time, x realtime (session length / wall time) and peak RSS (the child's
+ru_maxrss). Tracks and the full-session file are both written, as by default.
+
+Then, in this process, the two baselines the targets of docs/performance.md refer to:
+
+    lame   LAME alone: lameenc encoding the 20-minute session's mastered audio in one stream,
+           at the same bit rate and quality as a render; the floor for any MP3 pipeline
+    naive  the same session built the naive way: pydub AudioSegment concatenation (overlay for
+           a cue spoken over a breath), pydub loudness gain, and pydub's MP3 export through
+           ffmpeg, for every track and the full file
+
+Usage (bench-only dependencies: ``pip install '.[bench]'``)::
+
+    python scripts/bench.py            # everything, about five minutes on 2 cores
+    python scripts/bench.py --no-naive # skip the slow baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROUTINE = "back-pain"
+
+
+@dataclasses.dataclass
+class Run:
+    name: str
+    session_s: float
+    wall_s: float
+    peak_rss_mb: float
+    cpu_s: float  # user + system time of the process: what the run costs on an idle machine
+
+    @property
+    def realtime(self) -> float:
+        return self.session_s / self.wall_s
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> str:
+    """Run ``audioguide ARGS`` in a fresh process; its standard output."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "audioguide", *args], env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"audioguide {' '.join(args)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def run_cli_measured(args: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Run ``audioguide ARGS`` in a fresh process: (wall s, peak RSS MB, CPU s).
+
+    The child is reaped with wait4, which gives its own peak RSS (RUSAGE_CHILDREN would give
+    the largest of every child so far)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "audioguide", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall_s = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err_file.seek(0)
+        err = err_file.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"audioguide {' '.join(args)} failed:\n{err}")
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    scale = 1 / 1024 / 1024 if sys.platform == "darwin" else 1 / 1024
+    return wall_s, usage.ru_maxrss * scale, usage.ru_utime + usage.ru_stime
+
+
+def session_length_s(args: list[str], env: dict[str, str]) -> float:
+    return float(json.loads(run_cli(["plan", *args, "--json"], env))["total_s"])
+
+
+def render_runs(work: Path, jobs: int | None) -> list[Run]:
+    env = dict(os.environ, AUDIOGUIDE_CACHE_DIR=str(work / "cache"), PYTHONWARNINGS="ignore")
+    extra = ["--jobs", str(jobs)] if jobs else []
+    runs = []
+    for name, args in (
+        ("cold 20 min", [ROUTINE]),
+        ("warm 20 min", [ROUTINE]),
+        ("60 min", [ROUTINE, "--minutes", "60"]),
+    ):
+        out = work / "out"
+        wall_s, rss_mb, cpu_s = run_cli_measured(
+            ["render", *args, "-o", str(out), "-q", *extra], env
+        )
+        runs.append(Run(name, session_length_s(args, env), wall_s, rss_mb, cpu_s))
+        print(f"  {name:<12} done in {wall_s:.1f} s", file=sys.stderr)
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines, in this process
+
+
+def mastered_session(cache_dir: Path):  # type: ignore[no-untyped-def]
+    """The 20-minute session as the render makes it: (timeline, speech, settings, gain_db,
+    mastered int16 tracks)."""
+    os.environ["AUDIOGUIDE_CACHE_DIR"] = str(cache_dir)
+    from audioguide.export import to_pcm16
+    from audioguide.mix import block_powers, master, master_gain_db, mix_track
+    from audioguide.pipeline import SessionOptions, make_speech
+    from audioguide.routine import load_routine
+    from audioguide.timeline import build_timeline, speech_texts
+
+    options = SessionOptions()
+    routine = load_routine(ROUTINE)
+    speech = make_speech(options)
+    for text in speech_texts(routine, options.render_options()):
+        speech.dry(text)
+    timeline = build_timeline(routine, speech.length_s, options.render_options())
+    settings = options.mix_settings()
+    powers = [block_powers(mix_track(t, speech, settings)) for t in timeline.tracks]
+    gain_db = master_gain_db(powers, settings.loudness_lufs)
+    tracks = [to_pcm16(master(mix_track(t, speech, settings), gain_db)) for t in timeline.tracks]
+    return timeline, speech, settings, gain_db, tracks
+
+
+def lame_alone_s(pcm_tracks: list) -> float:  # type: ignore[type-arg]
+    """Seconds for lameenc to encode the whole session in one stream at the render's settings."""
+    import lameenc
+    import numpy as np
+
+    from audioguide.export import DEFAULT_BITRATE_KBPS, LAME_QUALITY
+    from audioguide.synth import SAMPLE_RATE
+
+    pcm = np.concatenate(pcm_tracks).tobytes()
+    start = time.perf_counter()
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(DEFAULT_BITRATE_KBPS)
+    encoder.set_in_sample_rate(SAMPLE_RATE)
+    encoder.set_channels(1)
+    encoder.set_quality(LAME_QUALITY)
+    encoder.silence()
+    data = encoder.encode(pcm) + encoder.flush()
+    elapsed = time.perf_counter() - start
+    assert len(data) > 0
+    return elapsed
+
+
+def naive_s(timeline, speech, settings, out: Path) -> float:  # type: ignore[no-untyped-def]
+    """Seconds to build and export the session the naive way with pydub."""
+    import imageio_ffmpeg
+    import numpy as np
+    import pyloudnorm
+    from pydub import AudioSegment
+
+    from audioguide.export import DEFAULT_BITRATE_KBPS, LAME_QUALITY, to_pcm16
+    from audioguide.mix import mix_track
+    from audioguide.synth import SAMPLE_RATE
+
+    AudioSegment.converter = imageio_ffmpeg.get_ffmpeg_exe()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def segment(samples: np.ndarray) -> AudioSegment:
+        return AudioSegment(
+            to_pcm16(samples).tobytes(), sample_width=2, frame_rate=SAMPLE_RATE, channels=1
+        )
+
+    def silence_ms(ms: float) -> AudioSegment:
+        return AudioSegment.silent(duration=ms, frame_rate=SAMPLE_RATE)
+
+    start = time.perf_counter()
+    built = []
+    for track in timeline.tracks:
+        audio = AudioSegment.empty().set_frame_rate(SAMPLE_RATE)
+        for event in track.events:
+            # Each event's sound as the real mixer makes it, on its own.
+            alone = dataclasses.replace(
+                track, events=(event,), start_s=event.start_s, duration_s=event.duration_s
+            )
+            piece = segment(mix_track(alone, speech, settings))
+            at_ms = (event.start_s - track.start_s) * 1000.0
+            if at_ms >= len(audio):
+                audio += silence_ms(at_ms - len(audio)) + piece
+            else:  # a cue spoken over its breath: overlay onto what is built so far
+                if at_ms + len(piece) > len(audio):
+                    audio += silence_ms(at_ms + len(piece) - len(audio))
+                audio = audio.overlay(piece, position=at_ms)
+        audio += silence_ms(track.duration_s * 1000.0 - len(audio))
+        built.append(audio)
+    session = sum(built[1:], built[0])
+    samples = np.array(session.get_array_of_samples(), dtype=np.float64) / 32768.0
+    loudness = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(samples)
+    gain_db = settings.loudness_lufs - 3.0103 - loudness
+    params = ["-compression_level", str(LAME_QUALITY)]
+    bitrate = f"{DEFAULT_BITRATE_KBPS}k"
+    for track, audio in zip(timeline.tracks, built, strict=True):
+        audio.apply_gain(gain_db).export(
+            out / f"{track.index:02d}.mp3", format="mp3", bitrate=bitrate, parameters=params
+        )
+    session.apply_gain(gain_db).export(
+        out / "full.mp3", format="mp3", bitrate=bitrate, parameters=params
+    )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, help="passed to render --jobs (default: cores)")
+    parser.add_argument("--no-naive", action="store_true", help="skip the pydub baseline")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="audioguide-bench-") as tmp:
+        work = Path(tmp)
+        print(f"audioguide bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        runs = render_runs(work, args.jobs)
+        print("  building the session's mastered audio for the baselines", file=sys.stderr)
+        timeline, speech, settings, _, pcm = mastered_session(work / "cache")
+        lame_s = lame_alone_s(pcm)
+        del pcm
+        naive = None if args.no_naive else naive_s(timeline, speech, settings, work / "naive")
+
+    cold, warm, hour = runs
+    print()
+    print(f"{'run':<14}{'session':>9}{'wall':>9}{'x realtime':>12}{'peak RSS':>11}{'CPU':>9}")
+    for run in runs:
+        print(
+            f"{run.name:<14}{run.session_s / 60:>7.1f} m{run.wall_s:>8.2f}s"
+            f"{run.realtime:>11.0f}x{run.peak_rss_mb:>8.0f} MB{run.cpu_s:>8.1f}s"
+        )
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} (1 min)")
+    print()
+    session_s = warm.session_s
+    print(f"LAME alone, one stream, 20 min:  {lame_s:6.2f} s ({session_s / lame_s:.0f}x realtime)")
+    print(f"  warm render / LAME alone:      {warm.wall_s / lame_s:6.2f}  (target <= 1.5)")
+    print(f"  cold render / LAME alone:      {cold.wall_s / lame_s:6.2f}")
+    if naive is not None:
+        print(f"naive pydub + ffmpeg, 20 min:    {naive:6.2f} s ({session_s / naive:.0f}x)")
+        print(f"  naive / warm render:           {naive / warm.wall_s:6.2f}  (target >= 5)")
+    print()
+    print("targets: cold >= 100x, warm >= 200x realtime, 60 min peak RSS <= 250 MB")
+    print(
+        f"  cold {cold.realtime:.0f}x, warm {warm.realtime:.0f}x, 60 min {hour.peak_rss_mb:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
