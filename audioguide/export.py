@@ -48,8 +48,14 @@ FULL_SESSION_SUFFIX = " (full)"
 
 
 def to_pcm16(samples: np.ndarray) -> np.ndarray:
-    """float32 in [-1, 1] to int16, rounded (exact zeros stay exact zeros)."""
-    return np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16)
+    """float32 in [-1, 1] to int16, rounded (exact zeros stay exact zeros).
+
+    Works in one float32 scratch buffer: a long track is held twice at most, not four times.
+    """
+    scratch = np.multiply(samples, np.float32(32767.0), dtype=np.float32)
+    np.rint(scratch, out=scratch)
+    np.clip(scratch, -32768, 32767, out=scratch)
+    return scratch.astype(np.int16)
 
 
 def check_bitrate(bitrate_kbps: int) -> int:

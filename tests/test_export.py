@@ -29,6 +29,7 @@ from audioguide.export import (
     encode_track,
     full_session_mp3,
     playlist_text,
+    to_pcm16,
     track_mp3,
 )
 from audioguide.mp3frames import crc16, crc16_fast, frame_offsets, info_frame, parse_header
@@ -150,6 +151,12 @@ def test_the_full_session_is_the_tracks_frames_and_plays_them_back_to_back(tmp_p
     # No second encode: the full file holds each track's frames byte for byte.
     first = tracks[0]
     assert first.audio[: int(frame_offsets(first.audio)[3])] in data
+
+
+def test_pcm16_rounds_and_clips():
+    pcm = to_pcm16(np.array([0.0, 1.0, -1.0, 0.25, 1.5, -1.5, 1e-6], dtype=np.float32))
+    assert pcm.dtype == np.int16
+    assert pcm.tolist() == [0, 32767, -32767, 8192, 32767, -32768, 0]
 
 
 def test_bad_bitrate_is_refused_with_the_choices():
