@@ -160,8 +160,9 @@ def _order_chapters(path: Path) -> None:
     """
     with path.open("r+b") as file:
         header = file.read(10)
-        if header[:3] != b"ID3" or header[3] != 3:
-            raise ValueError(f"{path}: expected an ID3v2.3 tag")
+        if header[:3] != b"ID3" or header[3] != 3 or header[5] != 0:
+            # Unsynchronised or extended tags would need more parsing; mutagen writes neither.
+            raise ValueError(f"{path}: expected a plain ID3v2.3 tag")
         size = _syncsafe(header[6:10])
         body = file.read(size)
         frames: list[tuple[bytes, bytes]] = []
