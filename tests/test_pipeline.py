@@ -6,6 +6,10 @@ Fast: the fake speech engine, the real mixer and the real MP3 encoder, on short 
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
 import threading
 import time
 
@@ -139,3 +143,47 @@ def test_write_errors_name_the_output_folder(tmp_path, fake_engine, monkeypatch)
     with pytest.raises(ExportError) as raised:
         render(tmp_path, fake_engine, "out", jobs=2)
     assert str(raised.value).startswith(f"{tmp_path / 'out' / 'five'}: the disk is full;")
+
+
+# ---------------------------------------------------------------------------------------------
+# The progress bar: on stderr when it is a terminal, never under --quiet or into a pipe
+
+TINY = "title: Tiny\nsections:\n  - title: Only\n    steps:\n      - say: One.\n      - pause: 2\n"
+
+
+def render_with_stderr(tmp_path, tty: bool, *args: str) -> tuple[int, str]:
+    """Run a real render in a fresh process with stderr on a terminal (a pty) or a pipe."""
+    routine = tmp_path / "tiny.yaml"
+    routine.write_text(TINY, encoding="utf-8")
+    command = [sys.executable, "-m", "audioguide", "render", str(routine), "-o", str(tmp_path)]
+    if not tty:
+        proc = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
+        return proc.returncode, proc.stderr
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen([*command, *args], stdout=subprocess.DEVNULL, stderr=child_fd)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main_fd)
+    return proc.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    code, stderr = render_with_stderr(tmp_path, True)
+    assert code == 0, stderr
+    assert "Rendering" in stderr
+    assert "100%" in stderr
+
+
+@pytest.mark.parametrize(("tty", "args"), [(True, ("--quiet",)), (False, ())])
+def test_no_progress_bar_when_quiet_or_piped(tmp_path, tty, args):
+    code, stderr = render_with_stderr(tmp_path, tty, *args)
+    assert code == 0, stderr
+    assert stderr == ""
