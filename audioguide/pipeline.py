@@ -27,7 +27,7 @@ from .mix import DEFAULT_LOUDNESS_LUFS, MixSettings, block_powers, master, maste
 from .names import slugify
 from .routine import DEFAULT_LEVEL, Routine, load_routine
 from .session_writer import ExportOptions, SessionWriter
-from .speech import Speech
+from .speech import DEFAULT_VOICE_FX, Speech, voice_effect
 from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_texts
 from .tts import DEFAULT_RATE_WPM, Pyttsx3Engine, SpeechEngine
 
@@ -54,6 +54,9 @@ class SessionOptions:
     bells: bool = True
     seed: int = 0
     loudness_lufs: float = DEFAULT_LOUDNESS_LUFS
+    ambient: str | None = None  # a kind or a sound file for every section; None: the routine's
+    bell_file: str | None = None  # a sound file for the bells; None: the routine's, else the bowl
+    voice_fx: str = DEFAULT_VOICE_FX
     bitrate_kbps: int = DEFAULT_BITRATE_KBPS
     audio_format: str = DEFAULT_FORMAT
     output_mode: str = DEFAULT_OUTPUT_MODE  # both, tracks or single (export.OUTPUT_MODES)
@@ -81,6 +84,8 @@ class SessionOptions:
             bells=self.bells,
             seed=self.seed,
             loudness_lufs=self.loudness_lufs,
+            ambient=self.ambient,
+            bell_file=self.bell_file,
         )
 
 
@@ -100,7 +105,7 @@ def make_speech(options: SessionOptions, engine: SpeechEngine | None = None) -> 
     """The speech source for these options: the pyttsx3 engine unless one is given."""
     engine = engine or Pyttsx3Engine(voice=options.voice, rate_wpm=options.rate_wpm)
     cache = SpeechCache() if options.use_cache else None
-    return Speech(engine, cache)
+    return Speech(engine, cache, effect=voice_effect(options.voice_fx))
 
 
 def plan_session(
