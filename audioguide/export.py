@@ -93,7 +93,9 @@ class EncodedTrack:
 
     @property
     def gapless(self) -> Gapless:
-        return Gapless(self.delay_samples, self.padding_samples, self.sample_count)
+        return Gapless(
+            self.delay_samples, self.padding_samples, self.sample_count, self.header.sample_rate
+        )
 
 
 def encode_track(
@@ -181,7 +183,7 @@ def full_session_mp3(tracks: Sequence[EncodedTrack]) -> tuple[bytes, Gapless]:
     first, last = tracks[0], tracks[-1]
     audio = b"".join(parts)
     samples = frames * SAMPLES_PER_FRAME - first.delay_samples - last.padding_samples
-    gapless = Gapless(first.delay_samples, last.padding_samples, samples)
+    gapless = Gapless(first.delay_samples, last.padding_samples, samples, first.header.sample_rate)
     info = info_frame(
         first.header,
         audio_frames=frames,

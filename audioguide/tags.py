@@ -24,6 +24,7 @@ from mutagen.id3 import (
     TCON,
     TDRC,
     TIT2,
+    TLEN,
     TPE1,
     TRCK,
     TXXX,
@@ -62,6 +63,7 @@ class Gapless:
     delay_samples: int
     padding_samples: int
     sample_count: int
+    sample_rate: int
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,9 @@ def id3_tags(tags: TrackTags) -> ID3:
         )
     if tags.gapless is not None:
         id3.add(COMM(encoding=utf8, lang=LANGUAGE, desc="iTunSMPB", text=itunsmpb(tags.gapless)))
+        # Some players show TLEN rather than decode or read the Info frame.
+        length_ms = round(tags.gapless.sample_count * 1000 / tags.gapless.sample_rate)
+        id3.add(TLEN(encoding=utf8, text=str(length_ms)))
     if tags.chapters:
         ids = [f"{_CHAPTER_PREFIX}{i}" for i in range(len(tags.chapters))]
         id3.add(

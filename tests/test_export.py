@@ -206,7 +206,7 @@ def test_chapters_are_stored_in_time_order(tmp_path):
 
 
 def test_itunsmpb_states_delay_padding_and_length():
-    text = itunsmpb(Gapless(delay_samples=576, padding_samples=1000, sample_count=441_000))
+    text = itunsmpb(Gapless(576, 1000, sample_count=441_000, sample_rate=SR))
     fields = text.split()
     assert text.startswith(" ")
     assert fields[1:4] == ["00000240", "000003E8", "000000000006BAA8"]
@@ -292,6 +292,7 @@ def test_every_tag_chapter_and_transcript_matches_the_timeline(
         smpb = next(c.text[0] for c in id3.getall("COMM") if c.desc == "iTunSMPB").split()
         info = MP3(path).info
         assert int(smpb[3], 16) == round(track.duration_s * SR)
+        assert int(id3["TLEN"].text[0]) == round(track.duration_s * 1000)
         assert info.length == pytest.approx(track.duration_s, abs=1e-4)
         assert soundfile.info(str(path)).duration == pytest.approx(track.duration_s, abs=1e-4)
         lrc = path.with_suffix(".lrc").read_text(encoding="utf-8").splitlines()
