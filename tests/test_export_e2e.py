@@ -116,3 +116,14 @@ def test_ffprobe_lists_the_same_chapters(rendered):
     for chapter, track in zip(chapters, plan["tracks"], strict=True):
         assert abs(float(chapter["start_time"]) - track["start_s"]) <= TOLERANCE_S
     assert abs(float(probed["format"]["duration"]) - plan["total_s"]) <= LENGTH_TOLERANCE_S
+
+
+def test_single_writes_one_file_the_playlist_plays(short_routine_file, tmp_path):
+    args = ["render", str(short_routine_file), "-o", str(tmp_path), "--single", "-q"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "short"
+    assert sorted(p.name for p in folder.glob("*.mp3")) == ["Short Test Session (full).mp3"]
+    lines = (folder / "Short Test Session.m3u8").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "#EXTM3U"
+    assert lines[2] == "Short Test Session (full).mp3"
