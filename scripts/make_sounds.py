@@ -45,15 +45,19 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -
         out.writeframes(pcm.tobytes())
 
 
-def main() -> None:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
+def make_sounds(out_dir: Path = OUT_DIR) -> list[Path]:
+    """Write every asset into ``out_dir``; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
     for index, (name, fundamental_hz, length_s) in enumerate(ASSETS):
         rng = np.random.default_rng([SEED, index])
         bowl = singing_bowl(seconds_to_samples(length_s), rng, fundamental_hz)
         bowl *= np.float32(10 ** (PEAK_DBFS / 20) / np.max(np.abs(bowl)))
-        write_wav(OUT_DIR / name, bowl)
-        print(f"wrote {OUT_DIR / name} ({length_s:g} s, {fundamental_hz:g} Hz bowl)")
+        write_wav(out_dir / name, bowl)
+        written.append(out_dir / name)
+    return written
 
 
 if __name__ == "__main__":
-    main()
+    for path in make_sounds():
+        print(f"wrote {path}")

@@ -1,0 +1,343 @@
+"""Mixing and mastering: placement, ducking, ambient beds, loudness and the true-peak limiter.
+
+Unit tests on the FakeEngine's speech; tests/test_sound.py renders and decodes real sessions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyloudnorm
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import signal
+
+from audioguide import mix
+from audioguide.dynamics import OVERSHOOT_BOUND, hot_samples, limit, true_peak
+from audioguide.errors import RoutineError, SoundFileError
+from audioguide.mix import (
+    DUCK_DB,
+    MixSettings,
+    block_powers,
+    db_to_gain,
+    duck_gain,
+    integrated_loudness,
+    master,
+    master_gain_db,
+    mix_track,
+    track_span,
+)
+from audioguide.routine import parse_routine
+from audioguide.synth import SAMPLE_RATE
+from audioguide.timeline import Event, Track, build_timeline
+
+SR = SAMPLE_RATE
+
+
+def sine(freq_hz: float, seconds: float, amplitude: float, phase: float = 0.0) -> np.ndarray:
+    t = np.arange(round(seconds * SR)) / SR
+    return (amplitude * np.sin(2 * np.pi * freq_hz * t + phase)).astype(np.float32)
+
+
+def track(events: tuple[Event, ...], duration_s: float, **fields) -> Track:
+    return Track(1, "T", "01 - T.mp3", 0.0, duration_s, events, **fields)
+
+
+# -- loudness ---------------------------------------------------------------------------------
+
+
+def test_loudness_of_a_sine_worked_by_hand():
+    # BS.1770: a full-scale 997 Hz sine in one channel reads -3.01 LUFS; at half scale
+    # (-6.02 dB) it reads -9.03 LUFS.
+    x = sine(997.0, 10.0, 0.5)
+    assert integrated_loudness(x) == pytest.approx(-9.03, abs=0.05)
+
+
+def test_loudness_matches_pyloudnorm_on_speechlike_bursts():
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(30 * SR).astype(np.float32) * 0.1
+    gate = (np.sin(2 * np.pi * 0.3 * np.arange(noise.size) / SR) > 0).astype(np.float32)
+    x = noise * (gate + 0.01)
+    expected = pyloudnorm.Meter(SR).integrated_loudness(x.astype(np.float64))
+    assert integrated_loudness(x) == pytest.approx(expected, abs=0.05)
+
+
+def test_block_powers_are_the_same_in_chunks_as_in_one_piece():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(SR * 30 + 123).astype(np.float32)  # several chunks
+    powers = block_powers(x)
+    assert powers.shape == ((x.size // 4410) - 3,)
+    k = signal.lfilter(*_k_weighting_ba(), x.astype(np.float64))
+    direct = np.mean(k[4410 * 5 : 4410 * 5 + 17640] ** 2)
+    assert powers[5] == pytest.approx(direct, rel=1e-9)
+
+
+def _k_weighting_ba():
+    sos = mix._k_weighting(SR)
+    b = np.polymul(sos[0, :3], sos[1, :3])
+    a = np.polymul(sos[0, 3:], sos[1, 3:])
+    return b, a
+
+
+def test_album_gain_is_one_gain_for_the_session():
+    loud = sine(997.0, 10.0, 0.5)  # -9.03 LUFS
+    quiet = sine(997.0, 10.0, 0.05)  # -29.03 LUFS: gated out of the session's measure
+    gain_db = master_gain_db([block_powers(loud), block_powers(quiet)], -16.0)
+    # Mono target: -16 - 3.01 = -19.01; the quiet track is below the relative gate.
+    assert gain_db == pytest.approx(-19.01 + 9.03, abs=0.05)
+    assert master_gain_db([block_powers(np.zeros(SR * 2, np.float32))], -16.0) == 0.0
+
+
+def test_db_to_gain_worked_by_hand():
+    assert db_to_gain(-6.0) == pytest.approx(0.5011872)
+    assert db_to_gain(DUCK_DB) == pytest.approx(10 ** (DUCK_DB / 20))
+
+
+# -- true peak and the limiter ----------------------------------------------------------------
+
+
+def test_true_peak_of_a_quarter_rate_sine_worked_by_hand():
+    # sin(pi n / 2 + pi / 4) samples at +-0.7071 only; the wave between them reaches 1.0.
+    # The 4x interpolation lands exactly on the crests, within the filter's 2% ripple.
+    n = np.arange(4000)
+    x = np.sin(np.pi * n / 2 + np.pi / 4).astype(np.float32)
+    assert np.max(np.abs(x)) == pytest.approx(0.7071, abs=1e-4)
+    assert true_peak(x) == pytest.approx(1.0, abs=0.02)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.01, 0.9))
+def test_true_peak_equals_oversampling_everything(seed, level):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(5000) * level).astype(np.float32)
+    x[rng.integers(0, 5000, 3)] *= 4  # a few peaks
+    full = np.max(np.abs(signal.resample_poly(x.astype(np.float64), 4, 1)))
+    assert true_peak(x) == pytest.approx(full, rel=1e-9)
+
+
+def test_only_samples_near_loud_ones_are_oversampled():
+    x = np.full(100_000, 0.01, dtype=np.float32)
+    x[50_000] = 0.9
+    hot = hot_samples(x, 0.9)
+    assert hot.tolist() == list(range(50_000 - 10, 50_000 + 11))  # the filter's reach
+    assert hot_samples(x, 0.9 * OVERSHOOT_BOUND * 1.001).size == 0
+
+
+def test_limiter_holds_the_true_peak_and_leaves_the_rest_untouched():
+    x = sine(440.0, 3.0, 0.3)
+    x[SR : SR + 2000] *= 3.0  # a burst to 0.9
+    ceiling = db_to_gain(-1.5)
+    y = limit(x, ceiling)
+    assert y.dtype == np.float32
+    assert true_peak(y) <= ceiling
+    assert np.array_equal(y[: SR // 2], x[: SR // 2])  # far from the burst: untouched
+    assert np.array_equal(y[2 * SR :], x[2 * SR :])
+    # Smooth: the gain changes by at most a window's worth per sample, never in a step.
+    gain = y[SR - 2000 : SR + 4000] / x[SR - 2000 : SR + 4000]
+    finite = np.isfinite(gain) & (np.abs(x[SR - 2000 : SR + 4000]) > 0.05)
+    assert np.max(np.abs(np.diff(gain[finite]))) < 0.01
+
+
+def test_master_keeps_silence_silent():
+    x = np.zeros(3 * SR, dtype=np.float32)
+    x[SR : SR + 1000] = sine(440.0, 1000 / SR, 0.5)
+    y = master(x, 12.0)
+    assert not y[:SR].any() and not y[SR + 1000 :].any()
+    assert true_peak(y) <= db_to_gain(mix.TRUE_PEAK_CEILING_DBTP)
+
+
+# -- ducking and the ambient bed --------------------------------------------------------------
+
+
+def test_duck_gain_worked_by_hand():
+    say = Event("say", 2.0, 1.0, text="x")
+    gain = duck_gain(track((say,), 5.0), 5 * SR, 0)
+    ducked = db_to_gain(DUCK_DB)  # 0.5011872 at -6 dB
+    assert gain.dtype == np.float32
+    assert gain[: round(1.9 * SR)] == pytest.approx(1.0)
+    assert gain[2 * SR : 3 * SR] == pytest.approx(ducked)
+    assert gain[round(3.45 * SR) :] == pytest.approx(1.0)
+    attack = gain[round((2.0 - mix.DUCK_ATTACK_S) * SR) : 2 * SR]
+    release = gain[3 * SR : round((3.0 + mix.DUCK_RELEASE_S) * SR)]
+    assert np.all(np.diff(attack) <= 0) and np.all(np.diff(release) >= 0)
+    # Smooth: no step bigger than the release's raised cosine allows.
+    assert np.max(np.abs(np.diff(gain))) < (1 - ducked) * np.pi / (mix.DUCK_ATTACK_S * SR)
+
+
+def test_overlapping_cues_duck_once_not_twice():
+    cues = (Event("say", 1.0, 1.0, text="a"), Event("say", 2.1, 1.0, text="b"))
+    gain = duck_gain(track(cues, 4.0), 4 * SR, 0)
+    assert gain.min() == pytest.approx(db_to_gain(DUCK_DB))
+
+
+def quiet_track(ambient: str | None) -> tuple[Track, Event]:
+    say = Event("say", 1.0, 1.2, text="Breathe in slowly.")
+    pause = Event("pause", 3.5, 4.0)
+    return track((say, pause), 8.0, ambient=ambient), pause
+
+
+@pytest.mark.parametrize("ambient", [None, "none"])
+def test_a_pause_is_digital_silence_without_ambient(fake_speech, ambient):
+    tr, pause = quiet_track(ambient)
+    x = mix_track(tr, fake_speech, MixSettings())
+    assert x.dtype == np.float32
+    lo, hi = round(pause.start_s * SR), round(pause.end_s * SR)
+    assert not x[lo:hi].any()
+
+
+@pytest.mark.parametrize("kind", ["pink", "brown", "drone"])
+def test_ambient_fills_pauses_fades_and_ducks(fake_speech, kind):
+    tr, pause = quiet_track(kind)
+    x = mix_track(tr, fake_speech, MixSettings())
+    bed_only = mix_track(tr, fake_speech, MixSettings(ambient=kind)) - mix_track(
+        tr, fake_speech, MixSettings(ambient="none")
+    )
+    assert np.array_equal(x, mix_track(tr, fake_speech, MixSettings(ambient=kind)))
+    lo, hi = round(pause.start_s * SR), round(pause.end_s * SR)
+    rms = lambda s: float(np.sqrt(np.mean(s.astype(np.float64) ** 2)))  # noqa: E731
+    assert rms(x[lo:hi]) > 0
+    # Faded at both ends of the track.
+    assert abs(x[0]) < 1e-4 and abs(x[-1]) < 1e-4
+    # Under the cue (1.0 to 2.2 s) the bed is DUCK_DB down on the bed in the pause.
+    under = rms(bed_only[round(1.1 * SR) : round(2.1 * SR)])
+    free = rms(bed_only[lo + SR : hi - SR // 2])
+    assert 20 * np.log10(under / free) == pytest.approx(DUCK_DB, abs=1.5)
+    # The bed is quiet: its loop measures AMBIENT_LOUDNESS_LUFS, 19 LU under the voice.
+    assert integrated_loudness(mix._bed_loop(kind, 0)) == pytest.approx(
+        mix.AMBIENT_LOUDNESS_LUFS, abs=0.01
+    )
+
+
+def test_ambient_continues_across_tracks_from_absolute_time(fake_speech):
+    a = Track(1, "A", "a.mp3", 0.0, 5.0, (), ambient="brown")
+    b = Track(2, "B", "b.mp3", 5.0, 5.0, (), ambient="brown")
+    settings = MixSettings(seed=3)
+    xa, xb = mix_track(a, fake_speech, settings), mix_track(b, fake_speech, settings)
+    loop = mix._bed_loop("brown", 3)
+    first_b, _ = track_span(b)
+    # In the middle of each track (away from its fades) the bed is the loop at session time.
+    assert xa[2 * SR] == pytest.approx(loop[2 * SR])
+    assert xb[2 * SR] == pytest.approx(loop[(first_b + 2 * SR) % loop.size])
+
+
+def test_the_seed_changes_noise_and_only_noise(fake_speech):
+    events = (
+        Event("breath", 1.0, 4.0, phase="inhale"),
+        Event("breath", 5.0, 6.0, phase="exhale"),
+    )
+    tr = track(events, 12.0, ambient="pink")
+    noise = [
+        mix_track(tr, fake_speech, MixSettings(breath_sound="noise", seed=s)) for s in (1, 1, 2)
+    ]
+    assert np.array_equal(noise[0], noise[1])
+    assert not np.array_equal(noise[0], noise[2])
+    tone = [mix_track(track(events, 12.0), fake_speech, MixSettings(seed=s)) for s in (1, 2)]
+    assert np.array_equal(tone[0], tone[1])
+
+
+def test_bells_and_chimes_ring_and_can_be_turned_off(fake_speech):
+    tr = track((Event("bell", 0.5, 4.0), Event("chime", 5.0, 3.0)), 9.0)
+    x = mix_track(tr, fake_speech, MixSettings())
+    assert np.max(np.abs(x[: round(4.5 * SR)])) == pytest.approx(mix.BELL_PEAK, rel=0.05)
+    assert np.max(np.abs(x[5 * SR :])) == pytest.approx(mix.CHIME_PEAK, rel=0.05)
+    assert not x[: SR // 2].any()  # nothing before the bell
+    assert not mix_track(tr, fake_speech, MixSettings(bells=False)).any()
+
+
+def test_a_bell_file_replaces_the_bowl(fake_speech, tmp_path):
+    import wave
+
+    path = tmp_path / "gong.wav"
+    t = np.arange(2 * SR) / SR
+    pcm = (np.sin(2 * np.pi * 100 * t) * 20000).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(SR)
+        out.writeframes(pcm.tobytes())
+    tr = track((Event("bell", 0.0, 3.0),), 3.0)
+    x = mix_track(tr, fake_speech, MixSettings(bell_file=str(path)))
+    spectrum = np.abs(np.fft.rfft(x[: 2 * SR]))
+    assert np.argmax(spectrum) * SR / (2 * SR) == pytest.approx(100.0, abs=1.0)
+    routine_bell = mix_track(
+        track((Event("bell", 0.0, 3.0),), 3.0, bell_sound=str(path)), fake_speech, MixSettings()
+    )
+    assert np.array_equal(routine_bell, x)
+
+
+def test_an_unreadable_ambient_file_is_named(fake_speech, tmp_path):
+    path = tmp_path / "short.wav"
+    import wave
+
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(SR)
+        out.writeframes((np.ones(SR // 2) * 1000).astype("<i2").tobytes())
+    tr = track((), 3.0, ambient=str(path))
+    with pytest.raises(SoundFileError, match=r"short\.wav: too short for an ambient bed"):
+        mix_track(tr, fake_speech, MixSettings())
+
+
+# -- routines: sounds, per-section ambient, interval bells -------------------------------------
+
+SOUNDS_ROUTINE = """\
+title: Bells
+sounds:
+  ambient: brown
+sections:
+  - title: One
+    steps:
+      - breathe:
+          minutes: 2
+          bell_every: 0.5
+  - title: Two
+    ambient: none
+    steps:
+      - pause:
+          seconds: 100
+          bells_at: [0.5, 1.5]
+"""
+
+
+def test_routine_sounds_reach_the_tracks():
+    routine = parse_routine(SOUNDS_ROUTINE)
+    timeline = build_timeline(routine, lambda text: 1.0)
+    one, two = timeline.tracks
+    assert one.ambient == "brown" and two.ambient == "none"
+    # Every 30 s inside a 2-minute part of 10 s breaths: at 30, 60, 90 s, each on an inhale.
+    chimes = [e for e in one.events if e.kind == "chime"]
+    inhales = {round(e.start_s, 6) for e in one.events if e.phase == "inhale"}
+    part_start = min(inhales)
+    assert [round(e.start_s - part_start, 6) for e in chimes] == [30.0, 60.0, 90.0]
+    assert all(round(e.start_s, 6) in inhales for e in chimes)
+    # In a pause: at exactly 30 and 90 s.
+    pause = next(e for e in two.events if e.kind == "pause")
+    assert [e.start_s - pause.start_s for e in two.events if e.kind == "chime"] == [
+        pytest.approx(30.0),
+        pytest.approx(90.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "sounds: {ambient: rain}",
+            "sounds.ambient: unknown ambient 'rain'; use one of none, pink, brown, drone",
+        ),
+        ("sounds: {ambient: rain.ogg}", "sounds.ambient: no sound file 'rain.ogg'"),
+        ("sounds: {bell: gong.wav}", "sounds.bell: no sound file 'gong.wav'"),
+        ("sounds: {gong: x}", "sounds.gong: unknown field"),
+    ],
+)
+def test_bad_sound_settings_name_the_line_and_field(text, message):
+    source = f"title: T\n{text}\nsections:\n  - title: A\n    steps: [bell]\n"
+    with pytest.raises(RoutineError, match=message) as e:
+        parse_routine(source, source="my.yaml")
+    assert str(e.value).startswith("my.yaml:2: ")
+
+
+def test_bad_interval_bells_name_the_field():
+    source = (
+        "title: T\nsections:\n  - title: A\n    steps:\n"
+        "      - pause: {seconds: 9, bell_every: 0}\n"
+    )
+    with pytest.raises(RoutineError, match=r"my.yaml:5: .*bell_every: must be a number"):
+        parse_routine(source, source="my.yaml")

@@ -1,0 +1,290 @@
+"""Synthesis: breath guides, bowl, ambient loops and sound files, checked by measurement."""
+
+from __future__ import annotations
+
+import importlib.util
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from audioguide import synth
+from audioguide.errors import SoundFileError
+from audioguide.synth import (
+    DEFAULT_BELL_FILE,
+    GUIDE_PEAK,
+    INTERVAL_BELL_FILE,
+    SAMPLE_RATE,
+    ambient_loop,
+    apply_fades,
+    breath_guide,
+    colored_noise,
+    default_sound_path,
+    fit_ring,
+    glide_tone,
+    load_sound,
+    loop_span,
+    raised_cosine,
+    seamless_loop,
+    singing_bowl,
+    tick,
+)
+
+SR = SAMPLE_RATE
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def zero_crossing_hz(x: np.ndarray) -> float:
+    """Frequency of a near-sine from its rising zero crossings (interpolated)."""
+    rising = np.flatnonzero((x[:-1] < 0) & (x[1:] >= 0))
+    exact = rising + x[rising] / (x[rising] - x[rising + 1])
+    return (len(exact) - 1) * SR / (exact[-1] - exact[0])
+
+
+def band_power(x: np.ndarray, low_hz: float, high_hz: float) -> float:
+    freqs = np.fft.rfftfreq(x.size, 1 / SR)
+    power = np.abs(np.fft.rfft(x)) ** 2
+    return float(power[(freqs >= low_hz) & (freqs < high_hz)].sum())
+
+
+def centroid_hz(x: np.ndarray) -> float:
+    freqs = np.fft.rfftfreq(x.size, 1 / SR)
+    power = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    return float((freqs * power).sum() / power.sum())
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int, channels: int = 1) -> None:
+    pcm = np.clip(np.round(samples * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+
+
+# -- fades ------------------------------------------------------------------------------------
+
+
+def test_raised_cosine_values_worked_by_hand():
+    # 0.5 - 0.5 cos(pi (k + 0.5) / 2) for k = 0, 1
+    assert raised_cosine(2) == pytest.approx([0.1464466, 0.8535534], abs=1e-6)
+    assert raised_cosine(2).dtype == np.float32
+    assert raised_cosine(0).size == 0
+
+
+def test_apply_fades_shapes_only_the_edges():
+    x = np.ones(100, dtype=np.float32)
+    apply_fades(x, 10, 20)
+    assert x[10:80] == pytest.approx(1.0)
+    assert x[0] < 0.03 and x[-1] < 0.01
+    assert np.all(np.diff(x[:10]) > 0) and np.all(np.diff(x[80:]) < 0)
+
+
+# -- breath guide -----------------------------------------------------------------------------
+
+
+def test_glide_tone_runs_from_start_to_end_pitch():
+    x = glide_tone(4 * SR, 220.0, 330.0)
+    assert x.dtype == np.float32
+    # Exponential glide: 220 * 1.5 ** t; the first and last 0.2 s average near the ends.
+    assert zero_crossing_hz(x[: SR // 5]) == pytest.approx(220 * 1.5**0.025, rel=0.01)
+    assert zero_crossing_hz(x[-SR // 5 :]) == pytest.approx(220 * 1.5**0.975, rel=0.01)
+    # Continuous phase: no step steeper than the waveform's own slope at 330 Hz, which the
+    # harmonics (0.12 at 2f, 0.04 at 3f, over 1.16) raise to 1.17 times a sine's.
+    assert np.max(np.abs(np.diff(x))) < 2 * np.pi * 330 / SR * (1 + 0.24 + 0.12) / 1.16 * 1.01
+
+
+@pytest.mark.parametrize("sound", ["tone", "noise"])
+@pytest.mark.parametrize("phase", ["inhale", "hold", "exhale", "rest"])
+def test_every_guide_phase_starts_and_ends_in_silence(sound, phase):
+    n = 3 * SR
+    x = breath_guide(phase, n, sound, rng())
+    assert x.dtype == np.float32 and x.shape == (n,)
+    peak = np.max(np.abs(x))
+    # The tone peaks at GUIDE_PEAK; noise, levelled by RMS, peaks a few times its RMS.
+    assert 0 < peak <= (GUIDE_PEAK if sound == "tone" else 5 * synth.NOISE_RMS)
+    assert abs(x[0]) < 0.02 * peak and abs(x[-1]) < 0.02 * peak
+
+
+def test_tone_rises_on_the_inhale_and_falls_on_the_exhale():
+    n = 4 * SR
+    inhale = breath_guide("inhale", n, "tone", rng())
+    exhale = breath_guide("exhale", n, "tone", rng())
+    early, late = slice(int(0.3 * n), int(0.4 * n)), slice(int(0.6 * n), int(0.7 * n))
+    assert zero_crossing_hz(inhale[late]) > zero_crossing_hz(inhale[early]) * 1.08
+    assert zero_crossing_hz(exhale[late]) < zero_crossing_hz(exhale[early]) / 1.08
+
+
+def test_a_hold_is_a_tick_then_a_faint_steady_tone():
+    n = 3 * SR
+    hold = breath_guide("hold", n, "tone", rng())
+    inhale = breath_guide("inhale", n, "tone", rng())
+    # The tick: the loudest moment is in the first 60 ms.
+    assert np.argmax(np.abs(hold)) < 0.06 * SR
+    middle = slice(n // 3, 2 * n // 3)
+    assert np.sqrt(np.mean(hold[middle] ** 2)) < 0.5 * np.sqrt(np.mean(inhale[middle] ** 2))
+    # Steady: the pitch at the start of the middle equals the pitch at its end (330 Hz).
+    thirds = np.array_split(hold[middle], 2)
+    assert zero_crossing_hz(thirds[0]) == pytest.approx(330.0, rel=0.01)
+    assert zero_crossing_hz(thirds[1]) == pytest.approx(330.0, rel=0.01)
+
+
+def test_noise_inhale_is_brighter_than_the_exhale():
+    n = 4 * SR
+    inhale = breath_guide("inhale", n, "noise", rng(1))
+    exhale = breath_guide("exhale", n, "noise", rng(1))
+    assert centroid_hz(inhale) > 1.5 * centroid_hz(exhale)
+    assert np.abs(breath_guide("hold", n, "noise", rng())[SR:]).max() == 0.0  # quiet after tick
+
+
+def test_noise_guide_follows_its_generator():
+    a = breath_guide("inhale", SR, "noise", rng(5))
+    assert np.array_equal(a, breath_guide("inhale", SR, "noise", rng(5)))
+    assert not np.array_equal(a, breath_guide("inhale", SR, "noise", rng(6)))
+
+
+def test_no_guide_is_silence_and_an_unknown_one_is_refused():
+    assert not breath_guide("inhale", SR, "none", rng()).any()
+    with pytest.raises(ValueError, match="breath sound"):
+        breath_guide("inhale", SR, "whistle", rng())
+
+
+def test_tick_is_short_and_ends_at_zero():
+    x = tick(SR)
+    assert np.max(np.abs(x)) > 0.5
+    assert not x[int(0.06 * SR) :].any()
+    assert abs(x[int(0.06 * SR) - 1]) < 1e-3
+
+
+# -- singing bowl -----------------------------------------------------------------------------
+
+
+def test_bowl_has_its_partials_and_decays():
+    x = singing_bowl(8 * SR, rng(), 196.0)
+    assert x.dtype == np.float32
+    assert np.max(np.abs(x)) == pytest.approx(synth.BELL_PEAK, rel=1e-5)
+    for ratio in synth.BOWL_RATIOS[:3]:
+        f = 196.0 * ratio
+        near = band_power(x, f - 5, f + 5)
+        between = band_power(x, f * 1.15 - 5, f * 1.15 + 5)
+        assert near > 100 * between, f
+    early = np.sqrt(np.mean(x[SR : 2 * SR] ** 2))
+    late = np.sqrt(np.mean(x[4 * SR : 5 * SR] ** 2))
+    assert late < early
+    # A 2 ms attack: the first sample is near zero; the end is faded to silence.
+    assert abs(x[0]) < 0.01 and abs(x[-1]) < 1e-4
+
+
+def test_fit_ring_cuts_with_a_fade_and_pads_with_silence():
+    bowl = np.ones(1000, dtype=np.float32)
+    short = fit_ring(bowl, 400)
+    assert short.shape == (400,) and short[0] == 1.0 and short[-1] < 0.01
+    long = fit_ring(bowl, 1500)
+    assert long.shape == (1500,) and long[999] == 1.0 and not long[1000:].any()
+
+
+# -- ambient ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("exponent", "octave_drop_db"), [(1.0, 0.0), (2.0, 3.01)])
+def test_colored_noise_slope(exponent, octave_drop_db):
+    x = colored_noise(10 * SR, rng(2), exponent)
+    assert x.dtype == np.float32
+    assert np.sqrt(np.mean(x.astype(np.float64) ** 2)) == pytest.approx(1.0, rel=1e-4)
+    # Pink: equal power per octave; brown: 3.01 dB less each octave up.
+    drop_db = 10 * np.log10(band_power(x, 500, 1000) / band_power(x, 1000, 2000))
+    assert drop_db == pytest.approx(octave_drop_db, abs=0.5)
+    assert band_power(x, 0, synth.AMBIENT_HIGHPASS_HZ) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["pink", "brown", "drone"])
+def test_ambient_loops_have_no_seam(kind):
+    loop = ambient_loop(kind, rng(3), n=5 * SR)
+    assert loop.dtype == np.float32
+    steps = np.abs(np.diff(loop))
+    seam = abs(float(loop[0]) - float(loop[-1]))
+    # The jump from the last sample back to the first is an ordinary step of the loop.
+    assert seam <= np.percentile(steps, 99.9)
+
+
+def test_seamless_loop_crossfades_a_recording():
+    # 1.37 Hz: a whole number of cycles does not fit, so the raw ends do not meet.
+    t = np.arange(5 * SR) / SR
+    raw = np.sin(2 * np.pi * 1.37 * t).astype(np.float32)
+    assert abs(raw[0] - raw[-1]) > 0.1
+    loop = seamless_loop(raw)
+    assert loop.shape == (raw.size - SR,)  # one second crossfaded
+    assert abs(float(loop[0]) - float(loop[-1])) < 1e-3
+    with pytest.raises(ValueError, match="at least"):
+        seamless_loop(raw[:SR])
+
+
+def test_loop_span_indexes_by_absolute_position():
+    loop = np.arange(10, dtype=np.float32)
+    assert loop_span(loop, 7, 15).tolist() == [7, 8, 9, *range(10), 0, 1]
+    assert loop_span(loop, 20, 3).tolist() == [0, 1, 2]
+
+
+# -- sound files ------------------------------------------------------------------------------
+
+
+def test_wav_is_read_without_ffmpeg_and_resampled(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth, "has_ffmpeg", lambda: False)
+    t = np.arange(22_050) / 22_050
+    left = 0.5 * np.sin(2 * np.pi * 440 * t)
+    stereo = np.column_stack([left, left]).ravel()
+    path = tmp_path / "bell.wav"
+    write_wav(path, stereo, 22_050, channels=2)
+    x = load_sound(path)
+    assert x.dtype == np.float32 and x.shape == (SR,)  # one second at 44.1 kHz
+    assert np.max(np.abs(x)) == pytest.approx(1.0)  # peak-normalised
+    assert zero_crossing_hz(x[1000:-1000]) == pytest.approx(440.0, rel=0.002)
+
+
+def test_other_formats_without_ffmpeg_say_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth, "has_ffmpeg", lambda: False)
+    path = tmp_path / "rain.ogg"
+    path.write_bytes(b"OggS not really")
+    with pytest.raises(SoundFileError, match=r"rain\.ogg: reading \.ogg files needs ffmpeg") as e:
+        load_sound(path)
+    assert "apt install ffmpeg" in str(e.value)
+    assert "convert the file to WAV" in str(e.value)
+
+
+def test_missing_silent_and_broken_files_are_named(tmp_path):
+    with pytest.raises(SoundFileError, match=r"nosuch\.wav: cannot read"):
+        load_sound(tmp_path / "nosuch.wav")
+    silent = tmp_path / "silent.wav"
+    write_wav(silent, np.zeros(1000), SR)
+    with pytest.raises(SoundFileError, match=r"silent\.wav: the sound is silent"):
+        load_sound(silent)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF" + b"\x00garbage" * 50)
+    with pytest.raises(SoundFileError, match=r"broken\.wav: "):
+        load_sound(broken)
+
+
+@pytest.mark.parametrize("name", [DEFAULT_BELL_FILE, INTERVAL_BELL_FILE])
+def test_the_shipped_sounds_are_found_and_are_what_the_script_makes(name, tmp_path):
+    shipped = default_sound_path(name)
+    assert shipped.is_file()
+    assert (ROOT / "sounds" / name).read_bytes() == shipped.read_bytes()
+    spec = importlib.util.spec_from_file_location("make_sounds", ROOT / "scripts/make_sounds.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.make_sounds(tmp_path)
+    assert (tmp_path / name).read_bytes() == shipped.read_bytes()
+    x = load_sound(shipped)
+    assert x.dtype == np.float32 and np.max(np.abs(x)) == pytest.approx(1.0)
+    # A bowl: most of its energy is in its fundamental's band, and it ends in silence.
+    fundamental = synth.BOWL_FUNDAMENTAL_HZ if name == DEFAULT_BELL_FILE else 392.0
+    sos = signal.butter(2, (fundamental * 0.9, fundamental * 1.1), "bandpass", fs=SR, output="sos")
+    assert np.mean(signal.sosfilt(sos, x) ** 2) > 0.3 * np.mean(x.astype(np.float64) ** 2)
+    assert abs(x[-1]) < 1e-3
