@@ -29,8 +29,29 @@ from .synth import SAMPLE_RATE, apply_fades
 from .tts import SpeechClip, SpeechEngine
 
 SPEECH_RMS = 0.1  # -20 dBFS over the voiced part of each cue
+# The resampler's low-pass: scipy's default (41 taps for 22.05 -> 44.1 kHz) passes the image of
+# a 10 kHz tone at -20 dB; 65 taps cut at 0.9 of the engine's Nyquist with a Kaiser window of
+# beta 8 take it to -79 dB, for 60% more time (0.2 s per minute of speech here).
+RESAMPLE_TAPS_PER_PHASE = 32
+RESAMPLE_CUTOFF = 0.9
+RESAMPLE_KAISER_BETA = 8.0
 SILENCE_THRESHOLD = 10 ** (-45 / 20)  # relative to the cue's peak
 EDGE_FADE_S = 0.008
+
+
+@lru_cache(maxsize=8)
+def _resampler(up: int, down: int) -> np.ndarray:
+    factor = max(up, down)
+    taps = RESAMPLE_TAPS_PER_PHASE * factor + 1
+    return signal.firwin(taps, RESAMPLE_CUTOFF / factor, window=("kaiser", RESAMPLE_KAISER_BETA))
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Polyphase resampling with a steep anti-aliasing low-pass; float32 out."""
+    g = gcd(from_rate, to_rate)
+    up, down = to_rate // g, from_rate // g
+    out = signal.resample_poly(samples, up, down, window=_resampler(up, down))
+    return out.astype(np.float32)
 
 
 def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -42,8 +63,7 @@ def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray
         margin = int(0.02 * clip.sample_rate)
         x = x[max(0, loud[0] - margin) : loud[-1] + margin]
     if clip.sample_rate != sample_rate:
-        g = gcd(sample_rate, clip.sample_rate)
-        x = signal.resample_poly(x, sample_rate // g, clip.sample_rate // g).astype(np.float32)
+        x = resample(x, clip.sample_rate, sample_rate)
     rms = _voiced_rms(x)
     if rms > 0:
         x = x * (SPEECH_RMS / rms)

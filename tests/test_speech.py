@@ -1,0 +1,110 @@
+"""Speech preparation and the voice chain, measured on synthetic clips and the FakeEngine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audioguide.speech import (
+    EDGE_FADE_S,
+    SPEECH_RMS,
+    VOICE_PEAK_OVER_RMS_DB,
+    Speech,
+    _voiced_rms,
+    prepare_clip,
+    room_impulse,
+    voice_effect,
+    warm_voice,
+)
+from audioguide.synth import SAMPLE_RATE
+from audioguide.tts import SpeechClip
+
+SR = SAMPLE_RATE
+
+
+def clip_of(samples: np.ndarray, rate: int = 22_050) -> SpeechClip:
+    return SpeechClip((np.clip(samples, -1, 1) * 32767).astype(np.int16), rate)
+
+
+def band_db(x: np.ndarray, low_hz: float, high_hz: float) -> float:
+    freqs = np.fft.rfftfreq(x.size, 1 / SR)
+    power = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    return 10 * np.log10(power[(freqs >= low_hz) & (freqs < high_hz)].sum())
+
+
+def test_prepare_clip_trims_resamples_and_levels():
+    rate = 22_050
+    t = np.arange(rate) / rate
+    tone = 0.3 * np.sin(2 * np.pi * 200 * t)
+    padded = np.concatenate([np.zeros(rate // 2), tone, np.zeros(rate // 2)])
+    x = prepare_clip(clip_of(padded, rate))
+    assert x.dtype == np.float32
+    # One second of sound, kept with 20 ms of margin each side, at twice the rate.
+    assert x.size == pytest.approx(SR + 2 * round(0.02 * SR), abs=4)
+    assert _voiced_rms(x) == pytest.approx(SPEECH_RMS, rel=0.02)
+    assert abs(x[0]) < 1e-6 and abs(x[-1]) < 1e-6
+
+
+def test_resampling_leaves_no_alias_image():
+    # A 10 kHz tone at 22.05 kHz, taken to 44.1 kHz: linear interpolation leaves its image at
+    # 22.05 - 10 = 12.05 kHz 2.5 dB down, scipy's default filter 20 dB; ours 79 dB.
+    rate = 22_050
+    t = np.arange(2 * rate) / rate
+    x = prepare_clip(clip_of(0.5 * np.sin(2 * np.pi * 10_000 * t), rate))
+    middle = x[SR // 2 : SR // 2 + SR] * np.hanning(SR)  # away from the edge fades
+    assert band_db(middle, 11_900, 12_200) - band_db(middle, 9_900, 10_100) < -70
+
+
+def test_room_impulse_has_the_stated_energy_and_ends_silent():
+    ir = room_impulse()
+    assert 10 * np.log10(np.sum(ir**2)) == pytest.approx(-17.0, abs=1e-6)
+    assert not ir[: round(0.007 * SR)].any()  # nothing before the first reflection
+    assert abs(ir[-1]) < 1e-6 * np.max(np.abs(ir))
+
+
+def test_warm_voice_softens_the_upper_mids_and_keeps_the_level():
+    rng = np.random.default_rng(0)
+    n = 2 * SR
+    dry = (rng.standard_normal(n) * SPEECH_RMS).astype(np.float32)
+    dry[: round(EDGE_FADE_S * SR)] = 0
+    wet = warm_voice(dry)
+    assert wet.dtype == np.float32
+    assert wet.size == n + room_impulse().size - 1  # the room's tail rings on
+    head = wet[:n]
+    # 3 kHz peak cut of 3.5 dB, relative to the untouched 700-900 Hz band.
+    cut = (band_db(head, 2_800, 3_200) - band_db(head, 700, 900)) - (
+        band_db(dry, 2_800, 3_200) - band_db(dry, 700, 900)
+    )
+    assert cut == pytest.approx(-3.5, abs=1.0)
+    assert _voiced_rms(head) == pytest.approx(_voiced_rms(dry), rel=0.1)
+    assert abs(wet[-1]) < 1e-6 and abs(wet[0]) < 1e-6
+    tail = wet[n + round(0.02 * SR) : n + round(0.1 * SR)]
+    assert np.sqrt(np.mean(tail**2)) > 1e-4  # a room, not a dry cut
+
+
+def test_warm_voice_holds_the_peaks():
+    t = np.arange(SR) / SR
+    x = (0.1 * np.sqrt(2) * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    x[SR // 2 : SR // 2 + 400] *= 8  # a spike 18 dB over the rest
+    y = warm_voice(x)
+    ceiling = _voiced_rms(x) * 10 ** (VOICE_PEAK_OVER_RMS_DB / 20)
+    # The limiter's ceiling, plus what the quiet room adds on top of it.
+    assert np.max(np.abs(y)) < ceiling * 1.2
+    assert np.max(np.abs(y)) < 0.6 * np.max(np.abs(x))
+
+
+def test_voice_effects_by_name():
+    assert voice_effect("none") is None
+    assert voice_effect("warm") is warm_voice
+    with pytest.raises(ValueError, match="voice effect"):
+        voice_effect("robot")
+
+
+def test_speech_length_is_the_dry_cue_and_samples_are_wet(fake_engine):
+    speech = Speech(fake_engine, cache=None, effect=warm_voice)
+    text = "Let the shoulders soften."
+    dry = speech.dry(text)
+    assert speech.length_s(text) == dry.size / SR
+    assert speech.samples(text).size == dry.size + room_impulse().size - 1
+    assert speech.samples(text) is speech.samples(text)  # computed once
+    assert fake_engine.calls == [text]
