@@ -257,13 +257,13 @@ def _loads_or_routine_error(text: str) -> None:
         assert str(exc).startswith("fuzz.yaml")
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents)
 def test_any_yaml_document_loads_or_raises_routine_error(document):
     _loads_or_routine_error(yaml.safe_dump(document, allow_unicode=True))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.fixed_dictionaries(
         {
