@@ -443,16 +443,7 @@ class _Parser:
         fields = self.mapping(
             root,
             "",
-            (
-                "title",
-                "description",
-                "artist",
-                "breath",
-                "move",
-                "announce",
-                "sounds",
-                "sections",
-            ),
+            ROUTINE_FIELDS,
             "a routine",
         )
         if "title" not in fields:
@@ -529,7 +520,7 @@ class _Parser:
         fields = self.mapping(
             node,
             where,
-            ("title", "spoken_title", "safety", "level", "ambient", "steps"),
+            SECTION_FIELDS,
             "a section",
         )
         if "title" not in fields:
@@ -821,6 +812,17 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "move": ("count", "tempo", "sound", "count_to", "time_left"),
 }
 COMMON_FIELDS = ("level",)
+ROUTINE_FIELDS = (
+    "title",
+    "description",
+    "artist",
+    "breath",
+    "move",
+    "announce",
+    "sounds",
+    "sections",
+)
+SECTION_FIELDS = ("title", "spoken_title", "safety", "level", "ambient", "steps")
 MAIN_FIELD = {
     "say": "text",
     "pause": "seconds",

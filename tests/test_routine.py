@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
+from importlib import resources
 
 import pytest
 import yaml
@@ -12,6 +14,9 @@ from hypothesis import strategies as st
 from audioguide.breath import BreathPattern
 from audioguide.errors import RoutineError
 from audioguide.routine import (
+    COMMON_FIELDS,
+    ROUTINE_FIELDS,
+    SECTION_FIELDS,
     STEP_FIELDS,
     Breathe,
     Move,
@@ -19,6 +24,7 @@ from audioguide.routine import (
     Repeat,
     Say,
     at_level,
+    builtin_names,
     parse_routine,
 )
 
@@ -300,3 +306,50 @@ def test_routine_shaped_documents_load_or_raise_routine_error(document):
 @given(st.text(max_size=300))
 def test_any_text_loads_or_raises_routine_error(text):
     _loads_or_routine_error(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# The JSON Schema for editors agrees with the parser
+
+
+def load_schema() -> dict:
+    text = (resources.files("audioguide") / "schema" / "routine.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def test_schema_names_exactly_the_fields_the_parser_accepts():
+    schema = load_schema()
+    definitions = schema["definitions"]
+    assert set(schema["properties"]) == set(ROUTINE_FIELDS)
+    assert set(definitions["section"]["properties"]) == set(SECTION_FIELDS)
+    step_refs = {ref["$ref"] for ref in definitions["step"]["anyOf"] if "$ref" in ref}
+    assert step_refs == {f"#/definitions/{kind}Step" for kind in STEP_FIELDS}
+    for kind, fields in STEP_FIELDS.items():
+        properties = set(definitions[f"{kind}Step"]["properties"])
+        assert properties == {kind, *fields, *COMMON_FIELDS}, kind
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_every_builtin_validates_against_the_schema(name):
+    jsonschema = pytest.importorskip("jsonschema")
+    text = (resources.files("audioguide") / "routines" / f"{name}.yaml").read_text("utf-8")
+    jsonschema.Draft7Validator(load_schema()).validate(yaml.safe_load(text))
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"move": {"count": 3, "tempo": 500}},
+        {"say": "Hello.", "paus": 3},
+        "bel",
+        {"breathe": {"cycles": 3, "minutes": 2}},
+        {"repeat": {"gentle": 2}, "steps": [{"say": "x"}]},
+        {"say": "Hello.", "level": "expert"},
+    ],
+)
+def test_the_schema_rejects_what_the_parser_rejects(step):
+    jsonschema = pytest.importorskip("jsonschema")
+    document = {"title": "T", "sections": [{"title": "S", "steps": [step]}]}
+    assert list(jsonschema.Draft7Validator(load_schema()).iter_errors(document))
+    with pytest.raises(RoutineError):
+        parse_routine(yaml.safe_dump(document), source="my.yaml")
