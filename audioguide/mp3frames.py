@@ -22,6 +22,7 @@ _SIDE_INFO_BYTES = {1: 17, 2: 32}  # MPEG-1, by channel count: where the Info ta
 _TOC_ENTRIES = 100
 _ENCODER = b"LAME3.100"  # players look for "LAME" before they read the delay and padding
 _MAX_DELAY_OR_PADDING = 0xFFF  # 12 bits each in the LAME tag
+_INFO_TAG_BYTES = 4 + 4 + 4 + 4 + 100 + 4 + 36  # "Info", flags, frames, bytes, TOC, quality, LAME
 
 
 class Mp3FormatError(ValueError):
@@ -32,8 +33,12 @@ class Mp3FormatError(ValueError):
 class FrameHeader:
     bitrate_kbps: int
     sample_rate: int
-    channels: int
+    channel_mode: int  # 0 stereo, 1 joint stereo, 2 dual channel, 3 mono
     padded: bool
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.channel_mode == 3 else 2
 
     @property
     def size_bytes(self) -> int:
@@ -54,7 +59,7 @@ def parse_header(data: bytes | memoryview, offset: int = 0) -> FrameHeader:
     return FrameHeader(
         bitrate_kbps=_BITRATES_KBPS[bitrate_index],
         sample_rate=_SAMPLE_RATES[rate_index],
-        channels=1 if (word >> 6) & 3 == 3 else 2,
+        channel_mode=(word >> 6) & 3,
         padded=bool((word >> 9) & 1),
     )
 
@@ -134,6 +139,7 @@ def info_frame(
     delay_samples: int,
     padding_samples: int,
     music_crc: int = 0,
+    lame_quality: int = 5,
 ) -> bytes:
     """A Xing "Info" frame (CBR) with the LAME extension, to put before ``audio_frames`` frames.
 
@@ -143,12 +149,24 @@ def info_frame(
     ``delay_samples`` and ``padding_samples`` are what a gapless decoder drops at the start
     (after the decoder's own 529 samples) and at the end, so it plays exactly
     ``audio_frames * 1152 - delay_samples - padding_samples`` samples; mutagen and libsndfile
-    report that length. The frame decodes as silence in players that do not know it.
+    report that length. The frame decodes as silence in players that do not know it. Its
+    header matches the audio's (``template``), unpadded, as LAME writes it.
     """
     for name, value in (("delay", delay_samples), ("padding", padding_samples)):
         if not 0 <= value <= _MAX_DELAY_OR_PADDING:
             raise ValueError(f"{name} of {value} samples does not fit the LAME tag's 12 bits")
-    header = FrameHeader(template.bitrate_kbps, template.sample_rate, template.channels, False)
+    at = 4 + _SIDE_INFO_BYTES[template.channels]  # side info stays zero: decodes as silence
+    needed = at + _INFO_TAG_BYTES
+    # At low bit rates a frame is too small for the tag: LAME then writes this one frame at
+    # the lowest bit rate that holds it.
+    bitrate_kbps = next(
+        kbps
+        for kbps in _BITRATES_KBPS
+        if kbps >= template.bitrate_kbps
+        and FrameHeader(kbps, template.sample_rate, template.channel_mode, False).size_bytes
+        >= needed
+    )
+    header = FrameHeader(bitrate_kbps, template.sample_rate, template.channel_mode, padded=False)
     size = header.size_bytes
     stream_bytes = size + audio_bytes  # LAME counts the Info frame in both byte fields
     word = (
@@ -158,16 +176,15 @@ def info_frame(
         | (1 << 16)  # no CRC protection
         | (_BITRATES_KBPS.index(header.bitrate_kbps) << 12)
         | (_SAMPLE_RATES.index(header.sample_rate) << 10)
-        | ((3 if header.channels == 1 else 0) << 6)  # mono or stereo
+        | (header.channel_mode << 6)
     )
     frame = bytearray(size)
     frame[0:4] = word.to_bytes(4, "big")
-    at = 4 + _SIDE_INFO_BYTES[header.channels]  # side info stays zero: decodes as silence
     # Constant bit rate: byte position grows linearly with time.
     toc = bytes(min(255, i * 256 // _TOC_ENTRIES) for i in range(_TOC_ENTRIES))
     flags = 0x1 | 0x2 | 0x4 | 0x8  # frames, bytes, TOC, quality
     xing = b"Info" + struct.pack(">III", flags, audio_frames, stream_bytes) + toc
-    xing += struct.pack(">I", 100 - 10 * 4 - 5)  # LAME's quality field: 100 - 10*V - q
+    xing += struct.pack(">I", 100 - 10 * 4 - lame_quality)  # LAME: 100 - 10 * VBR_q - q
     lame = _ENCODER
     lame += bytes([0x01])  # tag revision 0, method 1: constant bit rate
     lame += bytes([0])  # lowpass: not stated
@@ -178,11 +195,13 @@ def info_frame(
         [delay_samples >> 4, ((delay_samples & 0xF) << 4) | (padding_samples >> 8)]
     ) + bytes([padding_samples & 0xFF])
     source_rate_code = {32000: 0, 44100: 1, 48000: 2}[header.sample_rate]
-    lame += bytes([source_rate_code << 6])  # misc: no noise shaping, mono/stereo unsaid
+    stereo_code = {3: 0, 0: 1, 2: 2, 1: 3}[header.channel_mode]  # LAME's numbering
+    lame += bytes([(stereo_code << 2) | (source_rate_code << 6)])  # misc
     lame += bytes(3)  # MP3 gain, preset and surround
     lame += struct.pack(">I", stream_bytes)
     lame += struct.pack(">H", music_crc)
     frame[at : at + len(xing) + len(lame)] = xing + lame
     end = at + len(xing) + len(lame)
+    assert end + 2 == needed <= size
     frame[end : end + 2] = struct.pack(">H", crc16(bytes(frame[:end])))
     return bytes(frame)

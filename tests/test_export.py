@@ -111,14 +111,20 @@ def test_info_frame_states_length_delay_and_padding(tmp_path):
     assert struct.unpack(">H", frame[end : end + 2])[0] == crc16(frame[:end])
 
 
-@pytest.mark.parametrize("first_sample", [0, 500, 576, 1000, 1151, 123_456])
-def test_a_track_decodes_to_exactly_its_samples_wherever_it_starts(tmp_path, first_sample):
+@pytest.mark.parametrize(
+    ("first_sample", "bitrate_kbps"),
+    [(0, 96), (500, 96), (576, 96), (1000, 96), (1151, 96), (123_456, 96), (700, 32), (9, 320)],
+)
+def test_a_track_decodes_to_exactly_its_samples_wherever_it_starts(
+    tmp_path, first_sample, bitrate_kbps
+):
     n = SR + 777
     samples = np.zeros(n, dtype=np.float32)
     marks = [int(0.3 * SR), int(0.7 * SR)]
     for m in marks:
         samples[m : m + 2000] = burst(2000, 440)
-    path = write(tmp_path / "t.mp3", track_mp3(encode_track(samples, first_sample)))
+    encoded = encode_track(samples, first_sample, bitrate_kbps)
+    path = write(tmp_path / "t.mp3", track_mp3(encoded))
     decoded, rate = soundfile.read(path, dtype="float32")
     assert rate == SR
     assert decoded.shape == (n,)
@@ -126,6 +132,18 @@ def test_a_track_decodes_to_exactly_its_samples_wherever_it_starts(tmp_path, fir
     assert MP3(path).info.length == pytest.approx(n / SR, abs=1e-9)
     for m in marks:
         assert lag_samples(decoded, samples[m : m + 2000], m) == 0
+
+
+def test_stereo_tracks_keep_their_channels_and_length(tmp_path):
+    n = SR
+    left = np.zeros(n, dtype=np.float32)
+    left[20_000:22_000] = burst(2000, 440)
+    samples = np.stack([left, np.zeros(n, dtype=np.float32)], axis=1)
+    path = write(tmp_path / "s.mp3", track_mp3(encode_track(samples, first_sample=1000)))
+    decoded, _ = soundfile.read(path, dtype="float32")
+    assert decoded.shape == (n, 2)
+    assert lag_samples(decoded[:, 0], left[20_000:22_000], 20_000) == 0
+    assert np.max(np.abs(decoded[:, 1])) < 0.01
 
 
 def test_the_full_session_is_the_tracks_frames_and_plays_them_back_to_back(tmp_path):
