@@ -200,7 +200,9 @@ class SessionWriter:
         tags = TrackTags(
             title=timeline.title,
             artist=timeline.artist,
-            album=timeline.title,
+            # An album of its own: in a music app it would otherwise sit among the tracks as a
+            # second "track 1".
+            album=f"{timeline.title}{FULL_SESSION_SUFFIX}",
             track=1,
             total=1,
             year=self.year,

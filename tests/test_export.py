@@ -317,6 +317,8 @@ def test_every_tag_chapter_and_transcript_matches_the_timeline(
         stamps = [line[: line.index("]") + 1] for line in lrc if line[1].isdigit()]
         assert stamps == [lrc_timestamp(e.start_s - track.start_s) for e in cues]
     id3 = ID3(full)
+    assert id3["TALB"].text == ["Short Test Session (full)"]  # not among the tracks' album
+    assert id3["TRCK"].text == ["1/1"]
     chaps = [id3[f"CHAP:{e}"] for e in id3.getall("CTOC")[0].child_element_ids]
     assert [c.sub_frames["TIT2"].text[0] for c in chaps] == [t.title for t in tracks]
     for chap, track in zip(chaps, tracks, strict=True):
