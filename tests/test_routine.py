@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import yaml
@@ -353,3 +355,31 @@ def test_the_schema_rejects_what_the_parser_rejects(step):
     assert list(jsonschema.Draft7Validator(load_schema()).iter_errors(document))
     with pytest.raises(RoutineError):
         parse_routine(yaml.safe_dump(document), source="my.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# docs/routines.md: its example loads, and it documents every field
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "routines.md"
+
+
+def docs_example() -> str:
+    blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text("utf-8"), re.DOTALL)
+    return next(block for block in blocks if "sections:" in block)
+
+
+def test_the_documented_example_loads_at_both_levels():
+    routine = parse_routine(docs_example(), source="example.yaml")
+    gentle, full = at_level(routine, "gentle"), at_level(routine, "full")
+    assert len(full.sections) == len(gentle.sections) + 1
+    assert routine.sections[0].safety and routine.announce_next and routine.announce_time_left
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft7Validator(load_schema()).validate(yaml.safe_load(docs_example()))
+
+
+def test_the_docs_name_every_field():
+    text = DOCS.read_text("utf-8")
+    fields = {*ROUTINE_FIELDS, *SECTION_FIELDS, *STEP_FIELDS, *COMMON_FIELDS}
+    fields |= {name for names in STEP_FIELDS.values() for name in names}
+    missing = sorted(name for name in fields if f"`{name}" not in text)
+    assert not missing, f"docs/routines.md does not mention {missing}"
