@@ -366,6 +366,16 @@ def _event_lines(events: tuple[Event, ...]) -> list[str]:
     cue_lines: list[str] = []
 
     def flush() -> None:
+        if breath_run and breath_run[0].kind == "move":
+            span = breath_run[-1].end_s - breath_run[0].start_s
+            per_min = 60.0 / breath_run[0].duration_s
+            lines.append(
+                f"   {_clock(breath_run[0].start_s)}  move     {len(breath_run)} movements at "
+                f"{per_min:.3g}/min, {format_duration(span)}"
+            )
+            lines.extend(cue_lines)
+            breath_run.clear()
+            cue_lines.clear()
         if breath_run:
             cycles = sum(1 for e in breath_run if e.phase == breath_run[0].phase)
             span = breath_run[-1].end_s - breath_run[0].start_s
@@ -378,9 +388,13 @@ def _event_lines(events: tuple[Event, ...]) -> list[str]:
             cue_lines.clear()
 
     for event in events:
-        if event.kind == "breath":
+        # A breathing or movement part folds into one line; the speech within it (starting
+        # before its last event ends) is listed under it as cues.
+        if event.kind in ("breath", "move"):
+            if breath_run and breath_run[0].kind != event.kind:
+                flush()
             breath_run.append(event)
-        elif event.kind == "say" and breath_run:
+        elif event.kind == "say" and breath_run and event.start_s < breath_run[-1].end_s:
             cue_lines.append(f"   {_clock(event.start_s)}    cue    {event.text}")
         else:
             flush()
