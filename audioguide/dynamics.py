@@ -92,6 +92,7 @@ def limit(
     sample_rate: int = SAMPLE_RATE,
     *,
     oversample: bool = True,
+    in_place: bool = False,
 ) -> np.ndarray:
     """Bring the true peak of ``samples`` to at most ``ceiling`` (linear), smoothly.
 
@@ -103,9 +104,12 @@ def limit(
     which never rises above the need), so the limiter anticipates a peak and lets go without
     a click. Elsewhere the samples are untouched. A sliding gain changes the interpolated
     shape a little, so the stretches it changed are measured again, until none is over.
-    Returns a new float32 array.
+    Returns a new float32 array; with ``in_place`` (float32 ``samples`` only), ``samples``
+    itself, limited, so a long track is not held twice.
     """
-    x = samples.astype(np.float32, copy=True)
+    if in_place and samples.dtype != np.float32:
+        raise TypeError("in_place limiting needs float32 samples")
+    x = samples if in_place else samples.astype(np.float32, copy=True)
     n = x.shape[0]
     width = max(3, round(LIMITER_WINDOW_S * sample_rate)) | 1
     # The gain's ramps, and twice the filter's reach beyond them: every point the gain can

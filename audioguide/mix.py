@@ -291,7 +291,16 @@ def master_gain_db(powers: list[np.ndarray], loudness_lufs: float, channels: int
     return target - measured
 
 
-def master(samples: np.ndarray, gain_db: float) -> np.ndarray:
-    """Apply the session gain and the true-peak limiter; float32, within [-1, 1]."""
-    x = samples * np.float32(db_to_gain(gain_db))
-    return limit(x, db_to_gain(TRUE_PEAK_CEILING_DBTP))
+def master(samples: np.ndarray, gain_db: float, *, in_place: bool = False) -> np.ndarray:
+    """Apply the session gain and the true-peak limiter; float32, within [-1, 1].
+
+    ``in_place`` masters float32 ``samples`` in their own buffer (the renderer's, which it
+    no longer needs unmastered), so a long track is held once, not three times.
+    """
+    gain = np.float32(db_to_gain(gain_db))
+    if in_place:
+        samples *= gain
+        x = samples
+    else:
+        x = samples * gain
+    return limit(x, db_to_gain(TRUE_PEAK_CEILING_DBTP), in_place=True)

@@ -167,7 +167,7 @@ def render_session(
         writer = SessionWriter(staging, timeline, export_options)
 
         def write(track: Track) -> None:
-            samples = master(mix_track(track, speech, settings), gain_db)
+            samples = master(mix_track(track, speech, settings), gain_db, in_place=True)
             _guard_os(lambda: writer.write_track(track, samples), target)
 
         # Every worker has stopped before staged_folder cleans up, whatever happened.

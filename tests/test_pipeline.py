@@ -119,11 +119,11 @@ def test_a_failure_drops_queued_tracks_and_leaves_no_staging(
     started: list[int] = []
     real_master = pipeline.master
 
-    def failing_master(samples, gain_db):
+    def failing_master(samples, gain_db, **kwargs):
         started.append(1)
         if len(started) == 2:
             raise fault
-        return real_master(samples, gain_db)
+        return real_master(samples, gain_db, **kwargs)
 
     monkeypatch.setattr(pipeline, "master", failing_master)
     with pytest.raises(type(fault)):
