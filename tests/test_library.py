@@ -113,6 +113,10 @@ def test_every_builtin_validates_and_plans(name, level):
     assert timeline.total_s > 60
     assert all(track.events for track in timeline.tracks)
     assert timeline.warnings == ()
+    for track in timeline.tracks:
+        starts = [e.start_s for e in track.events]
+        assert starts == sorted(starts), "events in order of start_s (docs/plan-json.md)"
+        assert track.start_s <= starts[0] and track.events[-1].end_s <= track.end_s
 
 
 @pytest.mark.parametrize("name", BUILTINS)

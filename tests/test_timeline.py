@@ -352,3 +352,26 @@ def test_to_dict_keeps_the_documented_fields():
     assert set(move) == {"kind", "start_s", "duration_s", "beat", "tick"}
     say = next(e for t in data["tracks"] for e in t["events"] if e["kind"] == "say")
     assert set(say) == {"kind", "start_s", "duration_s", "text"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    moves_per_min=st.floats(min_value=4.0, max_value=120.0, allow_nan=False),
+    count=st.integers(1, 60),
+    sound=st.sampled_from(["tick", "count", "none"]),
+)
+def test_movements_are_ordered_on_their_clock_and_scale_with_one_over_tempo(
+    moves_per_min, count, sound
+):
+    body = one_step(f"- move: {{count: {count}, sound: {sound}}}")
+    timeline = plan(body, moves_per_min=moves_per_min)
+    moves = [e for e in timeline.events() if e.kind == "move"]
+    beat_s = 60.0 / moves_per_min
+    assert len(moves) == count
+    for k, event in enumerate(moves):
+        assert event.start_s == pytest.approx(LEAD_IN_S + k * beat_s, abs=1e-9)
+        assert event.duration_s == pytest.approx(beat_s)
+    for before, after in itertools.pairwise(moves):
+        assert before.end_s <= after.start_s + 1e-9
+    starts = [e.start_s for e in timeline.events()]
+    assert starts == sorted(starts)
