@@ -347,7 +347,14 @@ def plan(routine: str, as_json: bool, **kwargs: Any) -> None:
 
 
 def _plan_text(timeline: Timeline) -> str:
-    lines = [f"{timeline.title}  ({format_duration(timeline.total_s)}, {timeline.breath})", ""]
+    fitted = ""
+    if timeline.target_s is not None:
+        fitted = f", fitted to {format_duration(timeline.target_s)}"
+    lines = [
+        f"{timeline.title}  ({format_duration(timeline.total_s)}{fitted}, {timeline.breath}, "
+        f"level {timeline.level})",
+        "",
+    ]
     for track in timeline.tracks:
         lines.append(
             f"{track.index:02d}  {track.title}  [{_clock(track.start_s).strip()}, "
