@@ -3,12 +3,13 @@
 The only module that imports pyttsx3. On Linux, espeak-ng's library and voice data come from
 the espeakng-loader wheel when the system has none, so ``pip install`` is all a user needs.
 
-pyttsx3 2.99's espeak driver is fragile (docs/design-notes.md has the measurements): the first ``runAndWait``
-after ``init`` returns before any audio is written, queued ``save_to_file`` calls keep only the
-last, and every file prints "Audio saved to ..." on stdout. So the engine does one empty
-``runAndWait`` after ``init``, then exactly one ``save_to_file`` and one ``runAndWait`` per cue,
-with the process's stdout and stderr silenced at the file-descriptor level, and checks every
-result for length before using it.
+pyttsx3 2.99's espeak driver is fragile (docs/design-notes.md has the measurements): the first
+``runAndWait`` after ``init`` returns before any audio is written, queued ``save_to_file``
+calls keep only the last, property changes can be dropped, and every file prints "Audio saved
+to ..." on stdout. So the engine does one empty ``runAndWait`` after ``init``, sets each
+property and reads it back until espeak uses it, then does exactly one ``save_to_file`` and one
+``runAndWait`` per cue with stdout and stderr silenced at the file-descriptor level, and checks
+every result for length before using it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -168,14 +170,33 @@ def _engine() -> Any:
     return _PYTTSX3
 
 
-MAX_ATTEMPTS = 6
-AGREEMENT = 0.02  # two syntheses of one text differ by a few ms at most when both are good
+MAX_ATTEMPTS = 3
+PROPERTY_WAIT_S = 2.0
 
 
-def _agree(a: SpeechClip, b: SpeechClip) -> bool:
-    return a.sample_rate == b.sample_rate and abs(
-        a.samples.size - b.samples.size
-    ) <= AGREEMENT * max(a.samples.size, 1)
+def _apply_property(engine: Any, name: str, value: object) -> None:
+    """Set a voice property and wait until espeak-ng really uses it.
+
+    With pyttsx3's retrieval mode espeak-ng runs asynchronously: a rate or pitch change is
+    queued in espeak's own command queue, and pyttsx3's ``runAndWait`` cancels that queue
+    before synthesizing, so a change made just before a cue was sometimes dropped (a cue at
+    200 wpm came out at the previous 100). Reading the property back asks espeak directly.
+    """
+    if sys.platform != "linux":
+        engine.setProperty(name, value)
+        return
+    deadline = time.monotonic() + PROPERTY_WAIT_S
+    while True:
+        current = engine.getProperty(name)
+        if current == value:
+            return
+        if time.monotonic() > deadline:
+            raise SpeechError(
+                f"the speech engine did not accept {name} {value!r} (it stays at "
+                f"{current!r}); try another --voice or --rate"
+            )
+        engine.setProperty(name, value)
+        time.sleep(0.002)
 
 
 def _engine_version() -> str:
@@ -233,24 +254,16 @@ class Pyttsx3Engine:
         with _ENGINE_LOCK:
             engine = _engine()
             if self.voice is not None:
-                engine.setProperty("voice", self.voice)
-            engine.setProperty("rate", self.rate_wpm)
-            with contextlib.suppress(Exception):
-                engine.setProperty("pitch", self.pitch)
-            # The driver occasionally hands back a truncated or stale clip under load, so a
-            # clip is trusted only when a second synthesis of the same text agrees with it.
-            clips: list[SpeechClip] = []
+                _apply_property(engine, "voice", self.voice)
+            _apply_property(engine, "rate", self.rate_wpm)
+            _apply_property(engine, "pitch", self.pitch)
             for _attempt in range(MAX_ATTEMPTS):
                 clip = self._synthesize_once(engine, text)
-                if clip is None:
-                    continue
-                for earlier in clips:
-                    if _agree(earlier, clip):
-                        return earlier
-                clips.append(clip)
+                if clip is not None:
+                    return clip
         raise SpeechError(
-            f"the speech engine gave no consistent audio for {text[:60]!r} after "
-            f"{MAX_ATTEMPTS} tries; try another --voice, or reinstall espeak-ng"
+            f"the speech engine gave no usable audio for {text[:60]!r} after {MAX_ATTEMPTS} "
+            "tries; try another --voice, or reinstall espeak-ng"
         )
 
     def _synthesize_once(self, engine: Any, text: str) -> SpeechClip | None:
