@@ -31,6 +31,7 @@ from .breath import (
     DEFAULT_BREATHS_PER_MIN,
     DEFAULT_PATTERN,
     MIN_CYCLE_S,
+    PRESETS,
     BreathPattern,
     check_cycle_s,
 )
@@ -62,6 +63,7 @@ MIN_MINUTES = 1.0
 MAX_MINUTES = 360.0
 FIT_TOLERANCE = 0.01  # the fit aims within 1%; the promise is 5%
 NEXT_PAUSE_S = 1.0
+MAX_478_CYCLES = 4  # 4-7-8 breathing: no more than 4 cycles for a beginner
 HOLD_CAUTION = (
     "This breath has a short hold. Hold only while it feels easy. "
     "If you have a heart condition, or feel faint, breathe without holding."
@@ -255,6 +257,14 @@ def time_left_text(minutes: int) -> str:
     """``Two more minutes.``; numbers as words, which every voice reads the same way."""
     word = NUMBER_WORDS[minutes] if minutes < len(NUMBER_WORDS) else str(minutes)
     return f"{word.capitalize()} more minute{'s' if minutes != 1 else ''}."
+
+
+def _same_shape(a: BreathPattern, b: BreathPattern) -> bool:
+    """Whether two patterns have the same proportions (a tempo scales a pattern's cycle)."""
+    k = a.cycle / b.cycle
+    parts_a = (a.inhale, a.hold, a.exhale, a.rest)
+    parts_b = (b.inhale, b.hold, b.exhale, b.rest)
+    return all(abs(x - y * k) < 1e-6 * a.cycle for x, y in zip(parts_a, parts_b, strict=True))
 
 
 def _move_sound(routine: Routine, step: Move) -> str:
@@ -522,6 +532,13 @@ class _Builder:
         else:
             assert step.minutes is not None
             cycles = max(1, round(self.fitted(step.minutes) * 60.0 / cycle_s))
+        if cycles > MAX_478_CYCLES and _same_shape(pattern, PRESETS["4-7-8"].pattern):
+            self.warn(
+                step.line,
+                "4-7-8",
+                f"{cycles} cycles of 4-7-8 breathing in a row; more than {MAX_478_CYCLES} is not "
+                "advised for a beginner (use fewer cycles, or another pattern)",
+            )
         cues = dict(step.cues)
         start = self.t
         speech_free_at = start

@@ -375,3 +375,13 @@ def test_movements_are_ordered_on_their_clock_and_scale_with_one_over_tempo(
         assert before.end_s <= after.start_s + 1e-9
     starts = [e.start_s for e in timeline.events()]
     assert starts == sorted(starts)
+
+
+def test_more_than_four_cycles_of_4_7_8_is_warned_at_full():
+    body = one_step("- breathe: {cycles: 6, pattern: 4-7-8}")
+    warnings = plan(body, level="full").warnings
+    assert len(warnings) == 1 and "6 cycles of 4-7-8 breathing" in warnings[0]
+    assert plan(one_step("- breathe: {cycles: 4, pattern: 4-7-8}"), level="full").warnings == ()
+    # Scaled to a tempo it is still 4-7-8; at gentle, without its holds, it is not.
+    assert plan(body, level="full", breaths_per_min=3).warnings
+    assert plan(body).warnings == ()
