@@ -4,6 +4,7 @@ libsndfile decode everything back; speech comes from the fast fake engine."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import shutil
@@ -23,6 +24,7 @@ from mutagen.mp3 import MP3, BitrateMode
 
 from audioguide import formats
 from audioguide.cli import cli
+from audioguide.cover import COVER_SIZE_PX, cover_png
 from audioguide.errors import ExportError
 from audioguide.export import (
     PlaylistEntry,
@@ -221,6 +223,21 @@ def test_chapters_are_stored_in_time_order(tmp_path):
     (toc,) = id3.getall("CTOC")
     assert toc.child_element_ids == ["chp0", "chp1", "chp2", "chp3"]
     assert [id3[f"CHAP:{e}"].sub_frames["TIT2"].text[0] for e in toc.child_element_ids] == titles
+
+
+def test_cover_is_a_square_png_that_shows_the_title():
+    from PIL import Image
+
+    first = cover_png("Qigong for Back Pain Relief", "audioguide")
+    assert first == cover_png("Qigong for Back Pain Relief", "audioguide")  # reproducible
+    image = Image.open(io.BytesIO(first))
+    assert (image.format, image.size) == ("PNG", (COVER_SIZE_PX, COVER_SIZE_PX))
+    # The title is drawn: another title changes the pixels where text goes, not elsewhere.
+    other = np.asarray(Image.open(io.BytesIO(cover_png("Evening Calm", "audioguide"))))
+    pixels = np.asarray(image)
+    differs = np.any(pixels != other, axis=2)
+    assert differs[int(COVER_SIZE_PX * 0.65) :].any()
+    assert not differs[: int(COVER_SIZE_PX * 0.6)].any()
 
 
 def test_itunsmpb_states_delay_padding_and_length():
