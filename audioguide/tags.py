@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mutagen.id3 import (
@@ -78,7 +78,7 @@ class TrackTags:
     cover_png: bytes | None = None
     cues: tuple[Cue, ...] = ()
     gapless: Gapless | None = None
-    chapters: tuple[Chapter, ...] = field(default=())
+    chapters: tuple[Chapter, ...] = ()
 
 
 def itunsmpb(gapless: Gapless) -> str:
