@@ -32,7 +32,11 @@ for _j in range(-_REACH, _REACH + 1):
 # No oversampled point can exceed the largest sample within its reach by more than this
 # factor: the largest sum of |taps| over the four phases (2.24, +7 dB).
 OVERSHOOT_BOUND = float(np.abs(_POLYPHASE).sum(axis=0).max())
+_POLYPHASE_32 = _POLYPHASE.astype(np.float32)
 _ROWS_PER_CHUNK = 1 << 16
+
+
+_SCAN_BLOCK = 1 << 20  # samples
 
 
 def hot_samples(samples: np.ndarray, threshold: float) -> np.ndarray:
@@ -42,8 +46,16 @@ def hot_samples(samples: np.ndarray, threshold: float) -> np.ndarray:
     only if one of them exceeds ``threshold / OVERSHOOT_BOUND``; everywhere else the true
     peak is known to be under ``threshold`` without oversampling anything.
     """
-    x = np.abs(np.asarray(samples, dtype=np.float32))
-    loud = np.flatnonzero(x > threshold / OVERSHOOT_BOUND)
+    x = np.asarray(samples, dtype=np.float32)
+    level = threshold / OVERSHOOT_BOUND
+    # Scanned block by block, so a long track is never copied whole.
+    loud = np.concatenate(
+        [
+            start + np.flatnonzero(np.abs(x[start : start + _SCAN_BLOCK]) > level)
+            for start in range(0, x.shape[0], _SCAN_BLOCK)
+        ]
+        or [np.zeros(0, dtype=np.intp)]
+    )
     if loud.size == 0:
         return loud
     # Merge loud samples whose reaches touch into runs, then list every index in each run.
@@ -61,16 +73,22 @@ def oversampled_envelope(samples: np.ndarray, indices: np.ndarray) -> np.ndarray
 
     Equal to ``resample_poly(samples, 4, 1)`` at those points, computed only there.
     """
-    x = np.asarray(samples)
+    x = np.asarray(samples, dtype=np.float32)
     n = x.shape[0]
     taps = np.arange(-_REACH, _REACH + 1)
     out = np.empty(indices.shape[0])
     for start in range(0, indices.shape[0], _ROWS_PER_CHUNK):
         rows = indices[start : start + _ROWS_PER_CHUNK, None] + taps
-        windows = np.take(x, rows, mode="clip").astype(np.float64)
+        windows = np.take(x, rows, mode="clip")
         if rows[0, 0] < 0 or rows[-1, -1] >= n:
             windows[(rows < 0) | (rows >= n)] = 0.0  # the signal is silent beyond its ends
-        out[start : start + rows.shape[0]] = np.abs(windows @ _POLYPHASE).max(axis=1)
+        # float32 sums of 21 products: within 1e-6 of float64, far inside the limiter's 0.1%.
+        points = np.abs(windows @ _POLYPHASE_32)
+        # Maxima over the four phases as three element-wise maxima: a max over a short axis
+        # is several times slower.
+        out[start : start + rows.shape[0]] = np.maximum(
+            np.maximum(points[:, 0], points[:, 1]), np.maximum(points[:, 2], points[:, 3])
+        )
     return out
 
 
