@@ -179,6 +179,18 @@ def test_pcm16_rounds_and_clips():
     assert pcm.tolist() == [0, 32767, -32767, 8192, 32767, -32768, 0]
 
 
+@pytest.mark.parametrize("bitrate_kbps", [64, 96, 192, 224, 320])
+def test_the_decoded_level_is_the_mastered_level(tmp_path, bitrate_kbps):
+    # LAME scales its input by a factor that depends on the bit rate (0.95 to 1).
+    t = np.arange(SR) / SR
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    encoded = encode_track(tone, first_sample=0, bitrate_kbps=bitrate_kbps)
+    decoded, _ = soundfile.read(write(tmp_path / "l.mp3", track_mp3(encoded)), dtype="float64")
+    middle = slice(SR // 4, 3 * SR // 4)
+    rms_ratio = np.sqrt(np.mean(decoded[middle] ** 2)) / np.sqrt(np.mean(tone[middle] ** 2))
+    assert 20 * np.log10(rms_ratio) == pytest.approx(0.0, abs=0.05)
+
+
 def test_bad_bitrate_is_refused_with_the_choices():
     with pytest.raises(ExportError, match="--bitrate must be one of 32, 40"):
         encode_track(np.zeros(100, dtype=np.float32), 0, bitrate_kbps=100)
