@@ -32,7 +32,7 @@ for _j in range(-_REACH, _REACH + 1):
 # No oversampled point can exceed the largest sample within its reach by more than this
 # factor: the largest sum of |taps| over the four phases (2.24, +7 dB).
 OVERSHOOT_BOUND = float(np.abs(_POLYPHASE).sum(axis=0).max())
-_POLYPHASE_32 = _POLYPHASE.astype(np.float32)
+_PHASES_BY_TAP = np.ascontiguousarray(_POLYPHASE.T, dtype=np.float32)
 _ROWS_PER_CHUNK = 1 << 16
 
 
@@ -76,18 +76,25 @@ def oversampled_envelope(samples: np.ndarray, indices: np.ndarray) -> np.ndarray
     x = np.asarray(samples, dtype=np.float32)
     n = x.shape[0]
     taps = np.arange(-_REACH, _REACH + 1)
+    # Row i - REACH of this view is x[i - REACH : i + REACH + 1], without copying x.
+    view = np.lib.stride_tricks.sliding_window_view(x, taps.size) if n >= taps.size else None
     out = np.empty(indices.shape[0])
     for start in range(0, indices.shape[0], _ROWS_PER_CHUNK):
-        rows = indices[start : start + _ROWS_PER_CHUNK, None] + taps
-        windows = np.take(x, rows, mode="clip")
-        if rows[0, 0] < 0 or rows[-1, -1] >= n:
-            windows[(rows < 0) | (rows >= n)] = 0.0  # the signal is silent beyond its ends
+        chunk = indices[start : start + _ROWS_PER_CHUNK]
+        if view is not None and chunk[0] >= _REACH and chunk[-1] < n - _REACH:
+            windows = view[chunk - _REACH]
+        else:  # near an end: the signal is silent beyond it
+            rows = chunk[:, None] + taps
+            windows = np.take(x, rows, mode="clip")
+            windows[(rows < 0) | (rows >= n)] = 0.0
         # float32 sums of 21 products: within 1e-6 of float64, far inside the limiter's 0.1%.
-        points = np.abs(windows @ _POLYPHASE_32)
-        # Maxima over the four phases as three element-wise maxima: a max over a short axis
-        # is several times slower.
-        out[start : start + rows.shape[0]] = np.maximum(
-            np.maximum(points[:, 0], points[:, 1]), np.maximum(points[:, 2], points[:, 3])
+        # One row per phase (4 x rows), so each phase's points lie contiguous in memory and the
+        # maxima over the phases are three element-wise maxima: measured 2 to 4 times faster
+        # than rows x 4 with a max over the short axis.
+        points = _PHASES_BY_TAP @ windows.T
+        np.abs(points, out=points)
+        out[start : start + chunk.shape[0]] = np.maximum(
+            np.maximum(points[0], points[1]), np.maximum(points[2], points[3])
         )
     return out
 

@@ -112,7 +112,8 @@ def test_true_peak_equals_oversampling_everything(seed, level):
     x = (rng.standard_normal(5000) * level).astype(np.float32)
     x[rng.integers(0, 5000, 3)] *= 4  # a few peaks
     full = np.max(np.abs(signal.resample_poly(x.astype(np.float64), 4, 1)))
-    assert true_peak(x) == pytest.approx(full, rel=1e-9)
+    # The same points, summed in float32: equal to a few parts in ten million.
+    assert true_peak(x) == pytest.approx(full, rel=1e-6)
 
 
 def test_only_samples_near_loud_ones_are_oversampled():
