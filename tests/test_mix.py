@@ -69,7 +69,7 @@ def test_block_powers_are_the_same_in_chunks_as_in_one_piece():
     assert powers.shape == ((x.size // 4410) - 3,)
     k = signal.lfilter(*_k_weighting_ba(), x.astype(np.float64))
     direct = np.mean(k[4410 * 5 : 4410 * 5 + 17640] ** 2)
-    assert powers[5] == pytest.approx(direct, rel=1e-9)
+    assert powers[5] == pytest.approx(direct, rel=1e-5)  # block_powers filters in float32
 
 
 def _k_weighting_ba():
