@@ -127,3 +127,15 @@ def test_single_writes_one_file_the_playlist_plays(short_routine_file, tmp_path)
     lines = (folder / "Short Test Session.m3u8").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "#EXTM3U"
     assert lines[2] == "Short Test Session (full).mp3"
+
+
+def test_seeking_lands_on_the_same_samples_as_decoding_from_the_start(rendered):
+    plan, folder = rendered
+    path = full_file(folder)
+    whole, _ = soundfile.read(path, dtype="float32")
+    with soundfile.SoundFile(path) as mp3:
+        for track in plan["tracks"][::-1]:  # backwards: every seek is a real jump
+            at = round(track["start_s"] * 44_100) + 12_345
+            mp3.seek(at)
+            got = mp3.read(4096, dtype="float32")
+            assert np.max(np.abs(got - whole[at : at + 4096])) < 1e-3
