@@ -23,7 +23,7 @@ from .tags import GENRE, Chapter, TrackTags, lyrics_text
 
 AUDIO_FORMATS = ("mp3", "m4a", "ogg", "flac", "wav")
 DEFAULT_FORMAT = "mp3"
-# ffmpeg's muxer and codec for each; None for a lossless format that takes no bit rate.
+# ffmpeg's muxer and codec for each, and whether it takes a bit rate (lossless ones do not).
 _FFMPEG: dict[str, tuple[str, str, bool]] = {
     "m4a": ("ipod", "aac", True),
     "ogg": ("ogg", "libvorbis", True),
