@@ -227,10 +227,11 @@ def test_session_lengths_at_the_default_tempo(real_speech):
         assert 5 * 60 <= quick.total_s <= 8 * 60
 
 
-@pytest.mark.parametrize("minutes", [15, 30])
-def test_back_pain_fits_the_asked_minutes(minutes, real_speech):
-    plain = plan_session("back-pain", speech=real_speech)
-    fitted = plan_session("back-pain", SessionOptions(minutes=minutes), speech=real_speech)
+@pytest.mark.parametrize(("minutes", "tempo"), [(15, None), (30, None), (15, 5.0), (30, 8.0)])
+def test_back_pain_fits_the_asked_minutes(minutes, tempo, real_speech):
+    plain = plan_session("back-pain", SessionOptions(breaths_per_min=tempo), speech=real_speech)
+    options = SessionOptions(breaths_per_min=tempo, minutes=minutes)
+    fitted = plan_session("back-pain", options, speech=real_speech)
     assert fitted.total_s == pytest.approx(minutes * 60, rel=0.05)
     assert fitted.breath == plain.breath  # never the tempo
     assert fitted.tracks[0].events == plain.tracks[0].events  # never the safety part
