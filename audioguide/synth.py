@@ -40,6 +40,8 @@ TICK_LEVEL = 0.5  # relative to GUIDE_PEAK: a soft wooden tick marks the start o
 NOISE_DARK_BAND_HZ = (150.0, 900.0)
 NOISE_BRIGHT_BAND_HZ = (900.0, 3500.0)
 NOISE_RMS = 0.017  # at the swell's plateau: the noise guide measures as loud as the tone
+NOISE_POOL_S = 30.0
+NOISE_POOL_SEED = 4_099  # the pool is fixed; --seed picks where each breath takes from it
 
 # -- singing bowl ---------------------------------------------------------------------------
 BOWL_FUNDAMENTAL_HZ = 196.0
@@ -79,12 +81,16 @@ def seconds_to_samples(seconds: float, sample_rate: int = SAMPLE_RATE) -> int:
     return round(seconds * sample_rate)
 
 
+@lru_cache(maxsize=256)
 def raised_cosine(n: int) -> np.ndarray:
-    """A rising half-cosine of ``n`` samples, from 0 to 1 (exclusive of both ends)."""
-    if n <= 0:
-        return np.zeros(0, dtype=np.float32)
-    x = (np.arange(n, dtype=np.float64) + 0.5) / n
-    return (0.5 - 0.5 * np.cos(np.pi * x)).astype(np.float32)
+    """A rising half-cosine of ``n`` samples, from 0 to 1 (exclusive of both ends).
+
+    Read-only and cached: a session fades with a handful of lengths, thousands of times.
+    """
+    x = (np.arange(max(n, 0), dtype=np.float64) + 0.5) / max(n, 1)
+    ramp = (0.5 - 0.5 * np.cos(np.pi * x)).astype(np.float32)
+    ramp.setflags(write=False)
+    return ramp
 
 
 def apply_fades(samples: np.ndarray, fade_in: int, fade_out: int) -> np.ndarray:
@@ -176,6 +182,24 @@ _DARK_SOS = _band(*NOISE_DARK_BAND_HZ)
 _BRIGHT_SOS = _band(*NOISE_BRIGHT_BAND_HZ)
 
 
+@lru_cache(maxsize=1)
+def _noise_bands() -> tuple[np.ndarray, np.ndarray]:
+    """The dark and bright bands of one loop of pink noise, each seamless when looped.
+
+    Filtering once and taking stretches from random places is 20x faster than filtering new
+    noise for every breath, and a 30 s pool is not heard repeating under a breath's swell.
+    Filtered over two periods, keeping the second, so the filters' start-up is not in it.
+    """
+    pool = pink_noise(seconds_to_samples(NOISE_POOL_S), np.random.default_rng(NOISE_POOL_SEED))
+    twice = np.concatenate([pool, pool]).astype(np.float64)
+    bands = []
+    for sos in (_DARK_SOS, _BRIGHT_SOS):
+        band = signal.sosfilt(sos, twice)[pool.shape[0] :].astype(np.float32)
+        band.setflags(write=False)
+        bands.append(band)
+    return bands[0], bands[1]
+
+
 def breath_guide(
     phase: str, n: int, sound: str, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
 ) -> np.ndarray:
@@ -206,12 +230,14 @@ def breath_guide(
     elif holding:
         out = np.zeros(n, dtype=np.float32)
     else:
-        noise = pink_noise(n, rng).astype(np.float64)
-        bright_weight = 0.75 if phase == "inhale" else 0.2
-        mixed = bright_weight * signal.sosfilt(_BRIGHT_SOS, noise)
-        mixed += (1.0 - bright_weight) * signal.sosfilt(_DARK_SOS, noise)
-        rms = float(np.sqrt(np.mean(mixed**2))) or 1.0
-        out = (mixed * (NOISE_RMS / rms)).astype(np.float32)
+        # A stretch of the pre-filtered noise from a place the generator picks.
+        dark, bright = _noise_bands()
+        start = int(rng.integers(dark.shape[0]))
+        bright_weight = np.float32(0.75 if phase == "inhale" else 0.2)
+        out = bright_weight * loop_span(bright, start, n)
+        out += (1 - bright_weight) * loop_span(dark, start, n)
+        rms = float(np.sqrt(np.mean(np.square(out, dtype=np.float64)))) or 1.0
+        out *= np.float32(NOISE_RMS / rms)
         if phase == "inhale":
             out *= breath_envelope(n, 0.4, 0.35)
         else:
