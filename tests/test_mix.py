@@ -264,6 +264,23 @@ def test_a_bell_file_replaces_the_bowl(fake_speech, tmp_path):
     assert np.array_equal(routine_bell, x)
 
 
+def test_an_ambient_file_is_looped_and_levelled(fake_speech, tmp_path):
+    import wave
+
+    path = tmp_path / "stream.wav"
+    rng = np.random.default_rng(4)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(SR)
+        out.writeframes((rng.standard_normal(5 * SR) * 3000).astype("<i2").tobytes())
+    tr = track((), 8.0, ambient=str(path))
+    x = mix_track(tr, fake_speech, MixSettings())
+    loop = mix._bed_loop(str(path), 0)
+    assert loop.size == 4 * SR  # five seconds, one crossfaded into the start
+    assert integrated_loudness(loop) == pytest.approx(mix.AMBIENT_LOUDNESS_LUFS, abs=0.01)
+    # Between the fades the track plays the loop, going round from session time 2 s.
+    assert np.array_equal(x[2 * SR : 6 * SR], np.roll(loop, -2 * SR))
+
+
 def test_an_unreadable_ambient_file_is_named(fake_speech, tmp_path):
     path = tmp_path / "short.wav"
     import wave

@@ -288,3 +288,20 @@ def test_the_shipped_sounds_are_found_and_are_what_the_script_makes(name, tmp_pa
     sos = signal.butter(2, (fundamental * 0.9, fundamental * 1.1), "bandpass", fs=SR, output="sos")
     assert np.mean(signal.sosfilt(sos, x) ** 2) > 0.3 * np.mean(x.astype(np.float64) ** 2)
     assert abs(x[-1]) < 1e-3
+
+
+@pytest.mark.skipif(not synth.has_ffmpeg(), reason="reading MP3 needs ffmpeg")
+def test_mp3_is_read_through_ffmpeg(tmp_path):
+    import lameenc
+
+    t = np.arange(SR) / SR
+    pcm = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(128)
+    encoder.set_in_sample_rate(SR)
+    encoder.set_channels(1)
+    path = tmp_path / "bell.mp3"
+    path.write_bytes(bytes(encoder.encode(pcm.tobytes()) + encoder.flush()))
+    x = load_sound(path)
+    assert x.dtype == np.float32 and np.max(np.abs(x)) == pytest.approx(1.0)
+    assert zero_crossing_hz(x[5000:30000]) == pytest.approx(440.0, rel=0.002)
