@@ -143,18 +143,19 @@ def warm_voice(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarra
     """
     if samples.size == 0:
         return samples.astype(np.float32)
-    dry = samples.astype(np.float64)
+    # float32 throughout: tanh and the FFTs run 1.5 to 4 times faster than in float64, and the
+    # result is written as 16-bit audio anyway.
+    dry = samples.astype(np.float32)
     level = _voiced_rms(dry)
-    x = signal.sosfilt(_voice_eq(sample_rate), dry)
-    x = np.tanh(SATURATION_DRIVE * x) / SATURATION_DRIVE
+    x = signal.sosfilt(_voice_eq(sample_rate).astype(np.float32), dry)
+    x = np.tanh(np.float32(SATURATION_DRIVE) * x) / np.float32(SATURATION_DRIVE)
     shaped = _voiced_rms(x)
     if shaped > 0:
-        x *= level / shaped
+        x *= np.float32(level / shaped)
         ceiling = level * 10 ** (VOICE_PEAK_OVER_RMS_DB / 20)
-        x = limit(x, ceiling, sample_rate, oversample=False).astype(np.float64)
-    wet = signal.fftconvolve(x, room_impulse(sample_rate))
-    wet[: x.shape[0]] += x
-    out = wet.astype(np.float32)
+        x = limit(x, ceiling, sample_rate, oversample=False, in_place=True)
+    out = signal.fftconvolve(x, room_impulse(sample_rate).astype(np.float32))
+    out[: x.shape[0]] += x
     # The room's tail ends at zero by construction; the fade keeps the last sample exact.
     edge = int(EDGE_FADE_S * sample_rate)
     return apply_fades(out, edge, edge)
