@@ -14,6 +14,7 @@ every result for length before using it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import ctypes.util
@@ -146,6 +147,13 @@ def _silenced() -> Iterator[None]:
             os.close(fd)
 
 
+def _release_engine() -> None:
+    # pyttsx3's driver cleans up in __del__, which fails noisily if it runs during interpreter
+    # shutdown after contextlib is gone; drop the engine while every module is still there.
+    global _PYTTSX3
+    _PYTTSX3 = None
+
+
 def _engine() -> Any:
     global _PYTTSX3
     if _PYTTSX3 is None:
@@ -167,6 +175,7 @@ def _engine() -> Any:
                 "Reinstall audioguide, or install espeak-ng with your package manager"
             ) from None
         _PYTTSX3 = engine
+        atexit.register(_release_engine)
     return _PYTTSX3
 
 
