@@ -142,9 +142,7 @@ def render_session(
     speech = speech or make_speech(options)
     texts = speech_texts(routine, options.render_options())
     report = progress or (lambda stage, done, total: None)
-    for i, text in enumerate(texts):
-        speech.dry(text)
-        report("speech", i + 1, len(texts))
+    _prepare_speech(speech, texts, max(1, options.jobs), report)
     timeline = build_timeline(routine, speech.length_s, options.render_options())
     settings = options.mix_settings()
     tracks = timeline.tracks
@@ -184,6 +182,25 @@ def render_session(
         _guard_os(lambda: write_zip(target, target.with_name(f"{target.name}.zip")), target)
     files = tuple(target / p.name for p in written)
     return RenderResult(target, files, target / writer.names.playlist, timeline)
+
+
+def _prepare_speech(speech: Speech, texts: list[str], jobs: int, report: Progress) -> None:
+    """Every cue as it will be mixed: synthesized (or read from the cache) here, one at a
+    time as the engine requires, while the voice effect runs on the cues already made.
+
+    Done once per cue before mixing, so the tracks never wait on, or repeat, a cue's effect.
+    """
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = []
+        for i, text in enumerate(texts):
+            speech.dry(text)
+            futures.append(pool.submit(speech.samples, text))
+            report("speech", i + 1, len(texts))
+        for future in futures:
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _in_parallel(
