@@ -54,6 +54,10 @@ BLOCK_S = 0.4
 HOP_S = 0.1
 
 DEFAULT_AMBIENT = "none"
+# The voice before mastering: espeak cues levelled to speech.SPEECH_RMS measure -24.8 LUFS
+# (back-pain's 111 cues with the voice chain; -25.0 dry).
+VOICE_LOUDNESS_LUFS = -24.8
+MAX_VOICE_OVER_TARGET_LU = 6.0
 # Levels before mastering, against a voice that measures about -24 LUFS (speech.SPEECH_RMS):
 # a bell 3 LU under the voice, an interval chime 7 LU under (it marks time, not a change), a
 # bed 19 LU under, felt rather than listened to. Sound files are peak-normalised first.
@@ -286,12 +290,19 @@ def db_to_gain(db: float) -> float:
 
 def master_gain_db(powers: list[np.ndarray], loudness_lufs: float, channels: int = 1) -> float:
     """The one gain (dB) that brings a session with these block powers to ``loudness_lufs``
-    (stereo-equivalent). Zero for a silent session."""
+    (stereo-equivalent). Zero for a silent session.
+
+    Never more than lifts the voice MAX_VOICE_OVER_TARGET_LU over the target: a session that
+    is almost all ambient bed or chimes (one sentence, then twenty quiet minutes) would
+    otherwise be raised until the bed alone met the target, its few words shouted into the
+    limiter. Such a session measures under the target instead; every session with a
+    reasonable share of speech (the built-ins: a quarter to a third) is unaffected.
+    """
     target = loudness_lufs - (MONO_OFFSET_DB if channels == 1 else 0.0)
     measured = gated_loudness(np.concatenate(powers) if powers else np.zeros(0))
     if not np.isfinite(measured):
         return 0.0
-    return target - measured
+    return min(target - measured, target + MAX_VOICE_OVER_TARGET_LU - VOICE_LOUDNESS_LUFS)
 
 
 def master(samples: np.ndarray, gain_db: float, *, in_place: bool = False) -> np.ndarray:

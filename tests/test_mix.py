@@ -88,6 +88,14 @@ def test_album_gain_is_one_gain_for_the_session():
     assert master_gain_db([block_powers(np.zeros(SR * 2, np.float32))], -16.0) == 0.0
 
 
+def test_album_gain_never_lifts_the_voice_far_over_the_target():
+    # A session that is only a quiet bed (-49.03 LUFS) would need +30 dB; the gain stops
+    # where the voice (-24.8 LUFS before mastering) would stand 6 LU over the mono target:
+    # -19.01 + 6 + 24.8 = 11.79 dB.
+    bed = sine(997.0, 10.0, 0.005)
+    assert master_gain_db([block_powers(bed)], -16.0) == pytest.approx(11.79, abs=0.01)
+
+
 def test_db_to_gain_worked_by_hand():
     assert db_to_gain(-6.0) == pytest.approx(0.5011872)
     assert db_to_gain(DUCK_DB) == pytest.approx(10 ** (DUCK_DB / 20))
