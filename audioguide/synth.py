@@ -288,14 +288,15 @@ def singing_bowl(
     return apply_fades(samples, int(BOWL_ATTACK_S * sample_rate), int(n * BELL_FADE_OUT_FRACTION))
 
 
-def fit_ring(sound: np.ndarray, n: int) -> np.ndarray:
-    """A bell sound cut or padded to ``n`` samples, ending in silence (a new array)."""
+def fit_ring(sound: np.ndarray, n: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A bell sound cut or padded to ``n`` samples, starting and ending in silence (a new
+    array): a user's file may begin or end mid-wave, and a step there is a click."""
     out = np.zeros(max(n, 0), dtype=np.float32)
     m = min(out.shape[0], sound.shape[0])
     out[:m] = sound[:m]
-    if sound.shape[0] > m:
-        # Cut short: fade the cut over its last 30%, as singing_bowl does.
-        apply_fades(out[:m], 0, int(m * BELL_FADE_OUT_FRACTION))
+    # Cut short: fade the cut over its last 30%, as singing_bowl does; else a few ms.
+    fade_out = int(m * BELL_FADE_OUT_FRACTION) if sound.shape[0] > m else int(0.005 * sample_rate)
+    apply_fades(out[:m], int(BOWL_ATTACK_S * sample_rate), fade_out)  # in place, in out
     return out
 
 

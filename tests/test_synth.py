@@ -181,12 +181,16 @@ def test_bowl_has_its_partials_and_decays():
     assert abs(x[0]) < 0.01 and abs(x[-1]) < 1e-4
 
 
-def test_fit_ring_cuts_with_a_fade_and_pads_with_silence():
-    bowl = np.ones(1000, dtype=np.float32)
-    short = fit_ring(bowl, 400)
-    assert short.shape == (400,) and short[0] == 1.0 and short[-1] < 0.01
-    long = fit_ring(bowl, 1500)
-    assert long.shape == (1500,) and long[999] == 1.0 and not long[1000:].any()
+def test_fit_ring_fades_both_ends_and_pads_with_silence():
+    # A file that starts and ends at full level: fit_ring must not leave a step at either end.
+    bowl = np.ones(SR, dtype=np.float32)
+    short = fit_ring(bowl, SR // 2)
+    assert short.shape == (SR // 2,)
+    assert short[0] < 0.01 and short[-1] < 0.01 and short[SR // 4] == 1.0
+    long = fit_ring(bowl, 2 * SR)
+    assert long.shape == (2 * SR,) and long[0] < 0.01 and long[SR - 1] < 0.01
+    assert not long[SR:].any()
+    assert np.max(np.abs(np.diff(long))) < 0.02  # a 2 ms rise, a 5 ms fall
 
 
 # -- ambient ----------------------------------------------------------------------------------
