@@ -408,8 +408,10 @@ def load_sound(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 @lru_cache(maxsize=16)
 def _load_sound(path: str, stamp: int, sample_rate: int) -> np.ndarray:
     with warnings.catch_warnings():
-        # pydub warns on import when ffmpeg is missing; we say it better, when it matters.
+        # pydub warns on import when ffmpeg is missing (we say it better, when it matters),
+        # and, on Python 3.11 and 3.12, that the audioop it uses is deprecated.
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         from pydub import AudioSegment
         from pydub.exceptions import CouldntDecodeError
 
