@@ -297,7 +297,7 @@ def render(routine: str, out_dir: Path, quiet: bool, **kwargs: Any) -> None:
                 length=100, label="Rendering", file=sys.stderr, show_eta=False
             ) as bar:
                 # Shares of a typical cold render's time (docs/performance.md).
-                weights = {"speech": (0, 15), "measure": (15, 30), "encode": (45, 55)}
+                weights = {"speech": (0, 20), "measure": (20, 10), "encode": (30, 70)}
                 done = [0]
 
                 def progress(stage: str, count: float, total: float) -> None:
