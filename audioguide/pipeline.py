@@ -23,7 +23,15 @@ from .cache import SpeechCache
 from .errors import ExportError
 from .export import DEFAULT_BITRATE_KBPS, DEFAULT_OUTPUT_MODE, staged_folder, write_zip
 from .formats import DEFAULT_FORMAT
-from .mix import DEFAULT_LOUDNESS_LUFS, MixSettings, block_powers, master, master_gain_db, mix_track
+from .mix import (
+    DEFAULT_LOUDNESS_LUFS,
+    MixSettings,
+    block_powers,
+    master,
+    master_gain_db,
+    mix_track,
+    true_peak_ceiling_dbtp,
+)
 from .names import slugify
 from .routine import DEFAULT_LEVEL, Routine, load_routine
 from .session_writer import ExportOptions, SessionWriter
@@ -159,13 +167,16 @@ def render_session(
     # Pass 1 touches no file: a sound file that cannot be read fails before anything is made.
     powers = _in_parallel(measure, tracks, jobs, lambda done: report("measure", done, total_s))
     gain_db = master_gain_db(powers, settings.loudness_lufs)
+    ceiling = true_peak_ceiling_dbtp(options.bitrate_kbps)  # room for the encoder's overshoot
 
     target = Path(out_dir) / slugify(routine.name)
     with staged_folder(target) as staging:
         writer = SessionWriter(staging, timeline, export_options)
 
         def write(track: Track) -> None:
-            samples = master(mix_track(track, speech, settings), gain_db, in_place=True)
+            samples = master(
+                mix_track(track, speech, settings), gain_db, ceiling_dbtp=ceiling, in_place=True
+            )
             _guard_os(lambda: writer.write_track(track, samples), target)
 
         # Every worker has stopped before staged_folder cleans up, whatever happened.

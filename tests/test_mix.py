@@ -147,6 +147,14 @@ def test_limiter_holds_the_true_peak_and_leaves_the_rest_untouched():
     assert np.max(np.abs(np.diff(gain[finite]))) < 0.01
 
 
+def test_the_ceiling_leaves_room_for_low_bit_rates():
+    assert mix.true_peak_ceiling_dbtp(None) == mix.true_peak_ceiling_dbtp(96) == -1.7
+    assert mix.true_peak_ceiling_dbtp(32) < mix.true_peak_ceiling_dbtp(64) < -1.7
+    x = sine(440.0, 1.0, 0.5)
+    y = master(x, 6.0, ceiling_dbtp=mix.true_peak_ceiling_dbtp(32))
+    assert true_peak(y) <= db_to_gain(-2.6)
+
+
 def test_master_keeps_silence_silent():
     x = np.zeros(3 * SR, dtype=np.float32)
     x[SR : SR + 1000] = sine(440.0, 1000 / SR, 0.5)
