@@ -39,6 +39,7 @@ from .synth import (
     fit_ring,
     load_sound,
     loop_span,
+    raised_cosine,
     seamless_loop,
     seconds_to_samples,
     tick,
@@ -189,8 +190,8 @@ def duck_gain(track: Track, n: int, first: int, sample_rate: int = SAMPLE_RATE) 
     attack = max(1, seconds_to_samples(DUCK_ATTACK_S, sample_rate))
     release = max(1, seconds_to_samples(DUCK_RELEASE_S, sample_rate))
     dip = np.zeros(n, dtype=np.float32)  # 0: no duck, 1: full duck
-    down = _ramp(attack)
-    raised = _ramp(release)[::-1]
+    down = raised_cosine(attack)
+    raised = raised_cosine(release)[::-1]
     for event in track.events:
         if event.kind != "say":
             continue
@@ -199,12 +200,9 @@ def duck_gain(track: Track, n: int, first: int, sample_rate: int = SAMPLE_RATE) 
         dip[max(lo, 0) : max(hi, 0)] = 1.0
         _lift(dip, lo - attack, lo, down)
         _lift(dip, hi, hi + release, raised)
-    return (1.0 - depth * dip).astype(np.float32)
-
-
-def _ramp(n: int) -> np.ndarray:
-    x = (np.arange(n, dtype=np.float64) + 0.5) / n
-    return (0.5 - 0.5 * np.cos(np.pi * x)).astype(np.float32)
+    dip *= np.float32(-depth)  # the gain, 1 - depth * dip, made in the same buffer
+    dip += np.float32(1.0)
+    return dip
 
 
 def _lift(dip: np.ndarray, lo: int, hi: int, values: np.ndarray) -> None:
