@@ -54,13 +54,13 @@ BOWL_AMPLITUDES = (1.0, 0.55, 0.32, 0.16, 0.08)
 BOWL_DETUNES_HZ = (0.7, 1.3, 2.1, 2.9, 3.7)
 BOWL_STRIKE_S = 0.004
 BOWL_ATTACK_S = 0.002
-BELL_PEAK = 0.3
+BOWL_PEAK = 0.3  # as synthesized; mix.BELL_PEAK sets where a bell sits in the mix
 BELL_FADE_OUT_FRACTION = 0.3  # the last 30% of a ring fades to silence
 
 # -- ambient bed ----------------------------------------------------------------------------
 AMBIENT_LOOP_S = 30.0  # long enough that a loop of noise is not heard repeating
 AMBIENT_HIGHPASS_HZ = 40.0  # below this a phone speaker plays nothing, it only eats headroom
-DRONE_PARTIALS_HZ = (110.0, 165.0, 220.0, 277.5, 330.0)  # A2, E3, A3, C#4, E4: an open chord
+DRONE_PARTIALS_HZ = (110.0, 165.0, 220.0, 277.5, 330.0)  # A2, E3, A3, C#4, E4: soft A major
 DRONE_LEVELS = (1.0, 0.6, 0.45, 0.18, 0.25)
 DRONE_SWELLS_PER_LOOP = (2, 3, 5, 4, 7)  # slow, unsynchronised swells of each partial
 
@@ -258,7 +258,7 @@ def singing_bowl(
     fundamental_hz: float = BOWL_FUNDAMENTAL_HZ,
     sample_rate: int = SAMPLE_RATE,
 ) -> np.ndarray:
-    """A struck singing bowl ringing for ``n`` samples, peak BELL_PEAK, silent at the end.
+    """A struck singing bowl ringing for ``n`` samples, peak BOWL_PEAK, silent at the end.
 
     Inharmonic thin-shell partials, each with its own decay, each doubled with a slight
     detune for the slow beating of a real bowl; a soft felt-mallet strike of a few
@@ -283,7 +283,7 @@ def singing_bowl(
     strike = rng.standard_normal(strike_n) * np.hanning(strike_n + 2)[1:-1]
     mallet = signal.butter(2, 2500.0, fs=sample_rate, output="sos")
     out[:strike_n] += 0.3 * signal.sosfilt(mallet, strike)
-    out *= BELL_PEAK / (np.max(np.abs(out)) or 1.0)
+    out *= BOWL_PEAK / (np.max(np.abs(out)) or 1.0)
     samples = out.astype(np.float32)
     return apply_fades(samples, int(BOWL_ATTACK_S * sample_rate), int(n * BELL_FADE_OUT_FRACTION))
 

@@ -168,7 +168,7 @@ def test_tick_is_short_and_ends_at_zero():
 def test_bowl_has_its_partials_and_decays():
     x = singing_bowl(8 * SR, rng(), 196.0)
     assert x.dtype == np.float32
-    assert np.max(np.abs(x)) == pytest.approx(synth.BELL_PEAK, rel=1e-5)
+    assert np.max(np.abs(x)) == pytest.approx(synth.BOWL_PEAK, rel=1e-5)
     for ratio in synth.BOWL_RATIOS[:3]:
         f = 196.0 * ratio
         near = band_power(x, f - 5, f + 5)
