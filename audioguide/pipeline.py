@@ -47,6 +47,14 @@ Progress = Callable[[str, float, float], None]
 audio for "measure" and "encode"."""
 
 
+def default_jobs() -> int:
+    """Tracks rendered at once by default: the cores this process may run on (a container or
+    ``taskset`` can allow fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     """Every choice a render takes; the defaults are the CLI's."""
@@ -70,7 +78,7 @@ class SessionOptions:
     output_mode: str = DEFAULT_OUTPUT_MODE  # both, tracks or single (export.OUTPUT_MODES)
     zip: bool = False  # also write <folder>.zip beside the folder
     use_cache: bool = True
-    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    jobs: int = field(default_factory=default_jobs)
 
     def render_options(self) -> RenderOptions:
         return RenderOptions(
