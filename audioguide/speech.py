@@ -29,6 +29,11 @@ from .synth import SAMPLE_RATE, apply_fades
 from .tts import SpeechClip, SpeechEngine
 
 SPEECH_RMS = 0.1  # -20 dBFS over the voiced part of each cue
+# Voice peaks held to 10 dB over the voiced level (-10 dBFS at SPEECH_RMS, about 15 dB over
+# the voice's loudness): espeak's raw peaks stand 18 dB over its loudness, which a
+# sparse session's master gain would drive into the master limiter. Held here, per cue, the
+# master limiter has little left to do and the session measures what the master gain aimed at.
+VOICE_PEAK_OVER_RMS_DB = 10.0
 # The resampler's low-pass: scipy's default (41 taps for 22.05 -> 44.1 kHz) passes the image of
 # a 10 kHz tone at -20 dB; 65 taps cut at 0.9 of the engine's Nyquist with a Kaiser window of
 # beta 8 take it to -79 dB, for 60% more time (0.2 s per minute of speech here).
@@ -55,7 +60,11 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 
 def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Trim, resample and level one engine clip; float32 mono at ``sample_rate``."""
+    """Trim, resample and level one engine clip; float32 mono at ``sample_rate``.
+
+    Levelled twice over: the voiced part to SPEECH_RMS, and the peaks held to
+    VOICE_PEAK_OVER_RMS_DB above it (dynamics, not colour: done with or without the chain).
+    """
     x = clip.samples.astype(np.float32) / 32768.0
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if peak > 0:
@@ -65,12 +74,11 @@ def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray
     if clip.sample_rate != sample_rate:
         x = resample(x, clip.sample_rate, sample_rate)
     rms = _voiced_rms(x)
-    if rms > 0:
-        x = x * (SPEECH_RMS / rms)
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    if peak > 0.9:
-        x = x * (0.9 / peak)
     x = x.astype(np.float32)
+    if rms > 0:
+        x *= np.float32(SPEECH_RMS / rms)
+        ceiling = SPEECH_RMS * 10 ** (VOICE_PEAK_OVER_RMS_DB / 20)
+        x = limit(x, ceiling, sample_rate, oversample=False, in_place=True)
     edge = int(EDGE_FADE_S * sample_rate)
     return apply_fades(x, edge, edge)
 
@@ -85,11 +93,6 @@ VOICE_EQ = (
     ("high_shelf", -2.0, 0.707, 7000.0),  # fizz
 )
 SATURATION_DRIVE = 2.0  # tanh(drive * x) / drive: linear at speaking level, rounds the peaks
-# Voice peaks held to 10 dB over the voiced level (true peak -10 dBFS at SPEECH_RMS, about
-# 14 dB over the voice's loudness): espeak's raw peaks stand 18 dB over its loudness, which a
-# sparse session's master gain would drive into the master limiter. Held here, per cue, the
-# master limiter has little left to do and the session measures what the master gain aimed at.
-VOICE_PEAK_OVER_RMS_DB = 10.0
 ROOM_RT60_S = 0.35  # a small furnished room
 ROOM_LENGTH_S = 0.4  # the tail is 69 dB down by here; cut and faded
 ROOM_PREDELAY_S = 0.012

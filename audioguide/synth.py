@@ -31,8 +31,8 @@ BREATH_SOUNDS = ("tone", "noise", "none")
 DEFAULT_BREATH_SOUND = "tone"
 GUIDE_LOW_HZ = 220.0
 GUIDE_HIGH_HZ = 330.0  # a fifth above: the glide is heard as a clear rise or fall
-# Levels before mastering. The voice measures about -24 LUFS; the tone peaks here at -30 dBFS
-# and measures about 12 LU under the voice: plain to follow, never competing with the words.
+# Levels before mastering. The voice measures about -26 LUFS; the tone peaks here at -30 dBFS
+# and measures about 10 LU under the voice: plain to follow, never competing with the words.
 # Quiet enough, too, that a long breathing part barely moves the session's gated loudness.
 GUIDE_PEAK = 0.032
 HOLD_LEVEL = 0.3  # a held breath keeps a faint, steady tone: "stay here"

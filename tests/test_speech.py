@@ -45,6 +45,22 @@ def test_prepare_clip_trims_resamples_and_levels():
     assert abs(x[0]) < 1e-6 and abs(x[-1]) < 1e-6
 
 
+def test_prepare_clip_holds_the_peaks_without_moving_the_level():
+    rate = 22_050
+    t = np.arange(rate) / rate
+    plain = 0.2 * np.sin(2 * np.pi * 200 * t)
+    spiked = plain.copy()
+    spiked[rate // 2 : rate // 2 + 40] *= 4.5  # a 2 ms spike 13 dB over the rest
+    y = prepare_clip(clip_of(spiked, rate))
+    ceiling = SPEECH_RMS * 10 ** (VOICE_PEAK_OVER_RMS_DB / 20)  # 0.316
+    assert np.max(np.abs(y)) <= ceiling * 1.0001
+    # Away from the spike the limiter leaves the wave alone: the same sine, one gain.
+    y0 = prepare_clip(clip_of(plain, rate))
+    part = slice(SR // 10, SR // 3)
+    ratio = y[part][np.abs(y0[part]) > 0.01] / y0[part][np.abs(y0[part]) > 0.01]
+    assert np.ptp(ratio) < 1e-4
+
+
 def test_resampling_leaves_no_alias_image():
     # A 10 kHz tone at 22.05 kHz, taken to 44.1 kHz: linear interpolation leaves its image at
     # 22.05 - 10 = 12.05 kHz 2.5 dB down, scipy's default filter 20 dB; ours 79 dB.
