@@ -24,10 +24,11 @@ from audioguide.synth import SAMPLE_RATE
 SR = SAMPLE_RATE
 MONO_OFFSET_DB = 3.01  # a mono file heard on both ears measures 3.01 LU under its target
 # The largest sample-to-sample step allowed within 1 ms of an edit point. Measured on this
-# session, the faded edits step by at most 0.009 (the bowl's 2 ms strike); with the fades
-# removed, the same edits step by 0.06 to 0.08 (the guide tone cut mid-wave) and 0.023 (a
-# bell cut at the end of its ring). 0.02 passes the first and catches all of the second.
-CLICK_STEP = 0.02
+# session, the faded edits step by at most 0.008 (the room's tail just after a cue). With the
+# fades taken out of synth, speech and mix, the same edits step by 0.07 to 0.09 (the guide tone
+# cut mid-wave), 0.020 (a bell cut at the end of its ring) and 0.012 (a cue cut at its end).
+# 0.015 passes the first with room and catches all but the last.
+CLICK_STEP = 0.015
 EDIT_WINDOW_S = 0.001
 
 ROUTINE = """\
