@@ -52,7 +52,8 @@ MONO_OFFSET_DB = 3.0103  # a mono channel measures this much lower than its ster
 # the fewer bits it has: measured on back-pain with a -1.5 dBTP ceiling, the worst decoded
 # sample was -1.40 dBFS at 128 kbps, -1.13 at 96, -1.06 at 64, -0.42 at 32 (and -1.04 at 48
 # with a -2.0 ceiling). So the limiter's ceiling leaves that overshoot and about 0.3 dB more
-# (true_peak_ceiling_dbtp); with these, every rate from 32 to 128 decodes at -1.25 or under.
+# (true_peak_ceiling_dbtp); with these, back-pain decodes at -1.3 dBFS or under at every rate
+# from 32 to 320 kbps.
 TRUE_PEAK_CEILING_DBTP = -1.7
 LOW_BITRATE_CEILINGS_DBTP = ((40, -2.6), (56, -2.4), (80, -2.0))  # (up to kbps, ceiling)
 MOVE_TICK_PEAK = 0.06  # a soft tick per movement: peaks about 16 dB under the voice's
