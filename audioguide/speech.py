@@ -190,6 +190,7 @@ class Speech:
         self.effect = effect
         self._dry: dict[str, np.ndarray] = {}
         self._wet: dict[str, np.ndarray] = {}
+        self._dry_samples: dict[str, int] = {}  # lengths of dry cues no longer held
         self.synthesized = 0
 
     def _raw(self, text: str) -> SpeechClip:
@@ -214,12 +215,18 @@ class Speech:
         if self.effect is None:
             return self.dry(text)
         if text not in self._wet:
-            self._wet[text] = self.effect(self.dry(text))
+            dry = self.dry(text)
+            self._wet[text] = self.effect(dry)
+            # Only the wet cue is mixed from now on; its dry length is all the timeline needs,
+            # and a session's speech is not held twice (about 65 MB for back-pain).
+            self._dry_samples[text] = dry.shape[0]
+            self._dry.pop(text, None)
         return self._wet[text]
 
     def length_s(self, text: str) -> float:
         """Spoken length in seconds: the prepared, dry cue (an effect's tail may ring on)."""
-        return self.dry(text).shape[0] / SAMPLE_RATE
+        n = self._dry_samples.get(text)
+        return (self.dry(text).shape[0] if n is None else n) / SAMPLE_RATE
 
     def prepare(self, texts: Iterable[str], progress: Callable[[int], None] | None = None) -> None:
         for text in texts:
