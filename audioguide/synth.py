@@ -12,6 +12,7 @@ read through pydub: WAV needs nothing else, other formats need ffmpeg.
 from __future__ import annotations
 
 import shutil
+import struct
 import warnings
 from functools import lru_cache
 from importlib import resources
@@ -421,8 +422,23 @@ def _load_sound(path: str, stamp: int, sample_rate: int) -> np.ndarray:
             f"{path}: reading {Path(path).suffix or 'this kind of'} files needs ffmpeg, which "
             f"is not installed; {FFMPEG_HINT}"
         )
+    segment = None
+    if is_wav:
+        # pydub's own WAV reader needs no ffmpeg; only a WAV it cannot parse (float samples,
+        # say) goes to ffmpeg, so a broken WAV gets the same message with or without ffmpeg.
+        try:
+            segment = AudioSegment(data=Path(path).read_bytes())
+        except OSError as exc:
+            raise SoundFileError(f"{path}: cannot read this sound file ({exc.strerror})") from None
+        except (CouldntDecodeError, IndexError, ValueError, struct.error) as exc:
+            if "audio format" not in str(exc) or not has_ffmpeg():
+                raise SoundFileError(
+                    f"{path}: cannot decode this sound file ({exc}); check that it is a "
+                    "PCM WAV file, or convert it"
+                ) from None
     try:
-        segment = AudioSegment.from_file(path)
+        if segment is None:
+            segment = AudioSegment.from_file(path)
     except (CouldntDecodeError, IndexError, ValueError, EOFError) as exc:
         hint = FFMPEG_HINT if not has_ffmpeg() else "check that it is a sound file"
         # pydub's message carries ffmpeg's whole banner; its last line is the reason.

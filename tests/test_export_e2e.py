@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile
 from click.testing import CliRunner
+from conftest import SHORT_ROUTINE
 from mutagen.id3 import ID3
 from mutagen.mp3 import MP3
 
@@ -24,8 +25,6 @@ LENGTH_TOLERANCE_S = 0.1
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     """One real render at 5 breaths a minute, shared by the tests here: (plan, folder)."""
-    from tests.conftest import SHORT_ROUTINE
-
     root = tmp_path_factory.mktemp("export-e2e")
     routine = root / "short.yaml"
     routine.write_text(SHORT_ROUTINE, encoding="utf-8")
