@@ -37,7 +37,7 @@ from .tags import Gapless
 
 DEFAULT_BITRATE_KBPS = 96
 MP3_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
-LAME_QUALITY = 5  # LAME's -q: 2 is slower with little gain for speech
+LAME_QUALITY = 7  # -q 7: as accurate as -q 5 on voice and guide tones (measured), 1.5x faster
 # LAME scales its input by its preset's factor for the bit rate (measured with a 1 kHz tone,
 # decoded by libsndfile: 0.95 up to 160 kbps, 0.97 at 192, 0.98 at 224, 1 at 256 and 320, as
 # in LAME's abr_switch_map); the track is raised by the inverse so the file plays at the level
