@@ -297,12 +297,17 @@ class _Parser:
         self.source = source
         self.name = name
         self.nodes_seen = 0
+        self.shorthand: dict[str, tuple[str, str]] = {}
 
     # -- helpers -----------------------------------------------------------------------------
 
     def fail(self, node: Node, where: str, message: str) -> RoutineError:
         prefix = f"{where}: " if where else ""
         return RoutineError(f"{prefix}{message}", path=self.source, line=node.start_mark.line + 1)
+
+    def field_path(self, where: str, name: str) -> str:
+        field, written = self.shorthand.get(where, ("", ""))
+        return f"{where}.{written if name == field else name}"
 
     def count(self, node: Node, where: str, depth: int) -> None:
         self.nodes_seen += 1
@@ -637,6 +642,8 @@ class _Parser:
             values.update({k: v for k, (_, v) in nested.items()})
         elif not (isinstance(main, yaml.ScalarNode) and main.tag.endswith(":null")):
             values[MAIN_FIELD[kind]] = main
+            # Written as `- pause: 3`: a mistake in it is reported as `.pause`, as written.
+            self.shorthand[where] = (MAIN_FIELD[kind], kind)
         for key, (key_node, value_node) in fields.items():
             if key in values:
                 raise self.fail(key_node, f"{where}.{key}", "given twice; keep one")
@@ -650,7 +657,7 @@ class _Parser:
         full: list[tuple[str, Any]] = []
 
         def at(name: str) -> str:
-            return f"{where}.{name}"
+            return self.field_path(where, name)
 
         def need(name: str, what: str) -> Node:
             if name not in values:
@@ -709,7 +716,7 @@ class _Parser:
         leveled: Callable[[str, str, Callable[[Node, str], Any], Any], Any],
     ) -> Breathe:
         def at(name: str) -> str:
-            return f"{where}.{name}"
+            return self.field_path(where, name)
 
         if ("cycles" in values) == ("minutes" in values):
             raise self.fail(
@@ -766,7 +773,7 @@ class _Parser:
         need: Callable[[str, str], Node],
     ) -> Move:
         def at(name: str) -> str:
-            return f"{where}.{name}"
+            return self.field_path(where, name)
 
         need("count", "a number of movements")
         count = leveled(

@@ -98,7 +98,7 @@ def test_every_step_kind_parses_in_short_and_long_form():
 @pytest.mark.parametrize(
     ("step", "expected"),
     [
-        ("- move: 0", "my.yaml:5: sections[0].steps[0].count: must be a whole number"),
+        ("- move: 0", "my.yaml:5: sections[0].steps[0].move: must be a whole number"),
         ("- move: {count: 4, tempo: 200}", "steps[0].tempo: must be a number of movements"),
         ("- move: {count: 4, tempo: 3}", ">= 4 and <= 120 (got 3)"),
         ("- move: {count: 4, sound: bong}", "steps[0].sound: must be one of tick, count, none"),
