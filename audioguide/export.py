@@ -309,8 +309,9 @@ def _replace_folder(staging: Path, target: Path) -> None:
         os.replace(target, old)
     try:
         os.replace(staging, target)
-    except OSError:
-        if old is not None:
+    except BaseException:
+        # Also on Ctrl-C between the two renames: put the previous output back in place.
+        if old is not None and not target.exists():
             os.replace(old, target)
         raise
     if old is not None:
