@@ -10,7 +10,7 @@ import errno
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -204,20 +204,18 @@ def render_session(
 
 
 def _prepare_speech(speech: Speech, texts: list[str], jobs: int, report: Progress) -> None:
-    """Every cue as it will be mixed: synthesized (or read from the cache) here, one at a
-    time as the engine requires, while the voice effect runs on the cues already made.
+    """Every cue as it will be mixed, prepared on ``jobs`` threads: read from the cache (or
+    synthesized, one at a time as the engine requires, behind its lock), trimmed, resampled
+    and put through the voice effect.
 
     Done once per cue before mixing, so the tracks never wait on, or repeat, a cue's effect.
     """
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        futures = []
-        for i, text in enumerate(texts):
-            speech.dry(text)
-            futures.append(pool.submit(speech.samples, text))
-            report("speech", i + 1, len(texts))
-        for future in futures:
+        futures = [pool.submit(speech.samples, text) for text in texts]
+        for i, future in enumerate(as_completed(futures)):
             future.result()
+            report("speech", i + 1, len(texts))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
