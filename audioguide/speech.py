@@ -59,18 +59,33 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Trim, resample and level one engine clip; float32 mono at ``sample_rate``.
-
-    Levelled twice over: the voiced part to SPEECH_RMS, and the peaks held to
-    VOICE_PEAK_OVER_RMS_DB above it (dynamics, not colour: done with or without the chain).
-    """
+def _trimmed(clip: SpeechClip) -> np.ndarray:
+    """The engine's clip as float32 without its leading and trailing silence (20 ms kept)."""
     x = clip.samples.astype(np.float32) / 32768.0
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if peak > 0:
         loud = np.flatnonzero(np.abs(x) > peak * SILENCE_THRESHOLD)
         margin = int(0.02 * clip.sample_rate)
         x = x[max(0, loud[0] - margin) : loud[-1] + margin]
+    return x
+
+
+def prepared_length(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> int:
+    """``prepare_clip(clip).shape[0]``, without resampling or levelling: all a plan needs."""
+    n = _trimmed(clip).shape[0]
+    if clip.sample_rate == sample_rate:
+        return n
+    g = gcd(clip.sample_rate, sample_rate)
+    return -(-n * (sample_rate // g) // (clip.sample_rate // g))
+
+
+def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Trim, resample and level one engine clip; float32 mono at ``sample_rate``.
+
+    Levelled twice over: the voiced part to SPEECH_RMS, and the peaks held to
+    VOICE_PEAK_OVER_RMS_DB above it (dynamics, not colour: done with or without the chain).
+    """
+    x = _trimmed(clip)
     if clip.sample_rate != sample_rate:
         x = resample(x, clip.sample_rate, sample_rate)
     rms = _voiced_rms(x)
@@ -226,10 +241,15 @@ class Speech:
     def length_s(self, text: str) -> float:
         """Spoken length in seconds: the prepared, dry cue (an effect's tail may ring on)."""
         n = self._dry_samples.get(text)
-        return (self.dry(text).shape[0] if n is None else n) / SAMPLE_RATE
+        if n is None:
+            dry = self._dry.get(text)
+            n = prepared_length(self._raw(text)) if dry is None else dry.shape[0]
+            self._dry_samples[text] = n
+        return n / SAMPLE_RATE
 
     def prepare(self, texts: Iterable[str], progress: Callable[[int], None] | None = None) -> None:
+        """Learn every cue's length (synthesizing what the cache lacks); mixes nothing."""
         for text in texts:
-            self.dry(text)
+            self.length_s(text)
             if progress is not None:
                 progress(1)

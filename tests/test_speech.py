@@ -124,3 +124,18 @@ def test_speech_length_is_the_dry_cue_and_samples_are_wet(fake_engine):
     assert speech.samples(text).size == dry.size + room_impulse().size - 1
     assert speech.samples(text) is speech.samples(text)  # computed once
     assert fake_engine.calls == [text]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["In.", "Let your shoulders drop, and your jaw soften.", "Breathe in slowly, and out."],
+)
+def test_planned_length_is_the_prepared_length(text):
+    # plan learns cue lengths without resampling; render mixes the resampled cue: they must
+    # agree to the sample, or the plan and the files disagree.
+    from audioguide.speech import prepare_clip, prepared_length
+    from audioguide.tts import Pyttsx3Engine
+
+    clip = Pyttsx3Engine().synthesize(text)
+    assert prepared_length(clip) == prepare_clip(clip).shape[0]
+    assert prepared_length(clip, 48_000) == prepare_clip(clip, 48_000).shape[0]
