@@ -305,6 +305,17 @@ class _Parser:
         prefix = f"{where}: " if where else ""
         return RoutineError(f"{prefix}{message}", path=self.source, line=node.start_mark.line + 1)
 
+    def optional(
+        self,
+        values: dict[str, Node],
+        name: str,
+        where: str,
+        read: Callable[[Node, str], T],
+        default: T,
+    ) -> T:
+        """``read`` the field ``name`` if the step gives it, else ``default``."""
+        return read(values[name], self.field_path(where, name)) if name in values else default
+
     def field_path(self, where: str, name: str) -> str:
         field, written = self.shorthand.get(where, ("", ""))
         return f"{where}.{written if name == field else name}"
@@ -731,25 +742,23 @@ class _Parser:
             lambda n, w: self.number(n, w, 0, 120, "minutes", low_open=True),
             None,
         )
-        tempo = self.tempo(values["tempo"], at("tempo")) if "tempo" in values else None
-        pattern = None
-        if "pattern" in values:
-            pattern = self.pattern(values["pattern"], at("pattern"), False)
+        tempo = self.optional(values, "tempo", where, self.tempo, None)
+        pattern = self.optional(
+            values, "pattern", where, lambda n, w: self.pattern(n, w, False), None
+        )
         cues: list[tuple[str, str]] = []
         if "cues" in values:
             cue_fields = self.mapping(values["cues"], at("cues"), PHASES, "breath cues")
             for phase in PHASES:
                 if phase in cue_fields:
                     cues.append((phase, self.text(cue_fields[phase][1], at(f"cues.{phase}"))))
-        cue_cycles = DEFAULT_CUE_CYCLES
-        if "cue_cycles" in values:
-            cue_cycles = self.integer(values["cue_cycles"], at("cue_cycles"), 0, 1000, "cycles")
-        cue_every = 0
-        if "cue_every" in values:
-            cue_every = self.integer(values["cue_every"], at("cue_every"), 0, 1000, "cycles")
-        time_left = True
-        if "time_left" in values:
-            time_left = self.flag(values["time_left"], at("time_left"))
+
+        def cycle_count(node: Node, where: str) -> int:
+            return self.integer(node, where, 0, 1000, "cycles")
+
+        cue_cycles = self.optional(values, "cue_cycles", where, cycle_count, DEFAULT_CUE_CYCLES)
+        cue_every = self.optional(values, "cue_every", where, cycle_count, 0)
+        time_left = self.optional(values, "time_left", where, self.flag, True)
         return Breathe(
             cycles=cycles,
             minutes=minutes,
@@ -772,23 +781,22 @@ class _Parser:
         leveled: Callable[[str, str, Callable[[Node, str], Any], Any], Any],
         need: Callable[[str, str], Node],
     ) -> Move:
-        def at(name: str) -> str:
-            return self.field_path(where, name)
-
         need("count", "a number of movements")
         count = leveled(
             "count", "count", lambda n, w: self.integer(n, w, 1, 10_000, "movements"), 1
         )
-        tempo = self.move_tempo(values["tempo"], at("tempo")) if "tempo" in values else None
-        sound = None
-        if "sound" in values:
-            sound = self.choice(values["sound"], at("sound"), MOVE_SOUNDS)
-        count_to = DEFAULT_COUNT_TO
-        if "count_to" in values:
-            count_to = self.integer(values["count_to"], at("count_to"), 1, len(COUNT_WORDS), "")
-        time_left = True
-        if "time_left" in values:
-            time_left = self.flag(values["time_left"], at("time_left"))
+        tempo = self.optional(values, "tempo", where, self.move_tempo, None)
+        sound = self.optional(
+            values, "sound", where, lambda n, w: self.choice(n, w, MOVE_SOUNDS), None
+        )
+        count_to = self.optional(
+            values,
+            "count_to",
+            where,
+            lambda n, w: self.integer(n, w, 1, len(COUNT_WORDS), ""),
+            DEFAULT_COUNT_TO,
+        )
+        time_left = self.optional(values, "time_left", where, self.flag, True)
         return Move(
             count=count,
             moves_per_min=tempo,
