@@ -27,6 +27,7 @@ from .errors import ExportError
 from .mp3frames import (
     SAMPLES_PER_FRAME,
     FrameHeader,
+    crc16_combine,
     crc16_fast,
     frame_offsets,
     info_frame,
@@ -90,7 +91,7 @@ class EncodedTrack:
     ``audio``, and ``len(audio)`` last.
     """
 
-    audio: bytes
+    audio: bytes | bytearray
     offsets: np.ndarray
     header: FrameHeader
     grid_start: int
@@ -112,112 +113,210 @@ class EncodedTrack:
 _ENCODE_BLOCK = 1 << 20  # samples (frames) converted and encoded at a time
 
 
+class TrackEncoder:
+    """Encodes one track as constant-bit-rate MP3 frames on the session's frame grid, fed a
+    piece at a time (LAME's output does not depend on how its input is cut), so a long track
+    is never held as samples.
+
+    The track's samples (float32, mono or frames x channels) start at session sample
+    ``first_sample``. The encoder's first 576 output samples (its delay) carry no input; here
+    they stand for the 576 session samples before the input, which lie in the silence between
+    two tracks. So the frames can start on the grid point at or before the track's first
+    sample, and the LAME tag's delay trims what lies between. Every track starts with a silent
+    lead-in and ends in a silent tail (timeline.LEAD_IN_S, TAIL_S), and the mixer fades an
+    ambient bed in and out at every track edge (measured: below -65 dBFS in the first and last
+    50 ms), so the few milliseconds at each edge that the encoder's delay stands for hold
+    nothing audible.
+    """
+
+    def __init__(
+        self,
+        first_sample: int,
+        bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
+        sample_rate: int = SAMPLE_RATE,
+    ) -> None:
+        check_bitrate(bitrate_kbps)
+        self.bitrate_kbps = bitrate_kbps
+        self.sample_rate = sample_rate
+        self.grid_start = grid_start(first_sample)
+        self.delay = first_sample - self.grid_start
+        # Input samples the encoder's delay stands for; negative: silence to feed first.
+        self._skip = LAME_ENCODER_DELAY_SAMPLES - self.delay
+        self._scale = 1.0 / LAME_INPUT_SCALE_BY_KBPS[bitrate_kbps]
+        self._encoder: lameenc.Encoder | None = None
+        self._channels = 1
+        # One growing buffer, not a list of pieces joined at the end: a track's frames are
+        # never held twice.
+        self._audio = bytearray()
+        self.sample_count = 0
+
+    def _start(self, channels: int) -> lameenc.Encoder:
+        self._channels = channels
+        encoder = lameenc.Encoder()
+        encoder.set_bit_rate(self.bitrate_kbps)
+        encoder.set_in_sample_rate(self.sample_rate)
+        # LAME would resample low bit rates (and 96 kbps stereo) to 32 or 22.05 kHz: another
+        # frame grid, and MPEG-2 frames of 576 samples. The session's rate keeps one grid for
+        # all tracks.
+        encoder.set_out_sample_rate(self.sample_rate)
+        encoder.set_channels(channels)
+        encoder.set_quality(LAME_QUALITY)
+        encoder.silence()
+        if self._skip < 0:
+            silence = np.zeros((-self._skip, channels), dtype=np.int16)
+            self._audio += self._encode(encoder, silence.tobytes())
+            self._skip = 0
+        self._encoder = encoder
+        return encoder
+
+    @staticmethod
+    def _encode(encoder: lameenc.Encoder, pcm: bytes) -> bytes:
+        try:
+            return encoder.encode(pcm)
+        except RuntimeError as exc:  # lameenc reports every failure so
+            raise ExportError(f"the MP3 encoder failed ({exc}); try another --bitrate") from None
+
+    def feed(self, samples: np.ndarray) -> None:
+        """Encode the track's next samples."""
+        encoder = self._encoder or self._start(1 if samples.ndim == 1 else samples.shape[1])
+        self.sample_count += samples.shape[0]
+        skip = min(self._skip, samples.shape[0])
+        self._skip -= skip
+        for start in range(skip, samples.shape[0], _ENCODE_BLOCK):
+            pcm = to_pcm16(samples[start : start + _ENCODE_BLOCK], self._scale)
+            self._audio += self._encode(encoder, pcm.tobytes())
+
+    def finish(self) -> EncodedTrack:
+        """Flush the encoder: the track's frames."""
+        encoder = self._encoder or self._start(1)
+        try:
+            self._audio += encoder.flush()
+        except RuntimeError as exc:
+            raise ExportError(f"the MP3 encoder failed ({exc}); try another --bitrate") from None
+        audio, self._audio = self._audio, bytearray()
+        offsets = frame_offsets(audio)
+        frame_count = len(offsets) - 1
+        return EncodedTrack(
+            audio=audio,
+            offsets=offsets,
+            header=parse_header(audio),
+            grid_start=self.grid_start,
+            delay_samples=self.delay,
+            padding_samples=frame_count * SAMPLES_PER_FRAME - self.delay - self.sample_count,
+            sample_count=self.sample_count,
+        )
+
+
 def encode_track(
     samples: np.ndarray,
     first_sample: int,
     bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
     sample_rate: int = SAMPLE_RATE,
 ) -> EncodedTrack:
-    """Encode one track as constant-bit-rate MP3 frames on the session's frame grid.
-
-    ``samples`` (float32, mono or frames x channels) start at session sample ``first_sample``.
-
-    The encoder's first 576 output samples (its delay) carry no input; here they stand for the
-    576 session samples before the input, which lie in the silence between two tracks. So
-    the frames can start on the grid point at or before the track's first sample, and the LAME
-    tag's delay trims what lies between. Every track starts with a silent lead-in and ends in a
-    silent tail (timeline.LEAD_IN_S, TAIL_S), and the mixer fades an ambient bed in and out at
-    every track edge (measured: below -65 dBFS in the first and last 50 ms), so the few
-    milliseconds at each edge that the encoder's delay stands for hold nothing audible.
-    """
-    check_bitrate(bitrate_kbps)
-    grid_start = first_sample - first_sample % SAMPLES_PER_FRAME
-    delay = first_sample - grid_start
-    skip = LAME_ENCODER_DELAY_SAMPLES - delay  # input samples the encoder's delay stands for
-    channels = 1 if samples.ndim == 1 else samples.shape[1]
-    input_scale = LAME_INPUT_SCALE_BY_KBPS[bitrate_kbps]
-    encoder = lameenc.Encoder()
-    encoder.set_bit_rate(bitrate_kbps)
-    encoder.set_in_sample_rate(sample_rate)
-    # LAME would resample low bit rates (and 96 kbps stereo) to 32 or 22.05 kHz: another frame
-    # grid, and MPEG-2 frames of 576 samples. The session's rate keeps one grid for all tracks.
-    encoder.set_out_sample_rate(sample_rate)
-    encoder.set_channels(channels)
-    encoder.set_quality(LAME_QUALITY)
-    encoder.silence()
-    try:
-        parts = []
-        if skip < 0:
-            parts.append(encoder.encode(np.zeros((-skip, channels), dtype=np.int16).tobytes()))
-        # Fed a block at a time (LAME's output does not depend on how its input is cut), so
-        # a long track is never converted to PCM whole.
-        for start in range(max(skip, 0), samples.shape[0], _ENCODE_BLOCK):
-            pcm = to_pcm16(samples[start : start + _ENCODE_BLOCK], 1.0 / input_scale)
-            parts.append(encoder.encode(pcm.tobytes()))
-        parts.append(encoder.flush())
-        audio = b"".join(parts)
-    except RuntimeError as exc:  # lameenc reports every failure so
-        raise ExportError(f"the MP3 encoder failed ({exc}); try another --bitrate") from None
-    offsets = frame_offsets(audio)
-    frame_count = len(offsets) - 1
-    return EncodedTrack(
-        audio=audio,
-        offsets=offsets,
-        header=parse_header(audio),
-        grid_start=grid_start,
-        delay_samples=delay,
-        padding_samples=frame_count * SAMPLES_PER_FRAME - delay - samples.shape[0],
-        sample_count=samples.shape[0],
-    )
+    """Encode one whole track (see TrackEncoder)."""
+    encoder = TrackEncoder(first_sample, bitrate_kbps, sample_rate)
+    encoder.feed(samples)
+    return encoder.finish()
 
 
-def track_mp3(track: EncodedTrack) -> bytes:
-    """The track's own file: Info frame, then every frame."""
-    info = info_frame(
+def grid_start(first_sample: int) -> int:
+    """The session's frame-grid point at or before ``first_sample``: where a track's frames
+    begin."""
+    return first_sample - first_sample % SAMPLES_PER_FRAME
+
+
+def track_mp3(track: EncodedTrack, music_crc: int | None = None) -> bytes:
+    """The track's own file: Info frame, then every frame. ``music_crc``: the CRC of its
+    frames, when already known (``SessionPiece.track_crc``)."""
+    return track_info_frame(track, music_crc) + track.audio
+
+
+def track_info_frame(track: EncodedTrack, music_crc: int | None = None) -> bytes:
+    return info_frame(
         track.header,
         audio_frames=track.frame_count,
         audio_bytes=len(track.audio),
         delay_samples=track.delay_samples,
         padding_samples=track.padding_samples,
-        music_crc=crc16_fast(track.audio),
+        music_crc=crc16_fast(track.audio) if music_crc is None else music_crc,
         lame_quality=LAME_QUALITY,
     )
-    return info + track.audio
 
 
-def full_session_mp3(tracks: Sequence[EncodedTrack]) -> tuple[bytes, Gapless]:
-    """The whole session as one MP3 made of the tracks' frames, no second encode.
+@dataclass(frozen=True)
+class SessionPiece:
+    """What the full-session file takes of one track: its first ``frames`` frames (``size``
+    bytes, CRC ``crc``), up to the grid point where the next track's frames begin, or all of
+    them for the last track. ``track_crc`` is the CRC of all the track's frames."""
 
-    Each track contributes the frames up to the grid point where the next one's begin; the
-    last contributes all of its frames. Returns the file and its gapless trim.
-    """
-    if not tracks:
+    frames: int
+    size: int
+    crc: int
+    track_crc: int
+    header: FrameHeader
+    delay_samples: int
+    padding_samples: int
+
+
+def session_piece(track: EncodedTrack, next_grid_start: int | None) -> SessionPiece:
+    """Cut ``track`` where the next track's frames begin (None: it is the last). The CRCs of
+    the two parts make the track's own, so no frame is run through the CRC twice."""
+    if next_grid_start is None:
+        take = track.frame_count
+    else:
+        take = (next_grid_start - track.grid_start) // SAMPLES_PER_FRAME
+        if not 0 <= take <= track.frame_count:
+            raise ValueError("tracks must be given in order, each where the last one ends")
+    size = int(track.offsets[take])
+    audio = memoryview(track.audio)
+    crc = crc16_fast(audio[:size])
+    rest = audio[size:]
+    return SessionPiece(
+        frames=take,
+        size=size,
+        crc=crc,
+        track_crc=crc16_combine(crc, crc16_fast(rest), len(rest)),
+        header=track.header,
+        delay_samples=track.delay_samples,
+        padding_samples=track.padding_samples,
+    )
+
+
+def session_info_frame(pieces: Sequence[SessionPiece]) -> tuple[bytes, Gapless]:
+    """The Info frame of the full-session file made of ``pieces`` (in order), and its
+    gapless trim; the file is this frame, then each piece's frames."""
+    if not pieces:
         raise ValueError("a session has at least one track")
-    parts = []
-    frames = 0
-    for track, following in zip(tracks, [*tracks[1:], None], strict=True):
-        if following is None:
-            parts.append(track.audio)
-            frames += track.frame_count
-        else:
-            take = (following.grid_start - track.grid_start) // SAMPLES_PER_FRAME
-            if not 0 <= take <= track.frame_count:
-                raise ValueError("tracks must be given in order, each where the last one ends")
-            parts.append(track.audio[: track.offsets[take]])
-            frames += take
-    first, last = tracks[0], tracks[-1]
-    audio = b"".join(parts)
+    first, last = pieces[0], pieces[-1]
+    frames = sum(piece.frames for piece in pieces)
+    size = 0
+    crc = 0
+    for piece in pieces:
+        crc = crc16_combine(crc, piece.crc, piece.size)
+        size += piece.size
     samples = frames * SAMPLES_PER_FRAME - first.delay_samples - last.padding_samples
     gapless = Gapless(first.delay_samples, last.padding_samples, samples, first.header.sample_rate)
     info = info_frame(
         first.header,
         audio_frames=frames,
-        audio_bytes=len(audio),
+        audio_bytes=size,
         delay_samples=first.delay_samples,
         padding_samples=last.padding_samples,
-        music_crc=crc16_fast(audio),
+        music_crc=crc,
         lame_quality=LAME_QUALITY,
     )
+    return info, gapless
+
+
+def full_session_mp3(tracks: Sequence[EncodedTrack]) -> tuple[bytes, Gapless]:
+    """The whole session as one MP3 made of the tracks' frames (in order), no second encode.
+    Returns the file and its gapless trim."""
+    if not tracks:
+        raise ValueError("a session has at least one track")
+    following = [*(t.grid_start for t in tracks[1:]), None]
+    pieces = [session_piece(t, g) for t, g in zip(tracks, following, strict=True)]
+    info, gapless = session_info_frame(pieces)
+    audio = b"".join(memoryview(t.audio)[: p.size] for t, p in zip(tracks, pieces, strict=True))
     return info + audio, gapless
 
 

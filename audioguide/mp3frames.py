@@ -45,7 +45,7 @@ class FrameHeader:
         return 144_000 * self.bitrate_kbps // self.sample_rate + int(self.padded)
 
 
-def parse_header(data: bytes | memoryview, offset: int = 0) -> FrameHeader:
+def parse_header(data: bytes | bytearray | memoryview, offset: int = 0) -> FrameHeader:
     """The header of the MPEG-1 Layer III frame starting at ``offset``."""
     if len(data) - offset < 4:
         raise Mp3FormatError(f"truncated frame header at byte {offset}")
@@ -64,7 +64,7 @@ def parse_header(data: bytes | memoryview, offset: int = 0) -> FrameHeader:
     )
 
 
-def frame_offsets(data: bytes | memoryview) -> np.ndarray:
+def frame_offsets(data: bytes | bytearray | memoryview) -> np.ndarray:
     """Byte offset of every frame in ``data``, plus ``len(data)`` at the end (int64)."""
     offsets = [0]
     while offsets[-1] < len(data):
@@ -95,33 +95,30 @@ def crc16(data: bytes, crc: int = 0) -> int:
     return crc
 
 
-def crc16_fast(data: bytes) -> int:
-    """``crc16(data)`` for megabytes of audio, in a fraction of a second.
+def crc16_fast(data: bytes | bytearray | memoryview) -> int:
+    """``crc16(data)`` for megabytes of audio, in a fraction of a second, without a copy.
 
-    The CRC is linear with a zero start, so leading zero bytes leave it unchanged: the data is
-    zero-padded in front to ``rows`` equal chunks, the chunks' CRCs are computed side by side
-    with numpy, then folded: crc(A + B) = advance(crc(A), len(B)) ^ crc(B), where advancing
-    over zero bytes is linear too and is applied through its effect on each of the 16 bits.
+    The CRC is linear with a zero start: the data past a short head is viewed as ``rows``
+    equal chunks, the chunks' CRCs are computed side by side with numpy, then folded with
+    the head's: crc(A + B) = advance(crc(A), len(B)) ^ crc(B), where advancing over zero
+    bytes is linear too and is applied through its effect on each of the 16 bits.
     """
-    if len(data) < 4096:
-        return crc16(data)
-    width = int(np.sqrt(len(data))) + 1
-    rows = -(-len(data) // width)
-    padded = np.zeros(rows * width, dtype=np.uint8)
-    padded[rows * width - len(data) :] = np.frombuffer(data, dtype=np.uint8)
-    chunks = padded.reshape(rows, width)
+    size = len(data)
+    if size < 4096:
+        return crc16(bytes(data))
+    width = int(np.sqrt(size)) + 1
+    head = size % width
+    rows = size // width
+    view = np.frombuffer(data, dtype=np.uint8)
+    chunks = view[head:].reshape(rows, width)
     table = np.asarray(_CRC16, dtype=np.uint16)
     crcs = np.zeros(rows, dtype=np.uint16)
     for column in range(width):
         crcs = (crcs >> 8) ^ table[(crcs ^ chunks[:, column]) & 0xFF]
     advance_bit = [_advance(1 << bit, width) for bit in range(16)]
-    crc = 0
+    crc = crc16(bytes(view[:head]))
     for chunk_crc in crcs.tolist():
-        moved = 0
-        for bit in range(16):
-            if crc >> bit & 1:
-                moved ^= advance_bit[bit]
-        crc = moved ^ chunk_crc
+        crc = _apply(advance_bit, crc) ^ chunk_crc
     return crc
 
 
@@ -129,6 +126,32 @@ def _advance(crc: int, zero_bytes: int) -> int:
     for _ in range(zero_bytes):
         crc = (crc >> 8) ^ _CRC16[crc & 0xFF]
     return crc
+
+
+def _apply(columns: list[int], crc: int) -> int:
+    """The linear map given by its image of each of the 16 bits, applied to ``crc``."""
+    out = 0
+    for bit in range(16):
+        if crc >> bit & 1:
+            out ^= columns[bit]
+    return out
+
+
+def crc16_combine(crc_a: int, crc_b: int, length_b: int) -> int:
+    """``crc16(a + b)`` from ``crc16(a)``, ``crc16(b)`` and ``len(b)``, without the data.
+
+    With a zero start the CRC is linear: crc(a + b) is crc(a) run through ``len(b)`` zero
+    bytes, xor crc(b). Running through zeros is a linear map on the 16 bits; its power for
+    ``len(b)`` bytes is built by squaring, a few dozen small steps for any length.
+    """
+    step = [_advance(1 << bit, 1) for bit in range(16)]  # one zero byte
+    total = [1 << bit for bit in range(16)]  # no bytes yet: the identity
+    while length_b:
+        if length_b & 1:
+            total = [_apply(step, column) for column in total]
+        step = [_apply(step, column) for column in step]
+        length_b >>= 1
+    return _apply(total, crc_a) ^ crc_b
 
 
 def info_frame(

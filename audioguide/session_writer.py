@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import shutil
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +26,15 @@ from .export import (
     DEFAULT_OUTPUT_MODE,
     FULL_SESSION_SUFFIX,
     OUTPUT_MODES,
-    EncodedTrack,
     PlaylistEntry,
+    SessionPiece,
+    TrackEncoder,
     check_bitrate,
-    encode_track,
-    full_session_mp3,
+    grid_start,
+    session_info_frame,
+    session_piece,
     to_pcm16,
-    track_mp3,
+    track_info_frame,
     write_playlist,
 )
 from .formats import DEFAULT_FORMAT, check_format, encode_file, encode_raw_file, tag_file
@@ -41,6 +45,7 @@ from .timeline import Timeline, Track
 from .transcript import lrc_text, track_cues, write_lrc
 
 _RAW_SESSION = ".session.pcm"  # the full session's PCM for ffmpeg (formats other than MP3)
+_PIECE_SUFFIX = ".frames"  # a track's frames for the full-session MP3, until it is joined
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ class SessionWriter:
         self.names = session_files(timeline, options.audio_format)
         self.year = options.year or datetime.date.today().year
         self.cover = cover_png(timeline.title, timeline.artist)
-        self._encoded: dict[int, EncodedTrack] = {}
+        self._pieces: dict[int, SessionPiece] = {}
         self._lock = threading.Lock()
         self._channels = 1
 
@@ -125,24 +130,37 @@ class SessionWriter:
             gapless=gapless,
         )
 
-    def write_track(self, track: Track, samples: np.ndarray) -> None:
-        """Encode and write one mastered track (float32, mono or frames x channels)."""
+    def write_track(self, track: Track, samples: np.ndarray | Iterable[np.ndarray]) -> None:
+        """Encode and write one mastered track: float32, mono or frames x channels, whole or
+        as consecutive spans (an MP3 is encoded as they come, so only a span is held)."""
+        spans: Iterable[np.ndarray] = [samples] if isinstance(samples, np.ndarray) else samples
         first_sample = seconds_to_samples(track.start_s)
         name = self.names.tracks[track.index - 1]
         path = self.folder / name
         cues = track_cues(track)
         fmt = self.options.audio_format
-        self._channels = 1 if samples.ndim == 1 else samples.shape[1]
         if fmt == "mp3":
-            encoded = encode_track(samples, first_sample, self.options.bitrate_kbps)
+            encoder = TrackEncoder(first_sample, self.options.bitrate_kbps)
+            for span in spans:
+                encoder.feed(span)
+            encoded = encoder.finish()
+            piece = session_piece(encoded, self._next_grid_start(track))
             if self.options.writes_full:
+                # Kept on disk, not in memory, until finish() joins the pieces.
+                frames = memoryview(encoded.audio)[: piece.size]
+                (self.folder / self._piece_name(track)).write_bytes(frames)
                 with self._lock:
-                    self._encoded[track.index] = encoded
+                    self._pieces[track.index] = piece
             if self.options.writes_tracks:
-                path.write_bytes(track_mp3(encoded))
+                with open(path, "wb") as out:
+                    out.write(track_info_frame(encoded, piece.track_crc))
+                    out.write(encoded.audio)
                 tag_mp3(path, self._tags(track, cues, gapless=encoded.gapless))
         else:
-            pcm = to_pcm16(samples)
+            whole = np.concatenate(list(spans))
+            self._channels = 1 if whole.ndim == 1 else whole.shape[1]
+            pcm = to_pcm16(whole)
+            del whole
             if self.options.writes_full:
                 self._write_raw(pcm, first_sample)
             if self.options.writes_tracks:
@@ -150,6 +168,16 @@ class SessionWriter:
                 tag_file(path, fmt, self._tags(track, cues))
         if self.options.writes_tracks:
             write_lrc(path.with_suffix(".lrc"), self._lrc(track.title, cues, track.duration_s))
+
+    def _next_grid_start(self, track: Track) -> int | None:
+        tracks = self.timeline.tracks
+        if track.index >= len(tracks):
+            return None
+        return grid_start(seconds_to_samples(tracks[track.index].start_s))
+
+    @staticmethod
+    def _piece_name(track: Track) -> str:
+        return f".{track.index}{_PIECE_SUFFIX}"
 
     def _write_raw(self, pcm: np.ndarray, first_sample: int) -> None:
         # Tracks arrive in any order; each goes to its place in one file.
@@ -213,9 +241,15 @@ class SessionWriter:
         )
         fmt = self.options.audio_format
         if fmt == "mp3":
-            encoded = [self._encoded[t.index] for t in timeline.tracks]
-            data, gapless = full_session_mp3(encoded)
-            path.write_bytes(data)
+            pieces = [self._pieces[t.index] for t in timeline.tracks]
+            info, gapless = session_info_frame(pieces)
+            with open(path, "wb") as out:
+                out.write(info)
+                for track in timeline.tracks:
+                    piece_path = self.folder / self._piece_name(track)
+                    with open(piece_path, "rb") as piece:
+                        shutil.copyfileobj(piece, out, 1 << 20)
+                    piece_path.unlink()
             tag_mp3(path, dataclasses.replace(tags, gapless=gapless))
         else:
             raw = self.folder / _RAW_SESSION

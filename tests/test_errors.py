@@ -203,16 +203,16 @@ def test_disk_full(previous, monkeypatch):
 
 
 def test_interrupted_in_the_middle_of_encoding(previous, monkeypatch):
-    real_encode = session_writer.encode_track
+    real_finish = session_writer.TrackEncoder.finish
     encoded = []
 
-    def interrupted(*args, **kwargs):
+    def interrupted(self):
         if encoded:
             raise KeyboardInterrupt
         encoded.append(1)
-        return real_encode(*args, **kwargs)
+        return real_finish(self)
 
-    monkeypatch.setattr(session_writer, "encode_track", interrupted)
+    monkeypatch.setattr(session_writer.TrackEncoder, "finish", interrupted)
     check_fault("interrupted", previous)
     assert encoded  # one track was written into the staging folder before the interrupt
 

@@ -28,13 +28,21 @@ from audioguide.cover import COVER_SIZE_PX, cover_png
 from audioguide.errors import ExportError
 from audioguide.export import (
     PlaylistEntry,
+    TrackEncoder,
     encode_track,
     full_session_mp3,
     playlist_text,
     to_pcm16,
     track_mp3,
 )
-from audioguide.mp3frames import crc16, crc16_fast, frame_offsets, info_frame, parse_header
+from audioguide.mp3frames import (
+    crc16,
+    crc16_combine,
+    crc16_fast,
+    frame_offsets,
+    info_frame,
+    parse_header,
+)
 from audioguide.pipeline import SessionOptions, plan_session, render_session
 from audioguide.synth import SAMPLE_RATE
 from audioguide.tags import Chapter, Cue, Gapless, TrackTags, itunsmpb, tag_mp3
@@ -87,6 +95,31 @@ def test_crc16_is_lames_crc16_arc():
 @settings(max_examples=30, deadline=None)
 def test_fast_crc_equals_the_byte_by_byte_crc(data):
     assert crc16_fast(data) == crc16(data)
+    assert crc16_fast(memoryview(data)[7:]) == crc16(data[7:])  # a view, not a copy
+
+
+@given(st.binary(max_size=3_000), st.binary(max_size=3_000))
+@settings(max_examples=30, deadline=None)
+def test_crcs_of_two_parts_combine_into_the_crc_of_both(a, b):
+    assert crc16_combine(crc16(a), crc16(b), len(b)) == crc16(a + b)
+
+
+@pytest.mark.parametrize("first_sample", [0, 575, 577, 1151, 90_001])
+def test_a_track_encoded_in_pieces_is_the_track_encoded_whole(first_sample):
+    rng = np.random.default_rng(first_sample)
+    samples = (0.2 * rng.standard_normal(3 * SR + 17)).astype(np.float32)
+    whole = encode_track(samples, first_sample)
+    encoder = TrackEncoder(first_sample)
+    # Pieces shorter than the encoder's delay, then longer than its blocks.
+    for lo, hi in itertools.pairwise([0, 100, 250, 600, 70_000, samples.size]):
+        encoder.feed(samples[lo:hi])
+    pieces = encoder.finish()
+    assert bytes(pieces.audio) == bytes(whole.audio)
+    assert (pieces.delay_samples, pieces.padding_samples, pieces.sample_count) == (
+        whole.delay_samples,
+        whole.padding_samples,
+        whole.sample_count,
+    )
 
 
 def test_music_crc_covers_the_audio_frames():
@@ -400,6 +433,26 @@ def test_tracks_or_single_writes_only_those(short_routine_file, tmp_path, fake_s
         )
 
 
+def id3_size(data: bytes) -> int:
+    assert data[:3] == b"ID3"
+    size = 0
+    for byte in data[6:10]:
+        size = size << 7 | byte
+    return 10 + size
+
+
+def test_every_file_states_the_crc_of_its_own_frames(short_routine_file, tmp_path, fake_speech):
+    result = render(short_routine_file, tmp_path, fake_speech)
+    # Nothing the render kept aside (each track's frames for the full file) is left behind.
+    assert not [p.name for p in result.folder.iterdir() if p.name.startswith(".")]
+    for path in result.folder.glob("*.mp3"):
+        data = path.read_bytes()
+        info = id3_size(data)
+        audio = data[info + parse_header(data, info).size_bytes :]
+        at = info + 4 + 17 + 120 + 32  # the music CRC, just before the tag's own CRC
+        assert struct.unpack(">H", data[at : at + 2])[0] == crc16_fast(audio), path.name
+
+
 def test_zip_holds_the_folder(short_routine_file, tmp_path, fake_speech):
     result = render(short_routine_file, tmp_path, fake_speech, zip=True)
     archive = result.folder.with_name(result.folder.name + ".zip")
@@ -419,7 +472,7 @@ def test_a_failure_mid_render_leaves_the_previous_output(
     def failing(*args, **kwargs):
         raise ExportError("disk trouble")
 
-    monkeypatch.setattr("audioguide.session_writer.full_session_mp3", failing)
+    monkeypatch.setattr("audioguide.session_writer.session_info_frame", failing)
     with pytest.raises(ExportError, match="disk trouble"):
         render(short_routine_file, tmp_path, fake_speech)
     assert {p.name: p.read_bytes() for p in first.folder.iterdir()} == before
