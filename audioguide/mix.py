@@ -16,6 +16,7 @@ every track's blocks), then the true-peak limiter of ``dynamics``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -33,7 +34,6 @@ from .synth import (
     INTERVAL_BELL_FILE,
     SAMPLE_RATE,
     ambient_loop,
-    apply_fades,
     breath_guide,
     default_sound_path,
     fit_ring,
@@ -44,7 +44,7 @@ from .synth import (
     seconds_to_samples,
     tick,
 )
-from .timeline import Track
+from .timeline import Event, Track
 
 DEFAULT_LOUDNESS_LUFS = -16.0  # stereo-equivalent; a mono file is heard on both ears
 MONO_OFFSET_DB = 3.0103  # a mono channel measures this much lower than its stereo equivalent
@@ -77,6 +77,7 @@ DUCK_RELEASE_S = 0.4  # and comes back this slowly after it
 AMBIENT_FADE_IN_S = 1.0
 AMBIENT_FADE_OUT_S = 1.5
 AMBIENT_SEED_STREAM = 7_919  # keeps the bed's random stream apart from the guide's
+SPAN_SAMPLES = 1 << 19  # about 12 s: what a worker mixes, masters and encodes at a time
 
 
 @dataclass(frozen=True)
@@ -132,31 +133,110 @@ def _chime_sound(settings: MixSettings, track: Track) -> np.ndarray:
 
 def mix_track(track: Track, speech: Speech, settings: MixSettings) -> np.ndarray:
     """Mix one track, before mastering: float32 mono samples, silent where nothing happens."""
-    first, n = track_span(track)
-    buffer = np.zeros(n, dtype=np.float32)
-    rng = np.random.default_rng([settings.seed, track.index])
-    for event in track.events:
-        offset = seconds_to_samples(event.start_s) - first
-        length = seconds_to_samples(event.end_s) - seconds_to_samples(event.start_s)
+    mixer = TrackMixer(track, speech, settings)
+    return mixer.mix(0, mixer.length)
+
+
+class TrackMixer:
+    """One track's mix, a range at a time: ``mix(lo, hi)`` is ``mix_track(...)[lo:hi]``,
+    sample for sample, so a long track can be mixed, mastered and encoded a span at a time.
+
+    The events sounding in a range are found from their extents; each event's sound is made
+    once and kept while later ranges can still reach it (ranges are expected in order; an
+    earlier one is mixed again from scratch, just as exactly). Every event has its own random
+    stream, so a range's samples do not depend on which ranges were mixed before it.
+    Sound files are read when the mixer is made, so an unreadable file fails at once.
+    """
+
+    def __init__(self, track: Track, speech: Speech, settings: MixSettings) -> None:
+        self.track = track
+        self.first, self.length = track_span(track)
+        self._speech = speech
+        self._settings = settings
+        self._events: list[tuple[int, Event]] = []
+        starts, ends = [], []
+        for index, event in enumerate(track.events):
+            if not self._sounds(event):
+                continue
+            offset = seconds_to_samples(event.start_s) - self.first
+            self._events.append((index, event))
+            starts.append(offset)
+            ends.append(offset + self._size(event))
+        self._starts = np.array(starts, dtype=np.int64)
+        self._ends = np.array(ends, dtype=np.int64)
+        self._kept: dict[int, tuple[np.ndarray, float]] = {}
+        kind = settings.ambient or track.ambient or DEFAULT_AMBIENT
+        self._bed_kind = kind
+        if kind != "none":
+            _bed_loop(kind, settings.seed)
+        if settings.bells and any(e.kind == "bell" for _, e in self._events):
+            _bell_sound(settings, track)
+        if settings.bells and any(e.kind == "chime" for _, e in self._events):
+            _chime_sound(settings, track)
+
+    def _sounds(self, event: Event) -> bool:
+        if event.kind in ("say", "breath"):
+            return True
+        if event.kind in ("bell", "chime"):
+            return self._settings.bells
+        return event.kind == "move" and bool(event.tick)
+
+    def _size(self, event: Event) -> int:
         if event.kind == "say":
             assert event.text is not None
-            _add(buffer, offset, speech.samples(event.text))
+            return self._speech.sample_count(event.text)
+        return seconds_to_samples(event.end_s) - seconds_to_samples(event.start_s)
+
+    def _sound(self, slot: int) -> tuple[np.ndarray, float]:
+        """The samples of event ``slot`` and the gain it is mixed at."""
+        kept = self._kept.get(slot)
+        if kept is not None:
+            return kept
+        index, event = self._events[slot]
+        settings = self._settings
+        length = seconds_to_samples(event.end_s) - seconds_to_samples(event.start_s)
+        sound: tuple[np.ndarray, float]
+        if event.kind == "say":
+            assert event.text is not None
+            sound = self._speech.samples(event.text), 1.0
         elif event.kind == "breath":
             assert event.phase is not None
             if settings.breath_sound == "tone":
-                _add(buffer, offset, _tone(event.phase, length))
+                sound = _tone(event.phase, length), 1.0
             else:
-                _add(buffer, offset, breath_guide(event.phase, length, settings.breath_sound, rng))
-        elif event.kind == "bell" and settings.bells:
-            _add(buffer, offset, fit_ring(_bell_sound(settings, track), length), BELL_PEAK)
-        elif event.kind == "chime" and settings.bells:
-            _add(buffer, offset, fit_ring(_chime_sound(settings, track), length), CHIME_PEAK)
-        elif event.kind == "move" and event.tick:
-            _add(buffer, offset, tick(length), MOVE_TICK_PEAK)
-    kind = settings.ambient or track.ambient or DEFAULT_AMBIENT
-    if kind != "none":
-        buffer += ambient_bed(kind, settings.seed, track, first, n)
-    return buffer
+                rng = np.random.default_rng([settings.seed, self.track.index, index])
+                sound = breath_guide(event.phase, length, settings.breath_sound, rng), 1.0
+        elif event.kind == "bell":
+            sound = fit_ring(_bell_sound(settings, self.track), length), BELL_PEAK
+        elif event.kind == "chime":
+            sound = fit_ring(_chime_sound(settings, self.track), length), CHIME_PEAK
+        else:
+            sound = tick(length), MOVE_TICK_PEAK
+        self._kept[slot] = sound
+        return sound
+
+    def mix(self, lo: int, hi: int) -> np.ndarray:
+        """Samples ``lo`` to ``hi`` of the track (counted from its first), float32."""
+        lo, hi = max(lo, 0), min(hi, self.length)
+        buffer = np.zeros(max(hi - lo, 0), dtype=np.float32)
+        if hi <= lo:
+            return buffer
+        for slot in np.flatnonzero((self._starts < hi) & (self._ends > lo)).tolist():
+            samples, gain = self._sound(slot)
+            _add(buffer, int(self._starts[slot]) - lo, samples, gain)
+        # Ranges go forward: what ends before this one is not needed again.
+        for slot in [s for s in self._kept if self._ends[s] <= lo]:
+            del self._kept[slot]
+        if self._bed_kind != "none":
+            buffer += ambient_bed(
+                self._bed_kind, self._settings.seed, self.track, self.first, self.length, lo, hi
+            )
+        return buffer
+
+    def spans(self, span: int = SPAN_SAMPLES) -> Iterator[tuple[int, int]]:
+        """(lo, hi) of consecutive ranges of at most ``span`` samples covering the track."""
+        for lo in range(0, self.length, span):
+            yield lo, min(lo + span, self.length)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,13 +293,25 @@ def _lift(dip: np.ndarray, lo: int, hi: int, values: np.ndarray) -> None:
         np.maximum(dip[a:b], values[a - lo : b - lo], out=dip[a:b])
 
 
-def ambient_bed(kind: str, seed: int, track: Track, first: int, n: int) -> np.ndarray:
-    """The bed under one track: looped from absolute time, ducked, faded in and out."""
-    bed = loop_span(_bed_loop(kind, seed), first, n)
-    bed *= duck_gain(track, n, first)
+def ambient_bed(
+    kind: str, seed: int, track: Track, first: int, n: int, lo: int = 0, hi: int | None = None
+) -> np.ndarray:
+    """The bed under samples ``lo`` to ``hi`` (default: all ``n``) of a track that starts at
+    session sample ``first``: looped from absolute time, ducked, faded in and out at the
+    track's edges."""
+    hi = n if hi is None else hi
+    bed = loop_span(_bed_loop(kind, seed), first + lo, hi - lo)
+    bed *= duck_gain(track, hi - lo, first + lo)
     fade_in = min(seconds_to_samples(AMBIENT_FADE_IN_S), n // 2)
     fade_out = min(seconds_to_samples(AMBIENT_FADE_OUT_S), n // 2)
-    return apply_fades(bed, fade_in, fade_out)
+    if lo < fade_in:
+        stop = min(fade_in, hi)
+        bed[: stop - lo] *= raised_cosine(fade_in)[lo:stop]
+    start = max(n - fade_out, lo)
+    if start < hi:
+        ramp = raised_cosine(fade_out)[::-1]
+        bed[start - lo :] *= ramp[start - (n - fade_out) : hi - (n - fade_out)]
+    return bed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,33 +329,60 @@ def _k_weighting(sample_rate: int) -> np.ndarray:
     )
 
 
-def block_powers(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mean square of the K-weighted signal in 400 ms blocks every 100 ms (BS.1770 eq. 1).
+class BlockMeter:
+    """Mean square of the K-weighted signal in 400 ms blocks every 100 ms (BS.1770 eq. 1), of
+    samples fed in pieces of any length: the same blocks as measuring them joined.
 
-    Filtered in chunks with carried filter state, so memory stays a few MB for any length:
-    a block is four hops, so block powers are sums of per-hop energies.
+    Filtered with carried filter state, a few MB at a time, so memory stays small for any
+    length: a block is four hops, so block powers are sums of per-hop energies.
     """
-    hop = round(HOP_S * sample_rate)
-    block = round(BLOCK_S * sample_rate)
-    hops_per_block = block // hop
-    assert hops_per_block * hop == block
-    n_hops = samples.shape[0] // hop
-    if n_hops < hops_per_block:
-        return np.zeros(0)
-    # Filtered in float32 (3x faster; energies within 1e-7 of float64), summed in float64.
-    sos = _k_weighting(sample_rate).astype(np.float32)
-    state = np.zeros((sos.shape[0], 2), dtype=np.float32)
-    energies = np.empty(n_hops)
-    chunk = hop * _LOUDNESS_CHUNK_HOPS
-    for start in range(0, n_hops * hop, chunk):
-        stop = min(start + chunk, n_hops * hop)
-        x = samples[start:stop].astype(np.float32, copy=False)
-        y, state = signal.sosfilt(sos, x, zi=state)
-        energies[start // hop : stop // hop] = np.sum(
-            (y * y).reshape(-1, hop), axis=1, dtype=np.float64
-        )
-    cumulative = np.concatenate(([0.0], np.cumsum(energies)))
-    return (cumulative[hops_per_block:] - cumulative[:-hops_per_block]) / block
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+        self.hop = round(HOP_S * sample_rate)
+        self.block = round(BLOCK_S * sample_rate)
+        assert self.block % self.hop == 0
+        # Filtered in float32 (3x faster; energies within 1e-7 of float64), summed in float64.
+        self._sos = _k_weighting(sample_rate).astype(np.float32)
+        self._state = np.zeros((self._sos.shape[0], 2), dtype=np.float32)
+        self._energies: list[np.ndarray] = []
+        self._rest = np.zeros(0, dtype=np.float32)  # filtered samples short of a whole hop
+
+    def feed(self, samples: np.ndarray) -> None:
+        hop = self.hop
+        chunk = hop * _LOUDNESS_CHUNK_HOPS
+        for start in range(0, samples.shape[0], chunk):
+            x = samples[start : start + chunk].astype(np.float32, copy=False)
+            y, self._state = signal.sosfilt(self._sos, x, zi=self._state)
+            if self._rest.size:
+                y = np.concatenate((self._rest, y))
+            whole = y.shape[0] - y.shape[0] % hop
+            squares = (y[:whole] * y[:whole]).reshape(-1, hop)
+            self._energies.append(np.asarray(np.sum(squares, axis=1, dtype=np.float64)))
+            self._rest = y[whole:].copy()
+
+    def powers(self) -> np.ndarray:
+        """The block powers of everything fed so far (the last part-hop is not a block)."""
+        energies = np.concatenate(self._energies) if self._energies else np.zeros(0)
+        hops_per_block = self.block // self.hop
+        if energies.size < hops_per_block:
+            return np.zeros(0)
+        cumulative = np.concatenate(([0.0], np.cumsum(energies)))
+        return (cumulative[hops_per_block:] - cumulative[:-hops_per_block]) / self.block
+
+
+def block_powers(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """BS.1770 block powers of ``samples`` (see BlockMeter)."""
+    meter = BlockMeter(sample_rate)
+    meter.feed(samples)
+    return meter.powers()
+
+
+def track_powers(mixer: TrackMixer) -> np.ndarray:
+    """The block powers of a track's mix, mixed and measured a span at a time."""
+    meter = BlockMeter()
+    for lo, hi in mixer.spans():
+        meter.feed(mixer.mix(lo, hi))
+    return meter.powers()
 
 
 def gated_loudness(powers: np.ndarray) -> float:
@@ -337,3 +456,28 @@ def master(
     else:
         x = samples * gain
     return limit(x, db_to_gain(ceiling_dbtp), in_place=True)
+
+
+# The limiter's gain at a sample depends on samples a few limiter windows around it (each of
+# its passes reaches LIMITER_WINDOW_S plus the oversampling filter further), so a span
+# limited with this much of the track on either side comes out as limiting the whole track.
+LIMITER_CONTEXT_SAMPLES = 1 << 13
+
+
+def mastered_spans(
+    mixer: TrackMixer,
+    gain_db: float,
+    *,
+    ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP,
+    span: int = SPAN_SAMPLES,
+) -> Iterator[np.ndarray]:
+    """The track mixed and mastered a span at a time, in order: joined, they are
+    ``master(mix_track(...), gain_db)``, while only a span (and its context) is held."""
+    gain = np.float32(db_to_gain(gain_db))
+    ceiling = db_to_gain(ceiling_dbtp)
+    context = LIMITER_CONTEXT_SAMPLES
+    for lo, hi in mixer.spans(span):
+        a, b = max(lo - context, 0), min(hi + context, mixer.length)
+        x = mixer.mix(a, b)
+        x *= gain
+        yield limit(x, ceiling, in_place=True)[lo - a : hi - a]

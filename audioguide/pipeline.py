@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 from mutagen import MutagenError
+from threadpoolctl import threadpool_limits
 
 from .breath import BreathPattern
 from .cache import SpeechCache
@@ -26,10 +27,10 @@ from .formats import DEFAULT_FORMAT
 from .mix import (
     DEFAULT_LOUDNESS_LUFS,
     MixSettings,
-    block_powers,
-    master,
+    TrackMixer,
     master_gain_db,
-    mix_track,
+    mastered_spans,
+    track_powers,
     true_peak_ceiling_dbtp,
 )
 from .names import slugify
@@ -151,6 +152,20 @@ def render_session(
     The folder is replaced only when everything is written; on any failure the previous
     output stays as it was.
     """
+    # The workers below use every core the render is given; a BLAS thread pool on top (numpy's
+    # matrix products in the limiter) only spins beside them.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _render_session(routine, out_dir, options, speech=speech, progress=progress)
+
+
+def _render_session(
+    routine: Routine | str,
+    out_dir: str | Path,
+    options: SessionOptions | None,
+    *,
+    speech: Speech | None,
+    progress: Progress | None,
+) -> RenderResult:
     options = options or SessionOptions()
     export_options = options.export_options()
     export_options.check()  # before any rendering: a missing ffmpeg fails at once
@@ -167,11 +182,12 @@ def render_session(
     total_s = timeline.total_s
 
     def measure(track: Track) -> np.ndarray:
-        return block_powers(mix_track(track, speech, settings))
+        return track_powers(TrackMixer(track, speech, settings))
 
     # Pass 1 measures every track's loudness blocks for one session gain; pass 2 mixes each
     # track again (cheaper than keeping a session of samples in memory), masters and encodes
-    # it. Each worker holds one track at a time, so memory follows jobs x the longest track.
+    # it. Both go a span of a track at a time (mix.SPAN_SAMPLES), so a worker holds a span's
+    # samples and the track's MP3 frames, whatever the session's length.
     # Pass 1 touches no file: a sound file that cannot be read fails before anything is made.
     powers = _in_parallel(measure, tracks, jobs, lambda done: report("measure", done, total_s))
     gain_db = master_gain_db(powers, settings.loudness_lufs)
@@ -182,10 +198,9 @@ def render_session(
         writer = SessionWriter(staging, timeline, export_options)
 
         def write(track: Track) -> None:
-            samples = master(
-                mix_track(track, speech, settings), gain_db, ceiling_dbtp=ceiling, in_place=True
-            )
-            _guard_os(lambda: writer.write_track(track, samples), target)
+            mixer = TrackMixer(track, speech, settings)
+            spans = mastered_spans(mixer, gain_db, ceiling_dbtp=ceiling)
+            _guard_os(lambda: writer.write_track(track, spans), target)
 
         # Every worker has stopped before staged_folder cleans up, whatever happened.
         _in_parallel(write, tracks, jobs, lambda done: report("encode", done, total_s))
@@ -212,7 +227,7 @@ def _prepare_speech(speech: Speech, texts: list[str], jobs: int, report: Progres
     """
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        futures = [pool.submit(speech.samples, text) for text in texts]
+        futures = [pool.submit(speech.sample_count, text) for text in texts]
         for i, future in enumerate(as_completed(futures)):
             future.result()
             report("speech", i + 1, len(texts))

@@ -204,7 +204,7 @@ class Speech:
         self.cache = cache
         self.effect = effect
         self._dry: dict[str, np.ndarray] = {}
-        self._wet: dict[str, np.ndarray] = {}
+        self._held: dict[str, tuple[np.ndarray, np.float32]] = {}  # 16-bit cue, its scale
         self._dry_samples: dict[str, int] = {}  # lengths of dry cues no longer held
         self.synthesized = 0
 
@@ -225,18 +225,34 @@ class Speech:
             self._dry[text] = prepare_clip(self._raw(text))
         return self._dry[text]
 
-    def samples(self, text: str) -> np.ndarray:
-        """The cue as mixed: prepared speech, through the voice effect if there is one."""
-        if self.effect is None:
-            return self.dry(text)
-        if text not in self._wet:
+    def _hold(self, text: str) -> tuple[np.ndarray, np.float32]:
+        held = self._held.get(text)
+        if held is None:
             dry = self.dry(text)
-            self._wet[text] = self.effect(dry)
-            # Only the wet cue is mixed from now on; its dry length is all the timeline needs,
-            # and a session's speech is not held twice (about 65 MB for back-pain).
+            wet = dry if self.effect is None else self.effect(dry)
+            # Only the cue as mixed is kept from now on, and as 16 bits scaled to its own
+            # peak (noise 100 dB under it, far below what the MP3 keeps): a session's speech
+            # in half the memory (back-pain: 36 MB instead of 72). Its dry length is all the
+            # timeline needs.
+            peak = float(np.max(np.abs(wet))) if wet.size else 0.0
+            scale = np.float32(peak / 32767 if peak > 0 else 1.0)
+            quantized = np.rint(wet / scale).astype(np.int16)
+            held = self._held[text] = (quantized, scale)
             self._dry_samples[text] = dry.shape[0]
             self._dry.pop(text, None)
-        return self._wet[text]
+        return held
+
+    def samples(self, text: str) -> np.ndarray:
+        """The cue as mixed, float32: prepared speech, through the voice effect if there is
+        one. Made once per cue; each call returns a new array."""
+        quantized, scale = self._hold(text)
+        out = quantized.astype(np.float32)
+        out *= scale
+        return out
+
+    def sample_count(self, text: str) -> int:
+        """``samples(text).shape[0]``, without making the samples."""
+        return int(self._hold(text)[0].shape[0])
 
     def length_s(self, text: str) -> float:
         """Spoken length in seconds: the prepared, dry cue (an effect's tail may ring on)."""

@@ -375,3 +375,69 @@ def test_bad_interval_bells_name_the_field():
     )
     with pytest.raises(RoutineError, match=r"my.yaml:5: .*bell_every: must be a number"):
         parse_routine(source, source="my.yaml")
+
+
+# -- a span at a time --------------------------------------------------------------------------
+
+SPANS_ROUTINE = """\
+title: Spans
+sounds:
+  ambient: pink
+sections:
+  - title: One
+    steps:
+      - bell: 4
+      - say: Settle in and let the breath slow down.
+      - breathe:
+          minutes: 1
+          bell_every: 0.5
+          cues:
+            inhale: In.
+            exhale: Out.
+      - move: {count: 4, tempo: 30}
+"""
+
+
+@pytest.fixture
+def spans_track(fake_speech):
+    timeline = build_timeline(parse_routine(SPANS_ROUTINE), fake_speech.length_s)
+    return timeline.tracks[0]
+
+
+@pytest.mark.parametrize("breath_sound", ["tone", "noise"])
+def test_a_track_mixed_in_spans_is_the_track_mixed_whole(fake_speech, spans_track, breath_sound):
+    settings = MixSettings(breath_sound=breath_sound, seed=5)
+    whole = mix_track(spans_track, fake_speech, settings)
+    mixer = mix.TrackMixer(spans_track, fake_speech, settings)
+    assert mixer.length == whole.size
+    span = 10_007  # cuts through cues, breaths, bells, ticks and the bed's fades
+    pieces = [mixer.mix(lo, hi) for lo, hi in mixer.spans(span)]
+    assert max(p.size for p in pieces) == span
+    assert np.array_equal(np.concatenate(pieces), whole)
+    # Any range, in any order, from a fresh mixer or not.
+    assert np.array_equal(mixer.mix(5_000, 300_000), whole[5_000:300_000])
+    fresh = mix.TrackMixer(spans_track, fake_speech, settings)
+    assert np.array_equal(fresh.mix(whole.size - 9_000, whole.size), whole[-9_000:])
+
+
+def test_loudness_blocks_fed_in_pieces_are_the_blocks_of_the_whole():
+    x = np.random.default_rng(1).standard_normal(7 * SR).astype(np.float32) * 0.1
+    meter = mix.BlockMeter()
+    for lo in range(0, x.size, 12_345):  # not a whole number of 100 ms hops
+        meter.feed(x[lo : lo + 12_345])
+    np.testing.assert_allclose(meter.powers(), block_powers(x), rtol=1e-12)
+
+
+def test_a_track_mastered_in_spans_is_the_track_mastered_whole(fake_speech, spans_track):
+    settings = MixSettings(seed=2)
+    ceiling_dbtp = mix.true_peak_ceiling_dbtp(96)
+    gain_db = 24.0  # pushes every cue and bell far into the limiter
+    mixed = mix_track(spans_track, fake_speech, settings)
+    whole = master(mixed, gain_db, ceiling_dbtp=ceiling_dbtp)
+    mixer = mix.TrackMixer(spans_track, fake_speech, settings)
+    spans = mix.mastered_spans(mixer, gain_db, ceiling_dbtp=ceiling_dbtp, span=20_011)
+    joined = np.concatenate(list(spans))
+    assert joined.size == whole.size
+    assert np.max(np.abs(joined - whole)) < 1e-6
+    assert true_peak(joined) <= db_to_gain(ceiling_dbtp)
+    assert true_peak(whole) > 0.9 * db_to_gain(ceiling_dbtp)  # the limiter had work to do

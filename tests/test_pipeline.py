@@ -54,27 +54,48 @@ def test_parallel_render_is_byte_identical_to_one_thread(tmp_path, fake_engine):
 
 
 def test_no_more_tracks_in_flight_than_jobs(tmp_path, fake_engine, monkeypatch):
-    # Peak memory is a track per job: never more tracks mixed at once than --jobs.
+    # Never more tracks in the works at once than --jobs.
     active = 0
     most = 0
     lock = threading.Lock()
-    real_mix = pipeline.mix_track
+    real_mixer = pipeline.TrackMixer
 
-    def counting_mix(*args, **kwargs):
+    def counting_mixer(*args, **kwargs):
         nonlocal active, most
         with lock:
             active += 1
             most = max(most, active)
         try:
             time.sleep(0.02)  # long enough for another worker to start if it could
-            return real_mix(*args, **kwargs)
+            return real_mixer(*args, **kwargs)
         finally:
             with lock:
                 active -= 1
 
-    monkeypatch.setattr(pipeline, "mix_track", counting_mix)
+    monkeypatch.setattr(pipeline, "TrackMixer", counting_mixer)
     render(tmp_path, fake_engine, "out", jobs=2)
     assert most == 2
+
+
+def test_a_worker_holds_a_span_of_a_track_never_the_track(tmp_path, fake_engine, monkeypatch):
+    # Memory follows the span, not the session: a long track is mixed a span at a time in both
+    # passes (mastering takes a little of the track either side for the limiter).
+    from audioguide import mix
+
+    ranges: list[int] = []
+    real_mix = mix.TrackMixer.mix
+
+    def recording_mix(self, lo, hi):
+        ranges.append(min(hi, self.length) - max(lo, 0))
+        return real_mix(self, lo, hi)
+
+    monkeypatch.setattr(mix.TrackMixer, "mix", recording_mix)
+    long = parse_routine("title: Long\nsections:\n  - title: A\n    steps: [{pause: 60}]\n")
+    result = render_session(long, tmp_path / "out", options(), speech=Speech(fake_engine, None))
+    samples = round(result.timeline.tracks[0].duration_s * 44_100)
+    assert samples > 4 * mix.SPAN_SAMPLES
+    assert max(ranges) <= mix.SPAN_SAMPLES + 2 * mix.LIMITER_CONTEXT_SAMPLES
+    assert sum(ranges) >= 2 * samples  # both passes covered the whole track
 
 
 def test_progress_reaches_the_session_length_in_order(tmp_path, fake_engine):
@@ -99,13 +120,13 @@ def test_progress_reaches_the_session_length_in_order(tmp_path, fake_engine):
 
 def test_longest_tracks_are_started_first(tmp_path, fake_engine, monkeypatch):
     started: list[int] = []
-    real_mix = pipeline.mix_track
+    real_mixer = pipeline.TrackMixer
 
-    def recording_mix(track, *args, **kwargs):
+    def recording_mixer(track, *args, **kwargs):
         started.append(track.index)
-        return real_mix(track, *args, **kwargs)
+        return real_mixer(track, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "mix_track", recording_mix)
+    monkeypatch.setattr(pipeline, "TrackMixer", recording_mixer)
     result = render(tmp_path, fake_engine, "out", jobs=1)
     by_length = [t.index for t in sorted(result.timeline.tracks, key=lambda t: -t.duration_s)]
     assert started[:5] == by_length  # pass 1
@@ -117,15 +138,15 @@ def test_a_failure_drops_queued_tracks_and_leaves_no_staging(
     tmp_path, fake_engine, monkeypatch, fault
 ):
     started: list[int] = []
-    real_master = pipeline.master
+    real_master = pipeline.mastered_spans
 
-    def failing_master(samples, gain_db, **kwargs):
+    def failing_master(mixer, gain_db, **kwargs):
         started.append(1)
         if len(started) == 2:
             raise fault
-        return real_master(samples, gain_db, **kwargs)
+        return real_master(mixer, gain_db, **kwargs)
 
-    monkeypatch.setattr(pipeline, "master", failing_master)
+    monkeypatch.setattr(pipeline, "mastered_spans", failing_master)
     with pytest.raises(type(fault)):
         render(tmp_path, fake_engine, "out", jobs=1)
     assert len(started) == 2  # the three tracks still queued were never started

@@ -117,12 +117,26 @@ def test_voice_effects_by_name():
 
 
 def test_speech_length_is_the_dry_cue_and_samples_are_wet(fake_engine):
-    speech = Speech(fake_engine, cache=None, effect=warm_voice)
+    effects = []
+
+    def counted(x):
+        effects.append(1)
+        return warm_voice(x)
+
+    speech = Speech(fake_engine, cache=None, effect=counted)
     text = "Let the shoulders soften."
     dry = speech.dry(text)
+    wet = warm_voice(dry)
     assert speech.length_s(text) == dry.size / SR
     assert speech.samples(text).size == dry.size + room_impulse().size - 1
-    assert speech.samples(text) is speech.samples(text)  # computed once
+    assert speech.sample_count(text) == wet.size
+    assert speech.length_s(text) == dry.size / SR  # still known once the dry cue is dropped
+    # Held in 16 bits scaled to the cue's peak: within half a step of it, everywhere.
+    step = np.max(np.abs(wet)) / 32767
+    assert np.max(np.abs(speech.samples(text) - wet)) <= 0.51 * step
+    assert speech.samples(text).dtype == np.float32
+    speech.samples(text)
+    assert effects == [1]  # the effect runs once per cue
     assert fake_engine.calls == [text]
 
 
