@@ -15,15 +15,18 @@ tail rings on after the spoken length, into the pause that follows.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from math import gcd
+from pathlib import Path
 
 import numpy as np
+import scipy
 from pyloudnorm.iirfilter import IIRfilter
 from scipy import signal
 
-from .cache import SpeechCache
+from .cache import PreparedCue, SpeechCache
 from .dynamics import limit
 from .synth import SAMPLE_RATE, apply_fades
 from .tts import SpeechClip, SpeechEngine
@@ -188,6 +191,36 @@ def voice_effect(name: str) -> Callable[[np.ndarray], np.ndarray] | None:
     raise ValueError(f"voice effect must be one of {VOICE_FX}, not {name!r}")
 
 
+_PREPARING_MODULES = ("speech.py", "dynamics.py", "synth.py")
+
+
+@lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """A digest of the code that prepares a cue, so a prepared cue cached by another version
+    of it is never used: any change to these modules, numpy or scipy makes new entries."""
+    digest = hashlib.sha256(f"{np.__version__}/{scipy.__version__}/{SAMPLE_RATE}".encode())
+    folder = Path(__file__).parent
+    for name in _PREPARING_MODULES:
+        try:
+            digest.update((folder / name).read_bytes())
+        except OSError:  # pragma: no cover - run from an archive without sources
+            return ""
+    return digest.hexdigest()[:16]
+
+
+def _preparation_key(effect: Callable[[np.ndarray], np.ndarray] | None) -> str | None:
+    """What prepares a cue for mixing, for the cache's key; None (not cached) for an effect
+    that is not one of this module's own, whose code the digest does not cover."""
+    if effect is None:
+        name = "none"
+    elif getattr(effect, "__module__", None) == __name__:
+        name = effect.__name__
+    else:
+        return None
+    digest = _code_digest()
+    return f"{name}/{digest}" if digest else None
+
+
 class Speech:
     """Prepared speech for every cue of a session, from a cache or the engine.
 
@@ -204,7 +237,8 @@ class Speech:
         self.cache = cache
         self.effect = effect
         self._dry: dict[str, np.ndarray] = {}
-        self._held: dict[str, tuple[np.ndarray, np.float32]] = {}  # 16-bit cue, its scale
+        self._held: dict[str, PreparedCue] = {}
+        self._preparation = _preparation_key(effect)
         self._dry_samples: dict[str, int] = {}  # lengths of dry cues no longer held
         self.synthesized = 0
 
@@ -225,34 +259,42 @@ class Speech:
             self._dry[text] = prepare_clip(self._raw(text))
         return self._dry[text]
 
-    def _hold(self, text: str) -> tuple[np.ndarray, np.float32]:
+    def _hold(self, text: str) -> PreparedCue:
         held = self._held.get(text)
         if held is None:
-            dry = self.dry(text)
-            wet = dry if self.effect is None else self.effect(dry)
-            # Only the cue as mixed is kept from now on, and as 16 bits scaled to its own
-            # peak (noise 100 dB under it, far below what the MP3 keeps): a session's speech
-            # in half the memory (back-pain: 36 MB instead of 72). Its dry length is all the
-            # timeline needs.
-            peak = float(np.max(np.abs(wet))) if wet.size else 0.0
-            scale = np.float32(peak / 32767 if peak > 0 else 1.0)
-            quantized = np.rint(wet / scale).astype(np.int16)
-            held = self._held[text] = (quantized, scale)
-            self._dry_samples[text] = dry.shape[0]
-            self._dry.pop(text, None)
+            held = self._cached(text) or self._prepare(text)
+            self._held[text] = held
+            self._dry_samples[text] = held.dry_samples
         return held
+
+    def _cached(self, text: str) -> PreparedCue | None:
+        if self.cache is None or self._preparation is None:
+            return None
+        return self.cache.get_prepared(self.engine.identity, text, self._preparation)
+
+    def _prepare(self, text: str) -> PreparedCue:
+        dry = self.dry(text)
+        wet = dry if self.effect is None else self.effect(dry)
+        # Only the cue as mixed is kept from now on, and as 16 bits scaled to its own peak
+        # (noise 100 dB under it, far below what the MP3 keeps): a session's speech in half
+        # the memory (back-pain: 36 MB instead of 72). Its dry length is all the timeline
+        # needs.
+        peak = float(np.max(np.abs(wet))) if wet.size else 0.0
+        scale = np.float32(peak / 32767 if peak > 0 else 1.0)
+        cue = PreparedCue(np.rint(wet / scale).astype(np.int16), float(scale), dry.shape[0])
+        self._dry.pop(text, None)
+        if self.cache is not None and self._preparation is not None:
+            self.cache.put_prepared(self.engine.identity, text, self._preparation, cue)
+        return cue
 
     def samples(self, text: str) -> np.ndarray:
         """The cue as mixed, float32: prepared speech, through the voice effect if there is
         one. Made once per cue; each call returns a new array."""
-        quantized, scale = self._hold(text)
-        out = quantized.astype(np.float32)
-        out *= scale
-        return out
+        return self._hold(text).as_float()
 
     def sample_count(self, text: str) -> int:
         """``samples(text).shape[0]``, without making the samples."""
-        return int(self._hold(text)[0].shape[0])
+        return int(self._hold(text).samples.shape[0])
 
     def length_s(self, text: str) -> float:
         """Spoken length in seconds: the prepared, dry cue (an effect's tail may ring on)."""

@@ -203,3 +203,69 @@ def test_cli_no_cache_writes_nothing_and_cache_clear_empties_it(short_routine_fi
     assert result.exit_code == 0
     assert result.output.startswith(f"Removed {cues} cached cues (")
     assert not list(root.rglob("*.wav"))
+
+
+# -- prepared cues: as mixed, through the voice chain -----------------------------------------
+
+
+def prepared_files(cache: SpeechCache) -> list:
+    return sorted(cache.root.rglob("*.cue"))
+
+
+def test_a_second_render_prepares_nothing(tmp_path, fake_engine, monkeypatch):
+    from audioguide import speech as speech_module
+
+    texts = ["Welcome.", "Breathe in.", "And out."]
+    first = Speech(fake_engine, SpeechCache(tmp_path), effect=speech_module.warm_voice)
+    wet = [first.samples(t) for t in texts]
+    lengths = [first.length_s(t) for t in texts]
+    assert len(prepared_files(first.cache)) == len(texts)
+
+    def not_again(clip):
+        raise AssertionError("prepared again")
+
+    monkeypatch.setattr(speech_module, "prepare_clip", not_again)
+    fake_engine.calls.clear()
+    second = Speech(fake_engine, SpeechCache(tmp_path), effect=speech_module.warm_voice)
+    for text, samples in zip(texts, wet, strict=True):
+        np.testing.assert_array_equal(second.samples(text), samples)
+    assert [second.length_s(t) for t in texts] == lengths  # the dry length travels with it
+    assert fake_engine.calls == []
+
+
+def test_each_voice_chain_has_its_own_prepared_cues(tmp_path, fake_engine):
+    from audioguide.speech import warm_voice
+
+    cache = SpeechCache(tmp_path)
+    warm = Speech(fake_engine, cache, effect=warm_voice).samples("Welcome.")
+    dry = Speech(fake_engine, cache, effect=None).samples("Welcome.")
+    assert len(prepared_files(cache)) == 2
+    assert warm.size > dry.size  # the room's tail
+    np.testing.assert_array_equal(Speech(fake_engine, cache).samples("Welcome."), dry)
+    # An effect whose code the cache cannot see is never cached.
+    Speech(fake_engine, cache, effect=lambda x: x * 0.5).samples("Welcome.")
+    assert len(prepared_files(cache)) == 2
+    files, size = cache.stats()
+    assert files == 1  # one cue, kept as the engine's clip and two prepared versions
+    assert size == sum(p.stat().st_size for p in cache.root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda raw: raw[: len(raw) // 2], id="truncated"),
+        pytest.param(lambda raw: raw[:10], id="header-cut"),
+        pytest.param(lambda raw: b"", id="empty"),
+        pytest.param(lambda raw: b"\0" * len(raw), id="zeroed"),
+        pytest.param(lambda raw: b"XXXX" + raw[4:], id="wrong-magic"),
+    ],
+)
+def test_a_damaged_prepared_cue_is_prepared_again(tmp_path, fake_engine, damage):
+    cache = SpeechCache(tmp_path)
+    good_samples = Speech(fake_engine, cache).samples("Welcome home.")
+    (path,) = prepared_files(cache)
+    good = path.read_bytes()
+    path.write_bytes(damage(good))
+    again = Speech(fake_engine, cache)
+    np.testing.assert_array_equal(again.samples("Welcome home."), good_samples)
+    assert path.read_bytes() == good
