@@ -1,7 +1,9 @@
 """Mix stage: timeline tracks and prepared sounds in, mastered track samples out.
 
-Each track is mixed into one preallocated float32 buffer (mono, values in [-1, 1] once
-mastered). An event's first sample is ``round(start_s * rate)`` counted from the session start,
+A track is mixed a span at a time (``TrackMixer``, about 12 s), each span into one
+preallocated float32 buffer (mono, values in [-1, 1] once mastered), so memory follows the
+span, not the track or the session; the spans joined are the track mixed whole, sample for
+sample. An event's first sample is ``round(start_s * rate)`` counted from the session start,
 minus the track's own first sample, so no rounding accumulates over a long session. Every
 sound placed starts and ends at zero (each is faded at its edges), and nothing is added where
 the timeline has nothing, so a pause is digital silence unless an ambient bed is on.
@@ -11,7 +13,8 @@ each track and ducked under every spoken cue (the timeline says exactly when spe
 the duck can begin before the voice does).
 
 Mastering is one gain for the whole session (album gain: the ITU-R BS.1770 gated loudness over
-every track's blocks), then the true-peak limiter of ``dynamics``.
+every track's blocks), then the true-peak limiter of ``dynamics``, span by span with a little
+of the track either side (``mastered_spans``).
 """
 
 from __future__ import annotations

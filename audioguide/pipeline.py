@@ -219,9 +219,9 @@ def _render_session(
 
 
 def _prepare_speech(speech: Speech, texts: list[str], jobs: int, report: Progress) -> None:
-    """Every cue as it will be mixed, prepared on ``jobs`` threads: read from the cache (or
-    synthesized, one at a time as the engine requires, behind its lock), trimmed, resampled
-    and put through the voice effect.
+    """Every cue as it will be mixed, prepared on ``jobs`` threads: read from the cache as
+    prepared before, or read (or synthesized, one at a time as the engine requires, behind
+    its lock), trimmed, resampled and put through the voice effect.
 
     Done once per cue before mixing, so the tracks never wait on, or repeat, a cue's effect.
     """
