@@ -154,6 +154,14 @@ def _release_engine() -> None:
     _PYTTSX3 = None
 
 
+class _PollEveryMillisecond:
+    """The ``time`` module as pyttsx3's espeak driver sees it: it only sleeps, at most 1 ms."""
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(min(seconds, 0.001))
+
+
 def _engine() -> Any:
     global _PYTTSX3
     if _PYTTSX3 is None:
@@ -165,6 +173,9 @@ def _engine() -> Any:
 
                 # The driver announces every saved file with print(); we keep the terminal.
                 espeak_driver.print = lambda *args, **kwargs: None
+                # Its run loop polls for the end of a cue every 10 ms, and a cue takes about
+                # 3 ms to synthesize: polling every 1 ms makes 111 cues take 0.4 s, not 1.2 s.
+                espeak_driver.time = _PollEveryMillisecond()
                 engine = pyttsx3.init("espeak" if sys.platform == "linux" else None)
                 engine.runAndWait()  # the first run returns early; spend it on nothing
         except SpeechError:

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 ROUTINE = "back-pain"
+LAME_BLOCK = 1 << 20  # samples per call to the encoder in the LAME-alone baseline
 
 
 @dataclasses.dataclass
@@ -154,15 +155,20 @@ def lame_alone_s(pcm_tracks: list) -> float:
     from audioguide.export import DEFAULT_BITRATE_KBPS, LAME_QUALITY
     from audioguide.synth import SAMPLE_RATE
 
-    pcm = np.concatenate(pcm_tracks).tobytes()
+    pcm = np.concatenate(pcm_tracks)
     start = time.perf_counter()
     encoder = lameenc.Encoder()
     encoder.set_bit_rate(DEFAULT_BITRATE_KBPS)
     encoder.set_in_sample_rate(SAMPLE_RATE)
+    encoder.set_out_sample_rate(SAMPLE_RATE)
     encoder.set_channels(1)
     encoder.set_quality(LAME_QUALITY)
     encoder.silence()
-    data = encoder.encode(pcm) + encoder.flush()
+    # Fed a block at a time, as any encoding loop does: one call with the whole session's
+    # 57 M samples measured 10 to 30% slower than blocks of 1 M, which would flatter the render.
+    blocks = range(0, pcm.size, LAME_BLOCK)
+    parts = [encoder.encode(pcm[i : i + LAME_BLOCK].tobytes()) for i in blocks]
+    data = b"".join(parts) + encoder.flush()
     elapsed = time.perf_counter() - start
     assert len(data) > 0
     return elapsed
