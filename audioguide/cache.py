@@ -168,8 +168,11 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write an entry through a temporary file renamed into place: a reader at the same time
     sees the old entry or the new one, never half of one."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        except FileNotFoundError:  # the entry's folder is made once, not tried every time
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as raw:
                 write(raw)
