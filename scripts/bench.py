@@ -20,7 +20,7 @@ Then, in this process, the two baselines the targets of docs/performance.md refe
 
 Usage (bench-only dependencies: ``pip install '.[bench]'``)::
 
-    python scripts/bench.py            # everything, about eight minutes on 2 cores
+    python scripts/bench.py            # everything, about five minutes on 2 cores
     python scripts/bench.py --no-naive # skip the slow baseline
 """
 
