@@ -130,6 +130,8 @@ class SpeechCache:
         body = memoryview(data)[_PREPARED_HEADER.size :]
         if magic != _PREPARED_MAGIC or len(body) != 2 * count or not 0 < scale < 1:
             return None
+        if not 0 < dry <= count:  # the spoken part lies within the cue
+            return None
         return PreparedCue(np.frombuffer(body, dtype="<i2").astype(np.int16), scale, dry)
 
     def put_prepared(self, identity: str, text: str, preparation: str, cue: PreparedCue) -> None:

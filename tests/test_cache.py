@@ -258,6 +258,7 @@ def test_each_voice_chain_has_its_own_prepared_cues(tmp_path, fake_engine):
         pytest.param(lambda raw: b"", id="empty"),
         pytest.param(lambda raw: b"\0" * len(raw), id="zeroed"),
         pytest.param(lambda raw: b"XXXX" + raw[4:], id="wrong-magic"),
+        pytest.param(lambda raw: raw[:8] + b"\xff" * 8 + raw[16:], id="dry-longer-than-cue"),
     ],
 )
 def test_a_damaged_prepared_cue_is_prepared_again(tmp_path, fake_engine, damage):
