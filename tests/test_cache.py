@@ -88,13 +88,19 @@ def entry_path(cache: SpeechCache, identity: str, text: str):
     return paths[0]
 
 
+# Damage any cache entry can suffer; each kind of entry adds its own.
+DAMAGE = [
+    pytest.param(lambda raw: raw[: len(raw) // 2], id="truncated"),
+    pytest.param(lambda raw: b"", id="empty"),
+    pytest.param(lambda raw: b"\0" * len(raw), id="zeroed"),
+]
+
+
 @pytest.mark.parametrize(
     "damage",
     [
-        pytest.param(lambda raw: raw[: len(raw) // 2], id="truncated"),
+        *DAMAGE,
         pytest.param(lambda raw: raw[:30], id="header-cut"),
-        pytest.param(lambda raw: b"", id="empty"),
-        pytest.param(lambda raw: b"\0" * len(raw), id="zeroed"),
         pytest.param(lambda raw: b"not a wav file at all" * 40, id="garbage"),
         pytest.param(lambda raw: raw[:22] + b"\x02" + raw[23:], id="stereo-header"),
     ],
@@ -253,10 +259,8 @@ def test_each_voice_chain_has_its_own_prepared_cues(tmp_path, fake_engine):
 @pytest.mark.parametrize(
     "damage",
     [
-        pytest.param(lambda raw: raw[: len(raw) // 2], id="truncated"),
+        *DAMAGE,
         pytest.param(lambda raw: raw[:10], id="header-cut"),
-        pytest.param(lambda raw: b"", id="empty"),
-        pytest.param(lambda raw: b"\0" * len(raw), id="zeroed"),
         pytest.param(lambda raw: b"XXXX" + raw[4:], id="wrong-magic"),
         pytest.param(lambda raw: raw[:8] + b"\xff" * 8 + raw[16:], id="dry-longer-than-cue"),
     ],
