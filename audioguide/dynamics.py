@@ -3,36 +3,55 @@
 Input and output: ``samples: np.ndarray``, float32, 1-D mono. True peak is the peak of the
 4x oversampled signal (the ITU-R BS.1770 measure). It is found without oversampling a whole
 track: a point of the oversampled signal is a weighted sum of the 21 samples around it, so it
-can exceed a threshold only near a sample above ``threshold / OVERSHOOT_BOUND``; only there is
+can exceed a threshold only near a sample above ``threshold / overshoot_bound()``; only there is
 anything oversampled (``hot_samples``). For a 20-minute session of speech that is a few per
 cent of the samples.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
-from scipy import ndimage, signal
 
 from .synth import SAMPLE_RATE
 
 LIMITER_WINDOW_S = 0.02  # the gain leans into a peak over 20 ms and lets go over 20 ms
 
 OVERSAMPLE = 4
-# scipy's resample_poly(x, 4, 1) filter, rebuilt so its worst-case gain is known exactly.
 _HALF_TAPS = 10 * OVERSAMPLE
-_UPSAMPLER = signal.firwin(2 * _HALF_TAPS + 1, 1.0 / OVERSAMPLE, window=("kaiser", 5.0))
-_UPSAMPLER *= OVERSAMPLE
 _REACH = _HALF_TAPS // OVERSAMPLE  # input samples either side that feed an output point
-# Oversampled point 4i+p is the dot product of x[i-10 : i+11] with column p of this matrix.
-_POLYPHASE = np.zeros((2 * _REACH + 1, OVERSAMPLE))
-for _j in range(-_REACH, _REACH + 1):
-    for _p in range(OVERSAMPLE):
-        if 0 <= _HALF_TAPS + _p - OVERSAMPLE * _j < _UPSAMPLER.size:
-            _POLYPHASE[_j + _REACH, _p] = _UPSAMPLER[_HALF_TAPS + _p - OVERSAMPLE * _j]
-# No oversampled point can exceed the largest sample within its reach by more than this
-# factor: the largest sum of |taps| over the four phases (2.24, +7 dB).
-OVERSHOOT_BOUND = float(np.abs(_POLYPHASE).sum(axis=0).max())
-_PHASES_BY_TAP = np.ascontiguousarray(_POLYPHASE.T, dtype=np.float32)
+
+
+@lru_cache(maxsize=1)
+def _polyphase() -> np.ndarray:
+    """scipy's resample_poly(x, 4, 1) filter, rebuilt so its worst-case gain is known exactly:
+    oversampled point 4i+p is the dot product of row p with x[i-10 : i+11]."""
+    from scipy import signal  # imported on first use: 0.45 s that only audio work needs
+
+    upsampler = signal.firwin(2 * _HALF_TAPS + 1, 1.0 / OVERSAMPLE, window=("kaiser", 5.0))
+    upsampler *= OVERSAMPLE
+    polyphase = np.zeros((OVERSAMPLE, 2 * _REACH + 1))
+    for j in range(-_REACH, _REACH + 1):
+        for p in range(OVERSAMPLE):
+            if 0 <= _HALF_TAPS + p - OVERSAMPLE * j < upsampler.size:
+                polyphase[p, j + _REACH] = upsampler[_HALF_TAPS + p - OVERSAMPLE * j]
+    polyphase.setflags(write=False)
+    return polyphase
+
+
+@lru_cache(maxsize=1)
+def overshoot_bound() -> float:
+    """No oversampled point can exceed the largest sample within its reach by more than this
+    factor: the largest sum of |taps| over the four phases (2.24, +7 dB)."""
+    return float(np.abs(_polyphase()).sum(axis=1).max())
+
+
+@lru_cache(maxsize=1)
+def _phases_by_tap() -> np.ndarray:
+    return np.ascontiguousarray(_polyphase(), dtype=np.float32)
+
+
 _ROWS_PER_CHUNK = 1 << 16
 
 
@@ -43,11 +62,11 @@ def hot_samples(samples: np.ndarray, threshold: float) -> np.ndarray:
     """Indices ``i`` where an oversampled point 4i..4i+3 could exceed ``threshold``.
 
     A point is a weighted sum of the 21 samples around it, so it can exceed ``threshold``
-    only if one of them exceeds ``threshold / OVERSHOOT_BOUND``; everywhere else the true
+    only if one of them exceeds ``threshold / overshoot_bound()``; everywhere else the true
     peak is known to be under ``threshold`` without oversampling anything.
     """
     x = np.asarray(samples, dtype=np.float32)
-    level = threshold / OVERSHOOT_BOUND
+    level = threshold / overshoot_bound()
     # Scanned block by block, so a long track is never copied whole.
     loud = np.concatenate(
         [
@@ -91,7 +110,7 @@ def oversampled_envelope(samples: np.ndarray, indices: np.ndarray) -> np.ndarray
         # One row per phase (4 x rows), so each phase's points lie contiguous in memory and the
         # maxima over the phases are three element-wise maxima: measured 2 to 4 times faster
         # than rows x 4 with a max over the short axis.
-        points = _PHASES_BY_TAP @ windows.T
+        points = _phases_by_tap() @ windows.T
         np.abs(points, out=points)
         out[start : start + chunk.shape[0]] = np.maximum(
             np.maximum(points[0], points[1]), np.maximum(points[2], points[3])
@@ -168,6 +187,8 @@ def limit(
             a, b = max(0, int(part[0]) - margin), min(n, int(part[-1]) + margin + 1)
             need = np.ones(b - a)
             need[part - a] = needs
+            from scipy import ndimage  # on first use, as scipy.signal above
+
             gain = ndimage.minimum_filter1d(need, width, mode="nearest")
             gain = ndimage.uniform_filter1d(gain, width, mode="nearest")
             x[a:b] *= gain.astype(np.float32)

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy
-from pyloudnorm.iirfilter import IIRfilter
-from scipy import signal
 
 from .cache import PreparedCue, SpeechCache
 from .dynamics import limit
@@ -49,6 +47,8 @@ EDGE_FADE_S = 0.008
 
 @lru_cache(maxsize=8)
 def _resampler(up: int, down: int) -> np.ndarray:
+    from scipy import signal
+
     factor = max(up, down)
     taps = RESAMPLE_TAPS_PER_PHASE * factor + 1
     return signal.firwin(taps, RESAMPLE_CUTOFF / factor, window=("kaiser", RESAMPLE_KAISER_BETA))
@@ -56,6 +56,8 @@ def _resampler(up: int, down: int) -> np.ndarray:
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Polyphase resampling with a steep anti-aliasing low-pass; float32 out."""
+    from scipy import signal
+
     g = gcd(from_rate, to_rate)
     up, down = to_rate // g, from_rate // g
     out = signal.resample_poly(samples, up, down, window=_resampler(up, down))
@@ -122,6 +124,8 @@ ROOM_SEED = 1_411  # one fixed room: the voice sounds the same whatever --seed i
 
 @lru_cache(maxsize=4)
 def _voice_eq(sample_rate: int) -> np.ndarray:
+    from pyloudnorm.iirfilter import IIRfilter
+
     sections = []
     for kind, gain_db, q, corner_hz in VOICE_EQ:
         biquad = IIRfilter(gain_db, q, corner_hz, sample_rate, kind)
@@ -136,6 +140,8 @@ def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     Exponentially decaying, low-passed noise after a few early reflections; its energy is
     ROOM_WET_DB relative to the direct sound, which it does not contain.
     """
+    from scipy import signal
+
     rng = np.random.default_rng(ROOM_SEED)
     n = round(ROOM_LENGTH_S * sample_rate)
     t = np.arange(n, dtype=np.float64) / sample_rate
@@ -162,6 +168,8 @@ def warm_voice(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarra
     The voiced level is kept as it came in, so the chain changes the colour, not the balance
     against the breath guide and bells.
     """
+    from scipy import signal
+
     if samples.size == 0:
         return samples.astype(np.float32)
     # float32 throughout: tanh and the FFTs run 1.5 to 4 times faster than in float64, and the

@@ -7,6 +7,10 @@ an explicit ``rng: np.random.Generator``; the same generator state gives the sam
 
 Sound files (a user's bell or ambient bed, and the default bowl shipped in ``sounds/``) are
 read through pydub: WAV needs nothing else, other formats need ffmpeg.
+
+scipy.signal is imported inside the functions that filter (here, in ``speech``, ``mix`` and
+``dynamics`` too): it takes half a second to import, which commands that make no audio
+(``--help``, ``validate``, ``plan``, ``list``) should not wait for.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from math import gcd
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
 
 from .errors import SoundFileError
 from .routine import AMBIENT_KINDS
@@ -176,11 +179,9 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _band(low_hz: float, high_hz: float) -> np.ndarray:
+    from scipy import signal
+
     return signal.butter(2, (low_hz, high_hz), btype="bandpass", fs=SAMPLE_RATE, output="sos")
-
-
-_DARK_SOS = _band(*NOISE_DARK_BAND_HZ)
-_BRIGHT_SOS = _band(*NOISE_BRIGHT_BAND_HZ)
 
 
 @lru_cache(maxsize=1)
@@ -191,10 +192,12 @@ def _noise_bands() -> tuple[np.ndarray, np.ndarray]:
     noise for every breath, and a 30 s pool is not heard repeating under a breath's swell.
     Filtered over two periods, keeping the second, so the filters' start-up is not in it.
     """
+    from scipy import signal
+
     pool = pink_noise(seconds_to_samples(NOISE_POOL_S), np.random.default_rng(NOISE_POOL_SEED))
     twice = np.concatenate([pool, pool]).astype(np.float64)
     bands = []
-    for sos in (_DARK_SOS, _BRIGHT_SOS):
+    for sos in (_band(*NOISE_DARK_BAND_HZ), _band(*NOISE_BRIGHT_BAND_HZ)):
         band = signal.sosfilt(sos, twice)[pool.shape[0] :].astype(np.float32)
         band.setflags(write=False)
         bands.append(band)
@@ -266,6 +269,8 @@ def singing_bowl(
     milliseconds (low-passed noise), a 2 ms attack so the onset does not click, and a fade
     over the last 30% so a short ring ends in silence rather than a cut.
     """
+    from scipy import signal
+
     if n <= 0:
         return np.zeros(0, dtype=np.float32)
     t = np.arange(n, dtype=np.float64) / sample_rate
@@ -462,6 +467,8 @@ def _load_sound(path: str, stamp: int, sample_rate: int) -> np.ndarray:
         mono[: raw.shape[0]] += raw[: mono.shape[0]]
     mono /= full_scale * max(len(channels), 1)
     if segment.frame_rate != sample_rate:
+        from scipy import signal
+
         g = gcd(sample_rate, segment.frame_rate)
         mono = signal.resample_poly(mono, sample_rate // g, segment.frame_rate // g)
     peak = float(np.max(np.abs(mono))) if mono.size else 0.0

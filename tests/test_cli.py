@@ -174,3 +174,26 @@ def test_python_dash_m_works():
         [sys.executable, "-m", "audioguide", "--help"], capture_output=True, text=True, check=True
     )
     assert "Usage: audioguide" in out.stdout or "Usage: python -m audioguide" in out.stdout
+
+
+def test_commands_that_make_no_audio_start_without_scipy(tmp_path):
+    # scipy.signal takes half a second to import; --help, validate, presets, plan and list
+    # never filter audio, so they should not wait for it.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from audioguide.cli import cli\n"
+        "try:\n"
+        "    cli(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('scipy.signal', 'scipy.stats', 'scipy.ndimage', 'pyloudnorm')\n"
+        "print('loaded:', [m for m in heavy if m in sys.modules], file=sys.stderr)\n"
+    )
+    for args in (["--help"], ["presets"], ["validate", "back-pain"]):
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert proc.stderr.strip().endswith("loaded: []"), (args, proc.stderr)

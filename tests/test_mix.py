@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy import signal
 
 from audioguide import mix
-from audioguide.dynamics import OVERSHOOT_BOUND, hot_samples, limit, true_peak
+from audioguide.dynamics import hot_samples, limit, overshoot_bound, true_peak
 from audioguide.errors import RoutineError, SoundFileError
 from audioguide.mix import (
     DUCK_DB,
@@ -129,7 +129,7 @@ def test_only_samples_near_loud_ones_are_oversampled():
     x[50_000] = 0.9
     hot = hot_samples(x, 0.9)
     assert hot.tolist() == list(range(50_000 - 10, 50_000 + 11))  # the filter's reach
-    assert hot_samples(x, 0.9 * OVERSHOOT_BOUND * 1.001).size == 0
+    assert hot_samples(x, 0.9 * overshoot_bound() * 1.001).size == 0
 
 
 def test_limiter_holds_the_true_peak_and_leaves_the_rest_untouched():
