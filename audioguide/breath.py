@@ -18,16 +18,24 @@ MIN_CYCLE_S = 60.0 / MAX_BREATHS_PER_MIN
 MAX_CYCLE_S = 60.0 / MIN_BREATHS_PER_MIN
 
 PHASES = ("inhale", "hold", "exhale", "rest")
+TOP_UP = "top-up"  # the second, short inhale of a double inhale, in the hold's place
+CUE_PHASES = ("inhale", TOP_UP, "hold", "exhale", "rest")  # what a breathing part may cue
 
 
 @dataclass(frozen=True)
 class BreathPattern:
-    """Durations (or ratio parts) of inhale, hold after inhale, exhale, hold after exhale."""
+    """Durations (or ratio parts) of inhale, hold after inhale, exhale, hold after exhale.
+
+    With ``top_up`` the second part is not a hold but a short second inhale on top of the
+    first (the double inhale of a physiological sigh): its phase is ``top-up``, and it is kept
+    at the gentle level, which leaves holds out.
+    """
 
     inhale: float
     hold: float
     exhale: float
     rest: float
+    top_up: bool = False
 
     @property
     def cycle(self) -> float:
@@ -35,23 +43,30 @@ class BreathPattern:
 
     @property
     def has_holds(self) -> bool:
-        return self.hold > 0 or self.rest > 0
+        return (self.hold > 0 and not self.top_up) or self.rest > 0
 
     def parts(self) -> tuple[tuple[str, float], ...]:
         """(phase, duration) for each phase of non-zero length, in breathing order."""
+        names = (PHASES[0], TOP_UP, *PHASES[2:]) if self.top_up else PHASES
         values = (self.inhale, self.hold, self.exhale, self.rest)
-        return tuple((p, v) for p, v in zip(PHASES, values, strict=True) if v > 0)
+        return tuple((p, v) for p, v in zip(names, values, strict=True) if v > 0)
 
     def scaled_to(self, cycle_s: float) -> BreathPattern:
         k = cycle_s / self.cycle
-        return BreathPattern(self.inhale * k, self.hold * k, self.exhale * k, self.rest * k)
+        return BreathPattern(
+            self.inhale * k, self.hold * k, self.exhale * k, self.rest * k, self.top_up
+        )
 
     def without_holds(self) -> BreathPattern:
-        return BreathPattern(self.inhale, 0.0, self.exhale, 0.0)
+        return BreathPattern(
+            self.inhale, self.hold if self.top_up else 0.0, self.exhale, 0.0, self.top_up
+        )
 
     def __str__(self) -> str:
         nums = (self.inhale, self.hold, self.exhale, self.rest)
-        return "-".join(f"{v:g}" for v in nums)
+        text = "-".join(f"{v:g}" for v in nums)
+        # 3+1-6-0: the top-up belongs to the inhale.
+        return text.replace("-", "+", 1) if self.top_up else text
 
 
 @dataclass(frozen=True)
@@ -81,9 +96,9 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "sigh",
-            BreathPattern(3, 1, 6, 0),
+            BreathPattern(3, 1, 6, 0, top_up=True),
             None,
-            "a double inhale (long sip, short top-up) and a long slow exhale",
+            "a double inhale (a long sip, then a short top-up sip) and a long slow exhale",
         ),
     )
 }

@@ -17,9 +17,9 @@ from typing import Any, TypeAlias, TypeVar
 import yaml
 
 from .breath import (
+    CUE_PHASES,
     MAX_BREATHS_PER_MIN,
     MIN_BREATHS_PER_MIN,
-    PHASES,
     BreathPattern,
     check_cycle_s,
     parse_pattern,
@@ -748,8 +748,8 @@ class _Parser:
         )
         cues: list[tuple[str, str]] = []
         if "cues" in values:
-            cue_fields = self.mapping(values["cues"], at("cues"), PHASES, "breath cues")
-            for phase in PHASES:
+            cue_fields = self.mapping(values["cues"], at("cues"), CUE_PHASES, "breath cues")
+            for phase in CUE_PHASES:
                 if phase in cue_fields:
                     cues.append((phase, self.text(cue_fields[phase][1], at(f"cues.{phase}"))))
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .breath import TOP_UP
 from .errors import SoundFileError
 from .routine import AMBIENT_KINDS
 
@@ -35,6 +36,7 @@ BREATH_SOUNDS = ("tone", "noise", "none")
 DEFAULT_BREATH_SOUND = "tone"
 GUIDE_LOW_HZ = 220.0
 GUIDE_HIGH_HZ = 330.0  # a fifth above: the glide is heard as a clear rise or fall
+GUIDE_TOP_UP_HZ = GUIDE_HIGH_HZ * 9 / 8  # a double inhale's second sip rises a whole tone more
 # Levels before mastering. The voice measures about -26 LUFS; the tone peaks here at -30 dBFS
 # and measures about 10 LU under the voice: plain to follow, never competing with the words.
 # Quiet enough, too, that a long breathing part barely moves the session's gated loudness.
@@ -219,10 +221,13 @@ def breath_guide(
         raise ValueError(f"breath sound must be one of {BREATH_SOUNDS}, not {sound!r}")
     if sound == "none" or n <= 0:
         return np.zeros(max(n, 0), dtype=np.float32)
-    holding = phase not in ("inhale", "exhale")
+    holding = phase not in ("inhale", TOP_UP, "exhale")
     if sound == "tone":
         if phase == "inhale":
             out = glide_tone(n, GUIDE_LOW_HZ, GUIDE_HIGH_HZ, sample_rate)
+            out *= breath_envelope(n, 0.3, 0.35)
+        elif phase == TOP_UP:  # a second, short sip: on up from where the inhale ended
+            out = glide_tone(n, GUIDE_HIGH_HZ, GUIDE_TOP_UP_HZ, sample_rate)
             out *= breath_envelope(n, 0.3, 0.35)
         elif phase == "exhale":
             out = glide_tone(n, GUIDE_HIGH_HZ, GUIDE_LOW_HZ, sample_rate)
@@ -237,12 +242,13 @@ def breath_guide(
         # A stretch of the pre-filtered noise from a place the generator picks.
         dark, bright = _noise_bands()
         start = int(rng.integers(dark.shape[0]))
-        bright_weight = np.float32(0.75 if phase == "inhale" else 0.2)
+        inhaling = phase in ("inhale", TOP_UP)
+        bright_weight = np.float32(0.75 if inhaling else 0.2)
         out = bright_weight * loop_span(bright, start, n)
         out += (1 - bright_weight) * loop_span(dark, start, n)
         rms = float(np.sqrt(np.mean(np.square(out, dtype=np.float64)))) or 1.0
         out *= np.float32(NOISE_RMS / rms)
-        if phase == "inhale":
+        if inhaling:
             out *= breath_envelope(n, 0.4, 0.35)
         else:
             out *= breath_envelope(n, 0.15, 0.55)

@@ -118,8 +118,9 @@ class Event:
 
     A chime is an interval bell inside a breathing part or a pause: it takes no time of its own.
 
-    ``text`` is set for say; ``phase`` (inhale, hold, exhale, rest) for breath; ``beat`` (the
-    count, 1 up to the step's count_to) and ``tick`` (whether a tick sounds) for move.
+    ``text`` is set for say; ``phase`` (inhale, top-up, hold, exhale, rest) for breath;
+    ``beat`` (the count, 1 up to the step's count_to) and ``tick`` (whether a tick sounds) for
+    move.
     """
 
     kind: str

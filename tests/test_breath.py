@@ -53,6 +53,20 @@ def test_presets_named_by_the_issue_exist_with_their_shapes():
     assert sigh.exhale > sigh.inhale  # a long exhale after the double inhale
 
 
+def test_the_sigh_is_a_double_inhale_not_a_hold():
+    sigh = PRESETS["sigh"].pattern
+    assert sigh.parts() == (("inhale", 3), ("top-up", 1), ("exhale", 6))
+    assert not sigh.has_holds  # no hold caution, and kept at the gentle level
+    assert sigh.without_holds() == sigh
+    scaled = sigh.scaled_to(12.0).parts()
+    assert [name for name, _ in scaled] == ["inhale", "top-up", "exhale"]
+    assert [s for _, s in scaled] == pytest.approx([3.6, 1.2, 7.2])
+    assert str(sigh) == "3+1-6-0"
+    # Written as numbers, the same shape is a hold.
+    assert parse_pattern("3-1-6").parts()[1] == ("hold", 1)
+    assert parse_pattern("3-1-6").has_holds
+
+
 def test_a_preset_name_wins_over_the_number_syntax():
     # "4-7-8" is both a preset and a valid pattern; they must agree.
     assert parse_pattern("4-7-8") == PRESETS["4-7-8"].pattern

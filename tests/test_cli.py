@@ -143,7 +143,7 @@ def test_plan_json_has_the_documented_shape(short_routine_file):
             if event["kind"] == "say":
                 assert event["text"]
             if event["kind"] == "breath":
-                assert event["phase"] in {"inhale", "hold", "exhale", "rest"}
+                assert event["phase"] in {"inhale", "top-up", "hold", "exhale", "rest"}
             assert track["start_s"] <= event["start_s"] <= track["start_s"] + track["duration_s"]
 
 

@@ -101,7 +101,7 @@ def test_glide_tone_runs_from_start_to_end_pitch():
 
 
 @pytest.mark.parametrize("sound", ["tone", "noise"])
-@pytest.mark.parametrize("phase", ["inhale", "hold", "exhale", "rest"])
+@pytest.mark.parametrize("phase", ["inhale", "top-up", "hold", "exhale", "rest"])
 def test_every_guide_phase_starts_and_ends_in_silence(sound, phase):
     n = 3 * SR
     x = breath_guide(phase, n, sound, rng())
@@ -119,6 +119,22 @@ def test_tone_rises_on_the_inhale_and_falls_on_the_exhale():
     early, late = slice(int(0.3 * n), int(0.4 * n)), slice(int(0.6 * n), int(0.7 * n))
     assert zero_crossing_hz(inhale[late]) > zero_crossing_hz(inhale[early]) * 1.08
     assert zero_crossing_hz(exhale[late]) < zero_crossing_hz(exhale[early]) / 1.08
+
+
+def test_a_top_up_sip_rises_on_from_where_the_inhale_ended():
+    # The sigh's double inhale: a long sip up to 330 Hz, then a short one a whole tone higher,
+    # as loud as an inhale and without a hold's tick.
+    n = SR
+    top_up = breath_guide("top-up", n, "tone", rng())
+    inhale = breath_guide("inhale", 3 * SR, "tone", rng())
+    assert zero_crossing_hz(top_up[: n // 5]) == pytest.approx(330 * 1.125**0.1, rel=0.02)
+    assert zero_crossing_hz(top_up[-n // 5 :]) == pytest.approx(330 * 1.125**0.9, rel=0.02)
+    assert np.max(np.abs(top_up)) == pytest.approx(np.max(np.abs(inhale)), rel=0.05)
+    assert np.argmax(np.abs(top_up)) > 0.1 * n  # a swell, not a tick
+    # With the noise guide it is bright, like an inhale.
+    sip = breath_guide("top-up", n, "noise", rng())
+    out = breath_guide("exhale", n, "noise", rng())
+    assert centroid_hz(sip) > 1.5 * centroid_hz(out)
 
 
 def test_a_hold_is_a_tick_then_a_faint_steady_tone():

@@ -162,6 +162,26 @@ def test_gentle_without_a_tempo_drops_the_holds_from_an_absolute_pattern():
     assert inhales[1].start_s - inhales[0].start_s == pytest.approx(12.0)  # 4 + 8
 
 
+@pytest.mark.parametrize("level", ["gentle", "full"])
+def test_a_sigh_keeps_its_double_inhale_at_every_level_with_no_hold_caution(level):
+    body = one_step(
+        "- breathe:\n"
+        "          cycles: 3\n"
+        "          pattern: sigh\n"
+        "          tempo: 6\n"
+        "          cues: {inhale: Sip in., top-up: And a little more., exhale: Sigh out.}"
+    )
+    timeline = plan(body, level=level)
+    breaths = [e for e in timeline.events() if e.kind == "breath"]
+    assert [e.phase for e in breaths[:3]] == ["inhale", "top-up", "exhale"]
+    assert [e.duration_s for e in breaths[:3]] == pytest.approx([3.0, 1.0, 6.0])
+    said = {e.text: e.start_s for e in timeline.events() if e.kind == "say"}
+    top_ups = [e.start_s for e in breaths if e.phase == "top-up"]
+    assert min(abs(said["And a little more."] - t) for t in top_ups) < 1e-6  # with its sip
+    assert HOLD_CAUTION not in said
+    assert not any("holds are left out" in w for w in timeline.warnings)
+
+
 # ---------------------------------------------------------------------------------------------
 # Movement pace
 
