@@ -96,9 +96,10 @@ class Bell:
 class Breathe:
     """Paced breathing: ``cycles`` breaths, or as many as fit in ``minutes``.
 
-    ``cues`` maps a phase (inhale, hold, exhale, rest) to the words spoken as it starts; they
-    are spoken on the first ``cue_cycles`` cycles and then every ``cue_every`` cycles (0: not
-    again). ``pattern`` and ``breaths_per_min`` override the routine's for this part.
+    ``cues`` maps a phase (inhale, top-up, hold, exhale, rest) to the words spoken as it
+    starts; they are spoken on the first ``cue_cycles`` cycles and then every ``cue_every``
+    cycles (0: not again). ``pattern`` and ``breaths_per_min`` override the routine's for this
+    part.
     """
 
     cycles: int | None = None

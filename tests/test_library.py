@@ -23,7 +23,9 @@ from audioguide.routine import (
     LEVELS,
     Breathe,
     Move,
+    Routine,
     Say,
+    Step,
     at_level,
     builtin_names,
     load_routine,
@@ -79,24 +81,18 @@ def spoken_texts(name: str) -> list[str]:
 def part_cues(name: str) -> set[str]:
     """Texts spoken inside breathing and movement parts, whose length the clock cannot wait
     for: the routine's breath cues and every announcement the timeline adds."""
-    routine = load_routine(name)
-    said: set[str] = set()
-
-    def visit(step: object) -> None:
-        if isinstance(step, Say):
-            said.add(step.text)
-
-    for section in routine.sections:
-        walk_steps(section.steps, visit)
-    cues: set[str] = set()
-
-    def visit_cues(step: object) -> None:
-        if isinstance(step, Breathe):
-            cues.update(text for _, text in step.cues)
-
-    for section in routine.sections:
-        walk_steps(section.steps, visit_cues)
+    steps = all_steps(load_routine(name))
+    said = {step.text for step in steps if isinstance(step, Say)}
+    cues = {text for step in steps if isinstance(step, Breathe) for _, text in step.cues}
     return cues | (set(spoken_texts(name)) - said)
+
+
+def all_steps(routine: Routine) -> list[Step]:
+    """Every step of every section, repeats' steps too, in order."""
+    steps: list[Step] = []
+    for section in routine.sections:
+        walk_steps(section.steps, steps.append)
+    return steps
 
 
 def test_the_library_has_the_routines_of_the_issue():
@@ -138,33 +134,17 @@ def test_gentle_has_more_reminders_to_stop_and_fewer_repetitions(name):
     gentle, full = (at_level(routine, level) for level in LEVELS)
     reminder = re.compile(r"\b(pain|hurt|sore|complain|pinch|objects|rest)\b", re.IGNORECASE)
 
-    def reminders(played):
-        found: list[str] = []
-        for section in played.sections:
-            walk_steps(
-                section.steps,
-                lambda s: (
-                    found.append(s.text) if isinstance(s, Say) and reminder.search(s.text) else None
-                ),
-            )
-        return found
+    def reminders(played: Routine) -> list[str]:
+        return [s.text for s in all_steps(played) if isinstance(s, Say) and reminder.search(s.text)]
 
     assert len(reminders(gentle)) > len(reminders(full))
 
-    def counts(played):
-        found: list[int] = []
-        for section in played.sections:
-            walk_steps(
-                section.steps,
-                lambda s: (
-                    found.append(s.cycles or 0)
-                    if isinstance(s, Breathe)
-                    else found.append(s.count)
-                    if isinstance(s, Move)
-                    else None
-                ),
-            )
-        return found
+    def counts(played: Routine) -> list[int]:
+        return [
+            (s.cycles or 0) if isinstance(s, Breathe) else s.count
+            for s in all_steps(played)
+            if isinstance(s, Breathe | Move)
+        ]
 
     assert sum(counts(gentle)) <= sum(counts(full))
 
