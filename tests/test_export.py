@@ -104,6 +104,20 @@ def test_crcs_of_two_parts_combine_into_the_crc_of_both(a, b):
     assert crc16_combine(crc16(a), crc16(b), len(b)) == crc16(a + b)
 
 
+@given(
+    st.integers(0, 10 * 1152),
+    st.lists(st.integers(1, 40_000), min_size=1, max_size=8),
+)
+@settings(max_examples=20, deadline=None)
+def test_any_cut_of_the_input_encodes_to_the_same_frames(first_sample, lengths):
+    samples = (0.2 * np.random.default_rng(3).standard_normal(SR)).astype(np.float32)
+    bounds = [0, *np.minimum(np.cumsum(lengths), samples.size).tolist(), samples.size]
+    encoder = TrackEncoder(first_sample)
+    for lo, hi in itertools.pairwise(bounds):
+        encoder.feed(samples[lo:hi])
+    assert bytes(encoder.finish().audio) == bytes(encode_track(samples, first_sample).audio)
+
+
 @pytest.mark.parametrize("first_sample", [0, 575, 577, 1151, 90_001])
 def test_a_track_encoded_in_pieces_is_the_track_encoded_whole(first_sample):
     rng = np.random.default_rng(first_sample)

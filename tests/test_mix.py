@@ -5,9 +5,13 @@ Unit tests on the FakeEngine's speech; tests/test_sound.py renders and decodes r
 
 from __future__ import annotations
 
+import itertools
+from functools import lru_cache
+
 import numpy as np
 import pyloudnorm
 import pytest
+from conftest import FakeEngine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import signal
@@ -28,6 +32,7 @@ from audioguide.mix import (
     track_span,
 )
 from audioguide.routine import parse_routine
+from audioguide.speech import Speech
 from audioguide.synth import SAMPLE_RATE
 from audioguide.timeline import Event, Track, build_timeline
 
@@ -418,6 +423,26 @@ def test_a_track_mixed_in_spans_is_the_track_mixed_whole(fake_speech, spans_trac
     assert np.array_equal(mixer.mix(5_000, 300_000), whole[5_000:300_000])
     fresh = mix.TrackMixer(spans_track, fake_speech, settings)
     assert np.array_equal(fresh.mix(whole.size - 9_000, whole.size), whole[-9_000:])
+
+
+@lru_cache(maxsize=1)
+def spans_case() -> tuple[mix.TrackMixer, np.ndarray]:
+    """The SPANS_ROUTINE track with the noise guide and the pink bed: a mixer, and its whole
+    mix to compare with (built once, shared by the property test's examples)."""
+    speech = Speech(FakeEngine(), cache=None)
+    track = build_timeline(parse_routine(SPANS_ROUTINE), speech.length_s).tracks[0]
+    settings = MixSettings(breath_sound="noise", seed=9)
+    return mix.TrackMixer(track, speech, settings), mix_track(track, speech, settings)
+
+
+@given(st.lists(st.integers(1, 400_000), min_size=1, max_size=12))
+@settings(max_examples=25, deadline=None)
+def test_any_cut_of_a_track_into_ranges_mixes_to_the_whole(lengths):
+    mixer, whole = spans_case()
+    bounds = np.minimum(np.cumsum([0, *lengths]), whole.size)
+    pieces = [mixer.mix(int(a), int(b)) for a, b in itertools.pairwise(bounds.tolist())]
+    stop = int(bounds[-1])
+    assert np.array_equal(np.concatenate(pieces), whole[:stop])
 
 
 def test_loudness_blocks_fed_in_pieces_are_the_blocks_of_the_whole():
