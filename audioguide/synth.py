@@ -395,7 +395,11 @@ def default_sound_path(name: str) -> Path:
 
 
 def has_ffmpeg() -> bool:
-    return shutil.which("ffmpeg") is not None or shutil.which("avconv") is not None
+    """Whether pydub can read formats other than WAV: it decodes with ffmpeg and asks ffprobe
+    what a file holds first, so both must be there (every ffmpeg package ships both)."""
+    ffmpeg = shutil.which("ffmpeg") and shutil.which("ffprobe")
+    libav = shutil.which("avconv") and shutil.which("avprobe")
+    return bool(ffmpeg or libav)
 
 
 def load_sound(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

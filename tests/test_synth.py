@@ -267,6 +267,15 @@ def test_wav_is_read_without_ffmpeg_and_resampled(tmp_path, monkeypatch):
     assert zero_crossing_hz(x[1000:-1000]) == pytest.approx(440.0, rel=0.002)
 
 
+def test_ffmpeg_without_ffprobe_cannot_read_other_formats(monkeypatch):
+    # pydub asks ffprobe what a file holds before ffmpeg decodes it.
+    found = {"ffmpeg": "/usr/bin/ffmpeg"}
+    monkeypatch.setattr(synth.shutil, "which", found.get)
+    assert not synth.has_ffmpeg()
+    found["ffprobe"] = "/usr/bin/ffprobe"
+    assert synth.has_ffmpeg()
+
+
 def test_other_formats_without_ffmpeg_say_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setattr(synth, "has_ffmpeg", lambda: False)
     path = tmp_path / "rain.ogg"
