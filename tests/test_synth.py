@@ -269,10 +269,10 @@ def test_wav_is_read_without_ffmpeg_and_resampled(tmp_path, monkeypatch):
 
 def test_ffmpeg_without_ffprobe_cannot_read_other_formats(monkeypatch):
     # pydub asks ffprobe what a file holds before ffmpeg decodes it.
-    found = {"ffmpeg": "/usr/bin/ffmpeg"}
+    found = {"ffmpeg": "bin/ffmpeg"}
     monkeypatch.setattr(synth.shutil, "which", found.get)
     assert not synth.has_ffmpeg()
-    found["ffprobe"] = "/usr/bin/ffprobe"
+    found["ffprobe"] = "bin/ffprobe"
     assert synth.has_ffmpeg()
 
 
