@@ -30,6 +30,7 @@ from .routine import (
     builtin_names,
     load_routine,
 )
+from .session_writer import session_files
 from .speech import DEFAULT_VOICE_FX, VOICE_FX
 from .synth import AMBIENT_KINDS, BREATH_SOUNDS
 from .timeline import MAX_MINUTES, MIN_MINUTES, Event, Timeline
@@ -192,6 +193,19 @@ def cli() -> None:
     """
 
 
+# Shared by render and plan, so plan --json names the files render writes.
+_format_option = click.option(
+    "--format",
+    "audio_format",
+    type=click.Choice(AUDIO_FORMATS),
+    default=DEFAULT_FORMAT,
+    show_default=True,
+    metavar="FORMAT",
+    help=f"Audio format: {', '.join(AUDIO_FORMATS)}. MP3 needs nothing else; the others need "
+    "ffmpeg.",
+)
+
+
 @cli.command()
 @click.argument("routine")
 @click.option(
@@ -248,14 +262,7 @@ def cli() -> None:
     show_default=True,
     help="Bit rate in kbps: constant for MP3, the target for M4A and Ogg.",
 )
-@click.option(
-    "--format",
-    "audio_format",
-    type=click.Choice(AUDIO_FORMATS),
-    default=DEFAULT_FORMAT,
-    show_default=True,
-    help="Audio format. MP3 needs nothing else; the others need ffmpeg.",
-)
+@_format_option
 @click.option("--tracks", "output_mode", flag_value="tracks", help="Write one file per section.")
 @click.option(
     "--single",
@@ -326,8 +333,9 @@ def render(routine: str, out_dir: Path, quiet: bool, **kwargs: Any) -> None:
 @cli.command()
 @click.argument("routine")
 @_timing_options
+@_format_option
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON for tools.")
-def plan(routine: str, as_json: bool, **kwargs: Any) -> None:
+def plan(routine: str, as_json: bool, audio_format: str, **kwargs: Any) -> None:
     """Show the timeline of ROUTINE and its length, without rendering audio.
 
     \b
@@ -339,7 +347,12 @@ def plan(routine: str, as_json: bool, **kwargs: Any) -> None:
     with _user_errors():
         timeline = plan_session(routine, options)
     if as_json:
-        click.echo(json.dumps(timeline.to_dict(), indent=2, ensure_ascii=False))
+        data = timeline.to_dict()
+        # The names render gives the files in this format (the timeline's are for MP3).
+        names = session_files(timeline, audio_format).tracks
+        for track, name in zip(data["tracks"], names, strict=True):
+            track["file"] = name
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     click.echo(_plan_text(timeline))
     for warning in timeline.warnings:

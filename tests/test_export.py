@@ -542,3 +542,12 @@ def test_plan_and_render_agree_on_file_names(short_routine_file, tmp_path, fake_
     timeline = plan_session(str(short_routine_file), speech=fake_speech)
     result = render(short_routine_file, tmp_path, fake_speech)
     assert [p.name for p in result.files[:-1]] == [t.file for t in timeline.tracks]
+
+
+@pytest.mark.parametrize("audio_format", ["mp3", "ogg"])
+def test_plan_json_names_the_files_in_the_format_asked_for(short_routine_file, audio_format):
+    args = ["plan", str(short_routine_file), "--json", "--format", audio_format]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    files = [track["file"] for track in json.loads(result.output)["tracks"]]
+    assert files == ["01 - Arrive." + audio_format, "02 - Breathe." + audio_format]
