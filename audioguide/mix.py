@@ -35,6 +35,7 @@ from .synth import (
     INTERVAL_BELL_FILE,
     SAMPLE_RATE,
     ambient_loop,
+    apply_fades,
     breath_guide,
     default_sound_path,
     fit_ring,
@@ -305,14 +306,7 @@ def ambient_bed(
     bed *= duck_gain(track, hi - lo, first + lo)
     fade_in = min(seconds_to_samples(AMBIENT_FADE_IN_S), n // 2)
     fade_out = min(seconds_to_samples(AMBIENT_FADE_OUT_S), n // 2)
-    if lo < fade_in:
-        stop = min(fade_in, hi)
-        bed[: stop - lo] *= raised_cosine(fade_in)[lo:stop]
-    start = max(n - fade_out, lo)
-    if start < hi:
-        ramp = raised_cosine(fade_out)[::-1]
-        bed[start - lo :] *= ramp[start - (n - fade_out) : hi - (n - fade_out)]
-    return bed
+    return apply_fades(bed, fade_in, fade_out, start=lo, length=n)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -99,15 +99,26 @@ def raised_cosine(n: int) -> np.ndarray:
     return ramp
 
 
-def apply_fades(samples: np.ndarray, fade_in: int, fade_out: int) -> np.ndarray:
-    """Raised-cosine fade in over ``fade_in`` samples and out over ``fade_out``, in place."""
-    n = samples.shape[0]
-    fade_in = min(fade_in, n)
-    fade_out = min(fade_out, n)
-    if fade_in:
-        samples[:fade_in] *= raised_cosine(fade_in)
-    if fade_out:
-        samples[n - fade_out :] *= raised_cosine(fade_out)[::-1]
+def apply_fades(
+    samples: np.ndarray, fade_in: int, fade_out: int, *, start: int = 0, length: int | None = None
+) -> np.ndarray:
+    """Raised-cosine fade in over ``fade_in`` samples and out over ``fade_out``, in place.
+
+    ``samples`` may be a part of a longer signal: its samples ``start`` onward, of ``length``
+    in all (default: the part is the whole). The part gets the stretch of each fade that falls
+    in it, so fading the parts one by one is fading the whole.
+    """
+    end = start + samples.shape[0]
+    length = end if length is None else length
+    fade_in = min(fade_in, length)
+    fade_out = min(fade_out, length)
+    if start < fade_in:
+        stop = min(fade_in, end)
+        samples[: stop - start] *= raised_cosine(fade_in)[start:stop]
+    out_from = length - fade_out
+    first = max(out_from, start)
+    if first < end:
+        samples[first - start :] *= raised_cosine(fade_out)[::-1][first - out_from : end - out_from]
     return samples
 
 

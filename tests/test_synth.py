@@ -89,6 +89,15 @@ def test_apply_fades_shapes_only_the_edges():
 # -- breath guide -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("cut", [1, 7, 15, 33, 60, 99])
+def test_fading_the_parts_of_a_signal_is_fading_the_whole(cut):
+    whole = apply_fades(np.ones(100, dtype=np.float32), 30, 45)
+    parts = [np.ones(cut, dtype=np.float32), np.ones(100 - cut, dtype=np.float32)]
+    apply_fades(parts[0], 30, 45, start=0, length=100)
+    apply_fades(parts[1], 30, 45, start=cut, length=100)
+    assert np.array_equal(np.concatenate(parts), whole)
+
+
 def test_glide_tone_runs_from_start_to_end_pitch():
     x = glide_tone(4 * SR, 220.0, 330.0)
     assert x.dtype == np.float32
