@@ -153,6 +153,8 @@ def limit(
     """
     if in_place and samples.dtype != np.float32:
         raise TypeError("in_place limiting needs float32 samples")
+    from scipy import ndimage  # on first use, as scipy.signal above
+
     x = samples if in_place else samples.astype(np.float32, copy=True)
     n = x.shape[0]
     width = max(3, round(LIMITER_WINDOW_S * sample_rate)) | 1
@@ -187,8 +189,6 @@ def limit(
             a, b = max(0, int(part[0]) - margin), min(n, int(part[-1]) + margin + 1)
             need = np.ones(b - a)
             need[part - a] = needs
-            from scipy import ndimage  # on first use, as scipy.signal above
-
             gain = ndimage.minimum_filter1d(need, width, mode="nearest")
             gain = ndimage.uniform_filter1d(gain, width, mode="nearest")
             x[a:b] *= gain.astype(np.float32)

@@ -144,14 +144,12 @@ class TrackEncoder:
         self._skip = LAME_ENCODER_DELAY_SAMPLES - self.delay
         self._scale = 1.0 / LAME_INPUT_SCALE_BY_KBPS[bitrate_kbps]
         self._encoder: lameenc.Encoder | None = None
-        self._channels = 1
         # One growing buffer, not a list of pieces joined at the end: a track's frames are
         # never held twice.
         self._audio = bytearray()
         self.sample_count = 0
 
     def _start(self, channels: int) -> lameenc.Encoder:
-        self._channels = channels
         encoder = lameenc.Encoder()
         encoder.set_bit_rate(self.bitrate_kbps)
         encoder.set_in_sample_rate(self.sample_rate)
@@ -170,9 +168,10 @@ class TrackEncoder:
         return encoder
 
     @staticmethod
-    def _encode(encoder: lameenc.Encoder, pcm: bytes) -> bytes:
+    def _encode(encoder: lameenc.Encoder, pcm: bytes | None) -> bytes:
+        """LAME's frames for ``pcm``, or what it still holds when ``pcm`` is None (flush)."""
         try:
-            return encoder.encode(pcm)
+            return encoder.flush() if pcm is None else encoder.encode(pcm)
         except RuntimeError as exc:  # lameenc reports every failure so
             raise ExportError(f"the MP3 encoder failed ({exc}); try another --bitrate") from None
 
@@ -188,11 +187,7 @@ class TrackEncoder:
 
     def finish(self) -> EncodedTrack:
         """Flush the encoder: the track's frames."""
-        encoder = self._encoder or self._start(1)
-        try:
-            self._audio += encoder.flush()
-        except RuntimeError as exc:
-            raise ExportError(f"the MP3 encoder failed ({exc}); try another --bitrate") from None
+        self._audio += self._encode(self._encoder or self._start(1), None)
         audio, self._audio = self._audio, bytearray()
         offsets = frame_offsets(audio)
         frame_count = len(offsets) - 1
