@@ -173,6 +173,7 @@ def _options(**kwargs: Any) -> SessionOptions:
                 ("audio_format", "audio_format"),
                 ("output_mode", "output_mode"),
                 ("zip", "zip_"),
+                ("force", "force"),
                 ("jobs", "jobs"),
             )
             if kwargs.get(name) is not None
@@ -278,6 +279,12 @@ _format_option = click.option(
     help="Write both, the tracks and the full-session file [default].",
 )
 @click.option("--zip", "zip_", is_flag=True, help="Also pack the folder into FOLDER.zip beside it.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the session folder (and zip) even if audioguide did not write it, or files "
+    "were added since. Never one that holds the routine or its sounds.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise and bells.")
 @click.option(
     "--jobs",

@@ -33,6 +33,12 @@ from .mp3frames import (
     info_frame,
     parse_header,
 )
+from .ownership import (
+    ZIP_COMMENT,
+    check_replaceable,
+    check_zip_replaceable,
+    write_manifest,
+)
 from .synth import SAMPLE_RATE
 from .tags import Gapless
 
@@ -337,18 +343,21 @@ def write_playlist(path: Path, entries: Sequence[PlaylistEntry], artist: str) ->
     path.write_text(playlist_text(entries, artist), encoding="utf-8", newline="\n")
 
 
-def write_zip(folder: Path, zip_path: Path) -> None:
+def write_zip(folder: Path, zip_path: Path, *, force: bool = False) -> None:
     """Pack ``folder``'s files into ``zip_path`` under a folder of the same name.
 
     Audio is already compressed, so it is stored as is; names are stored as UTF-8. Written
-    beside and renamed into place, so an old archive stays whole until the new one is.
+    beside and renamed into place, so an old archive stays whole until the new one is. An
+    existing file is replaced only if a render wrote it (its comment says so), or ``force``.
     """
+    check_zip_replaceable(zip_path, force=force)
     fd, temporary = tempfile.mkstemp(prefix=f".{zip_path.name}.", dir=zip_path.parent)
     os.close(fd)
     try:
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
+            archive.comment = ZIP_COMMENT
             for path in sorted(folder.iterdir()):
-                if path.is_file():
+                if path.is_file() and not path.name.startswith("."):
                     archive.write(path, f"{folder.name}/{path.name}")
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, zip_path)
@@ -368,11 +377,18 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def staged_folder(target: Path) -> Iterator[Path]:
+def staged_folder(
+    target: Path, *, force: bool = False, keep: Sequence[Path] = ()
+) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``target``; on success it replaces ``target``.
 
-    On any error (or Ctrl-C) the temporary folder is removed and ``target`` is untouched.
+    ``target`` may be replaced only if a render wrote it and nothing was added or changed
+    since (``ownership``), or with ``force``; never if it holds one of the files in ``keep``
+    (what the render reads). That is checked before anything is made and again just before
+    the swap. The finished folder gets a manifest of its files. On any error (or Ctrl-C) the
+    temporary folder is removed and ``target`` is untouched.
     """
+    check_replaceable(target, force=force, keep=keep)
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -387,6 +403,8 @@ def staged_folder(target: Path) -> Iterator[Path]:
         ) from None
     try:
         yield staging
+        write_manifest(staging)
+        check_replaceable(target, force=force, keep=keep)  # it may have changed meanwhile
         _replace_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -395,7 +413,7 @@ def staged_folder(target: Path) -> Iterator[Path]:
 
 def _replace_folder(staging: Path, target: Path) -> None:
     old = None
-    if target.exists():
+    if os.path.lexists(target):
         if not target.is_dir():
             raise ExportError(f"{target}: exists and is not a folder; move it or choose -o DIR")
         old = target.with_name(f".{target.name}.{os.getpid()}.old")
@@ -409,4 +427,7 @@ def _replace_folder(staging: Path, target: Path) -> None:
             os.replace(old, target)
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():
+            old.unlink()  # a link replaced with --force: what it pointed to is left alone
+        else:
+            shutil.rmtree(old, ignore_errors=True)

@@ -34,6 +34,7 @@ from .mix import (
     true_peak_ceiling_dbtp,
 )
 from .names import slugify
+from .ownership import check_replaceable, check_zip_replaceable
 from .routine import DEFAULT_LEVEL, Routine, load_routine
 from .session_writer import ExportOptions, SessionWriter
 from .speech import DEFAULT_VOICE_FX, Speech, voice_effect
@@ -78,6 +79,9 @@ class SessionOptions:
     audio_format: str = DEFAULT_FORMAT
     output_mode: str = DEFAULT_OUTPUT_MODE  # both, tracks or single (export.OUTPUT_MODES)
     zip: bool = False  # also write <folder>.zip beside the folder
+    # Replace an output folder (or zip) even if audioguide cannot prove it wrote it. Never one
+    # that holds a file the render reads.
+    force: bool = False
     use_cache: bool = True
     jobs: int = field(default_factory=default_jobs)
 
@@ -170,6 +174,13 @@ def _render_session(
     export_options = options.export_options()
     export_options.check()  # before any rendering: a missing ffmpeg fails at once
     routine = _routine(routine)
+    target = Path(out_dir) / slugify(routine.name)
+    keep = _files_read(routine, options)
+    # Before any work: a folder that is not ours is refused at once, and left untouched.
+    check_replaceable(target, force=options.force, keep=keep)
+    zip_path = target.with_name(f"{target.name}.zip")
+    if options.zip:
+        check_zip_replaceable(zip_path, force=options.force)
     speech = speech or make_speech(options)
     texts = speech_texts(routine, options.render_options())
     report = progress or (lambda stage, done, total: None)
@@ -193,8 +204,7 @@ def _render_session(
     gain_db = master_gain_db(powers, settings.loudness_lufs)
     ceiling = true_peak_ceiling_dbtp(options.bitrate_kbps)  # room for the encoder's overshoot
 
-    target = Path(out_dir) / slugify(routine.name)
-    with staged_folder(target) as staging:
+    with staged_folder(target, force=options.force, keep=keep) as staging:
         writer = SessionWriter(staging, timeline, export_options)
 
         def write(track: Track) -> None:
@@ -213,9 +223,18 @@ def _render_session(
         _guard_os(finish, target)
 
     if options.zip:
-        _guard_os(lambda: write_zip(target, target.with_name(f"{target.name}.zip")), target)
+        _guard_os(lambda: write_zip(target, zip_path, force=options.force), target)
     files = tuple(target / p.name for p in written)
     return RenderResult(target, files, target / writer.names.playlist, timeline)
+
+
+def _files_read(routine: Routine, options: SessionOptions) -> tuple[Path, ...]:
+    """Every file this render reads: the routine and the sound files it or the options name.
+    A render never replaces a folder that holds one of them."""
+    named = [routine.source, routine.ambient, routine.bell_sound, options.ambient]
+    named += [options.bell_file, *(section.ambient for section in routine.sections)]
+    # Built-in routines and ambient kinds name no file; anything else that exists is one.
+    return tuple(dict.fromkeys(Path(n) for n in named if n and Path(n).is_file()))
 
 
 def _prepare_speech(speech: Speech, texts: list[str], jobs: int, report: Progress) -> None:

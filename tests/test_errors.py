@@ -22,6 +22,7 @@ from click.testing import CliRunner
 
 from audioguide import session_writer
 from audioguide.cli import cli
+from audioguide.ownership import MANIFEST_NAME, write_manifest
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 # | `case` | bad input | `message` | exit |
@@ -106,8 +107,39 @@ def documented() -> dict[str, tuple[str, int]]:
 FAULT_CASES = ("output-not-writable", "disk-full", "interrupted")
 
 
+def _not_ours(folder: Path) -> None:
+    (folder / "docs").mkdir()
+    (folder / "song.mp3").write_bytes(b"a song")
+
+
+def _files_added(folder: Path) -> None:
+    (folder / "01 - Old.mp3").write_bytes(b"the previous render")
+    write_manifest(folder)
+    (folder / "notes.txt").write_text("mine")
+
+
+def _holds_routine(folder: Path) -> None:
+    (folder / "routine.yaml").write_text(TINY, encoding="utf-8")
+
+
+def _zip_not_ours(folder: Path) -> None:
+    (folder.parent / "routine.zip").write_bytes(b"PK mine")
+
+
+# case: (what is at out/routine/ before the render, command line after "audioguide")
+OWNERSHIP_CASES = {
+    "output-not-ours": (_not_ours, ["render", "routine.yaml", "-o", "out"]),
+    "output-files-added": (_files_added, ["render", "routine.yaml", "-o", "out"]),
+    "output-holds-routine": (
+        _holds_routine,
+        ["render", "out/routine/routine.yaml", "-o", "out", "--force"],
+    ),
+    "zip-not-ours": (_zip_not_ours, ["render", "routine.yaml", "-o", "out", "--zip"]),
+}
+
+
 def test_every_documented_row_has_a_case_and_every_case_a_row():
-    assert set(documented()) == set(ROUTINE_CASES) | set(FAULT_CASES)
+    assert set(documented()) == set(ROUTINE_CASES) | set(FAULT_CASES) | set(OWNERSHIP_CASES)
 
 
 def run(args: list[str]) -> tuple[int, str]:
@@ -146,6 +178,21 @@ def test_bad_input_gets_the_documented_error(case, workdir):
     assert not (workdir / "audioguide-out").exists()  # nothing written
 
 
+@pytest.mark.parametrize("case", sorted(OWNERSHIP_CASES))
+def test_a_folder_not_provably_ours_is_refused_untouched(case, workdir):
+    message, status = documented()[case]
+    setup, args = OWNERSHIP_CASES[case]
+    (workdir / "routine.yaml").write_text(TINY, encoding="utf-8")
+    folder = workdir / "out" / "routine"
+    folder.mkdir(parents=True)
+    setup(folder)
+    before = {p: p.read_bytes() if p.is_file() else None for p in workdir.rglob("*")}
+    code, output = run(args)
+    assert (code, last_line(output)) == (status, message)
+    assert "Traceback" not in output
+    assert {p: p.read_bytes() if p.is_file() else None for p in workdir.rglob("*")} == before
+
+
 # ---------------------------------------------------------------------------------------------
 # Faults while writing: the previous output stays, no temporary folder is left behind
 
@@ -156,12 +203,13 @@ def previous(workdir) -> Path:
     folder = workdir / "out" / "routine"
     folder.mkdir(parents=True)
     (folder / "01 - Old.mp3").write_bytes(b"the previous render")
+    write_manifest(folder)  # as a render leaves it: the folder is provably audioguide's
     return folder
 
 
 def assert_left_intact(previous: Path) -> None:
     assert sorted(p.name for p in previous.parent.iterdir()) == ["routine"]
-    assert [p.name for p in previous.iterdir()] == ["01 - Old.mp3"]
+    assert sorted(p.name for p in previous.iterdir()) == [MANIFEST_NAME, "01 - Old.mp3"]
     assert (previous / "01 - Old.mp3").read_bytes() == b"the previous render"
 
 
@@ -229,6 +277,7 @@ def test_ctrl_c_from_the_terminal(workdir):
     folder = workdir / "out" / "routine"
     folder.mkdir(parents=True)
     (folder / "01 - Old.mp3").write_bytes(b"the previous render")
+    write_manifest(folder)
     proc = subprocess.Popen(
         [sys.executable, "-m", "audioguide", "render", "routine.yaml", "-o", "out"],
         cwd=workdir,

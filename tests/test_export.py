@@ -43,6 +43,7 @@ from audioguide.mp3frames import (
     info_frame,
     parse_header,
 )
+from audioguide.ownership import MANIFEST_NAME
 from audioguide.pipeline import SessionOptions, plan_session, render_session
 from audioguide.synth import SAMPLE_RATE
 from audioguide.tags import Chapter, Cue, Gapless, TrackTags, itunsmpb, tag_mp3
@@ -414,7 +415,7 @@ def test_unsafe_titles_render_to_safe_names_the_playlist_resolves(tmp_path, fake
     every = [p for p in out.rglob("*")]
     assert all(p.resolve().is_relative_to(out.resolve()) for p in every)
     assert not (tmp_path / "x.mp3").exists()
-    names = sorted(p.name for p in result.folder.iterdir())
+    names = sorted(p.name for p in result.folder.iterdir() if p.name != MANIFEST_NAME)
     for name in names:
         assert not set('/\\:*?"<>|') & set(name)
         assert name == name.strip(" .")
@@ -457,8 +458,10 @@ def id3_size(data: bytes) -> int:
 
 def test_every_file_states_the_crc_of_its_own_frames(short_routine_file, tmp_path, fake_speech):
     result = render(short_routine_file, tmp_path, fake_speech)
-    # Nothing the render kept aside (each track's frames for the full file) is left behind.
-    assert not [p.name for p in result.folder.iterdir() if p.name.startswith(".")]
+    # Nothing the render kept aside (each track's frames for the full file) is left behind;
+    # the manifest is the one hidden file.
+    hidden = [p.name for p in result.folder.iterdir() if p.name.startswith(".")]
+    assert hidden == [MANIFEST_NAME]
     for path in result.folder.glob("*.mp3"):
         data = path.read_bytes()
         info = id3_size(data)
@@ -473,7 +476,9 @@ def test_zip_holds_the_folder(short_routine_file, tmp_path, fake_speech):
     with zipfile.ZipFile(archive) as z:
         assert z.testzip() is None
         assert sorted(z.namelist()) == sorted(
-            f"{result.folder.name}/{p.name}" for p in result.folder.iterdir()
+            f"{result.folder.name}/{p.name}"
+            for p in result.folder.iterdir()
+            if p.name != MANIFEST_NAME  # the manifest proves the folder, not the archive
         )
 
 
