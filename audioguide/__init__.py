@@ -3,9 +3,13 @@
 Speech cues, breath guide tones, bells and pauses at the tempo you breathe, exported as MP3
 tracks and a playlist for a phone. The public API::
 
-    from audioguide import load_routine, plan_session, render_session, SessionOptions
-    timeline = plan_session("back-pain", SessionOptions(breaths_per_min=5))
-    render_session("back-pain", "audioguide-out", SessionOptions(breaths_per_min=5))
+    from audioguide import RenderOptions, SessionOptions, plan_session, render_session
+    options = SessionOptions(render=RenderOptions(breaths_per_min=5))
+    timeline = plan_session("back-pain", options)
+    render_session("back-pain", "audioguide-out", options)
+
+Every options object checks its fields when it is made and raises OptionError naming the
+field, so a bad value fails where it is given.
 """
 
 from .breath import PRESETS, BreathPattern, parse_pattern
@@ -17,8 +21,10 @@ from .errors import (
     SoundFileError,
     SpeechError,
 )
-from .pipeline import RenderResult, SessionOptions, plan_session, render_session
+from .mix import MixSettings
+from .pipeline import RenderResult, SessionOptions, VoiceOptions, plan_session, render_session
 from .routine import Routine, builtin_names, load_routine, parse_routine
+from .session_writer import ExportOptions
 from .timeline import Event, RenderOptions, Timeline, Track, build_timeline
 
 __version__ = "0.1.0"
@@ -29,6 +35,8 @@ __all__ = [
     "BreathPattern",
     "Event",
     "ExportError",
+    "ExportOptions",
+    "MixSettings",
     "OptionError",
     "RenderOptions",
     "RenderResult",
@@ -39,6 +47,7 @@ __all__ = [
     "SpeechError",
     "Timeline",
     "Track",
+    "VoiceOptions",
     "__version__",
     "build_timeline",
     "builtin_names",

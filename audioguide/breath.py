@@ -137,12 +137,15 @@ def parse_pattern(text: str) -> BreathPattern:
     return BreathPattern(inhale, hold, exhale, rest)
 
 
+TEMPO_HINT = "; 6 is a calm default, 5 gives 12-second breaths"
+
+
 def check_breaths_per_min(value: float) -> float:
     """Return value if it is a tempo audioguide accepts, else raise ValueError saying the range."""
     if not (MIN_BREATHS_PER_MIN <= value <= MAX_BREATHS_PER_MIN):
         raise ValueError(
             f"must be between {MIN_BREATHS_PER_MIN:g} and {MAX_BREATHS_PER_MIN:g} breaths "
-            f"per minute (got {value:g}); 6 is a calm default, 5 gives 12-second breaths"
+            f"per minute (got {value:g}){TEMPO_HINT}"
         )
     return value
 

@@ -15,13 +15,20 @@ from typing import Any, TypeVar
 
 import click
 
-from .breath import PRESETS, BreathPattern, check_breaths_per_min, parse_pattern
+from .breath import PRESETS, BreathPattern, parse_pattern
 from .cache import SpeechCache, cache_dir
-from .errors import AudioguideError
+from .errors import AudioguideError, OptionError
 from .export import DEFAULT_BITRATE_KBPS, MP3_BITRATES_KBPS
 from .formats import AUDIO_FORMATS, DEFAULT_FORMAT
-from .mix import DEFAULT_LOUDNESS_LUFS
-from .pipeline import DEFAULT_OUT_DIR, SessionOptions, plan_session, render_session
+from .mix import DEFAULT_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS, MIN_LOUDNESS_LUFS, MixSettings
+from .pipeline import (
+    DEFAULT_OUT_DIR,
+    MAX_JOBS,
+    SessionOptions,
+    VoiceOptions,
+    plan_session,
+    render_session,
+)
 from .routine import (
     DEFAULT_LEVEL,
     LEVELS,
@@ -30,10 +37,10 @@ from .routine import (
     builtin_names,
     load_routine,
 )
-from .session_writer import session_files
+from .session_writer import ExportOptions, session_files
 from .speech import DEFAULT_VOICE_FX, VOICE_FX
 from .synth import AMBIENT_KINDS, BREATH_SOUNDS
-from .timeline import MAX_MINUTES, MIN_MINUTES, Event, Timeline
+from .timeline import MAX_MINUTES, MIN_MINUTES, Event, RenderOptions, Timeline
 from .tts import DEFAULT_RATE_WPM, MAX_RATE_WPM, MIN_RATE_WPM, list_voices
 
 T = TypeVar("T")
@@ -56,20 +63,15 @@ def _clock(seconds: float) -> str:
 def _user_errors() -> Iterator[None]:
     try:
         yield
+    except OptionError as exc:
+        # An option that only fails with this routine (too short to fit, say): name the flag.
+        message = f"{FLAGS[exc.field]} {exc.detail}" if exc.field in FLAGS else str(exc)
+        raise click.ClickException(message) from None
     except AudioguideError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         click.echo("Interrupted; nothing was changed.", err=True)
         sys.exit(130)
-
-
-def _tempo(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return check_breaths_per_min(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 def _pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> BreathPattern | None:
@@ -86,7 +88,6 @@ def _timing_options(func: Callable[..., T]) -> Callable[..., T]:
         click.option(
             "--breath-tempo",
             type=float,
-            callback=_tempo,
             metavar="BPM",
             help="Breaths per minute for every breathing part, 2 to 20 (5 gives 12 s breaths). "
             "The routine's inhale:exhale ratio is kept.",
@@ -101,7 +102,7 @@ def _timing_options(func: Callable[..., T]) -> Callable[..., T]:
         ),
         click.option(
             "--move-tempo",
-            type=click.FloatRange(MIN_MOVES_PER_MIN, MAX_MOVES_PER_MIN),
+            type=float,
             metavar="PER_MIN",
             help=f"Steps or circles per minute for every paced movement, {MIN_MOVES_PER_MIN:g} "
             f"to {MAX_MOVES_PER_MIN:g} (duck walking: 40 is one step every 1.5 s).",
@@ -116,20 +117,20 @@ def _timing_options(func: Callable[..., T]) -> Callable[..., T]:
         ),
         click.option(
             "--minutes",
-            type=click.FloatRange(MIN_MINUTES, MAX_MINUTES),
+            type=float,
             metavar="N",
-            help="Fit the session to about N minutes by changing breath cycles and repetitions "
-            "(never the tempo, never the safety part).",
+            help=f"Fit the session to about N minutes, {MIN_MINUTES:g} to {MAX_MINUTES:g}, by "
+            "changing breath cycles and repetitions (never the tempo, never the safety part).",
         ),
         click.option(
             "--voice", metavar="ID", help="Voice to speak with (see 'audioguide voices')."
         ),
         click.option(
             "--rate",
-            type=click.IntRange(MIN_RATE_WPM, MAX_RATE_WPM),
+            type=int,
             default=DEFAULT_RATE_WPM,
             show_default=True,
-            help="Speaking rate in words per minute.",
+            help=f"Speaking rate in words per minute, {MIN_RATE_WPM} to {MAX_RATE_WPM}.",
         ),
         click.option("--no-cache", is_flag=True, help="Synthesize every cue afresh."),
     ]
@@ -149,36 +150,88 @@ def _ambient(ctx: click.Context, param: click.Parameter, value: str | None) -> s
     )
 
 
+# The flag that sets each options field, so a library OptionError names what the user typed.
+FLAGS = {
+    "breaths_per_min": "--breath-tempo",
+    "pattern": "--breath-pattern",
+    "moves_per_min": "--move-tempo",
+    "level": "--level",
+    "minutes": "--minutes",
+    "voice": "--voice",
+    "rate_wpm": "--rate",
+    "voice_fx": "--voice-fx",
+    "breath_sound": "--breath-sound",
+    "bells": "--bell/--no-bell",
+    "seed": "--seed",
+    "loudness_lufs": "--loudness",
+    "ambient": "--ambient",
+    "bell_file": "--bell-file",
+    "audio_format": "--format",
+    "bitrate_kbps": "--bitrate",
+    "mode": "--tracks/--single/--both",
+    "zip": "--zip",
+    "force": "--force",
+    "use_cache": "--no-cache",
+    "jobs": "--jobs",
+}
+
+
+def _given(kwargs: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
+    """The options fields (``fields``: field -> click parameter) the command line set."""
+    return {field: kwargs[name] for field, name in fields.items() if kwargs.get(name) is not None}
+
+
 def _options(**kwargs: Any) -> SessionOptions:
-    return SessionOptions(
-        breaths_per_min=kwargs.get("breath_tempo"),
-        pattern=kwargs.get("breath_pattern"),
-        moves_per_min=kwargs.get("move_tempo"),
-        level=kwargs.get("level") or DEFAULT_LEVEL,
-        minutes=kwargs.get("minutes"),
-        voice=kwargs.get("voice"),
-        rate_wpm=kwargs.get("rate", DEFAULT_RATE_WPM),
-        use_cache=not kwargs.get("no_cache", False),
-        **{
-            key: kwargs[name]
-            for key, name in (
-                ("breath_sound", "breath_sound"),
-                ("bells", "bell"),
-                ("seed", "seed"),
-                ("loudness_lufs", "loudness"),
-                ("ambient", "ambient"),
-                ("bell_file", "bell_file"),
-                ("voice_fx", "voice_fx"),
-                ("bitrate_kbps", "bitrate"),
-                ("audio_format", "audio_format"),
-                ("output_mode", "output_mode"),
-                ("zip", "zip_"),
-                ("force", "force"),
-                ("jobs", "jobs"),
-            )
-            if kwargs.get(name) is not None
-        },
-    )
+    """The SessionOptions for a command's parameters; a bad value is reported as its flag."""
+    try:
+        return SessionOptions(
+            render=RenderOptions(
+                **_given(
+                    kwargs,
+                    {
+                        "breaths_per_min": "breath_tempo",
+                        "pattern": "breath_pattern",
+                        "moves_per_min": "move_tempo",
+                        "level": "level",
+                        "minutes": "minutes",
+                    },
+                )
+            ),
+            voice=VoiceOptions(
+                **_given(kwargs, {"voice": "voice", "rate_wpm": "rate", "voice_fx": "voice_fx"})
+            ),
+            mix=MixSettings(
+                **_given(
+                    kwargs,
+                    {
+                        "breath_sound": "breath_sound",
+                        "bells": "bell",
+                        "seed": "seed",
+                        "loudness_lufs": "loudness",
+                        "ambient": "ambient",
+                        "bell_file": "bell_file",
+                    },
+                )
+            ),
+            export=ExportOptions(
+                **_given(
+                    kwargs,
+                    {
+                        "audio_format": "audio_format",
+                        "bitrate_kbps": "bitrate",
+                        "mode": "output_mode",
+                        "zip": "zip_",
+                        "force": "force",
+                    },
+                )
+            ),
+            use_cache=not kwargs.get("no_cache", False),
+            **_given(kwargs, {"jobs": "jobs"}),
+        )
+    except OptionError as exc:
+        if exc.field not in FLAGS:
+            raise
+        raise click.BadParameter(exc.detail, param_hint=f"'{FLAGS[exc.field]}'") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -250,11 +303,12 @@ _format_option = click.option(
 )
 @click.option(
     "--loudness",
-    type=click.FloatRange(-30, -10),
+    type=float,
     default=DEFAULT_LOUDNESS_LUFS,
     show_default=True,
     metavar="LUFS",
-    help="Session loudness, stereo-equivalent LUFS.",
+    help=f"Session loudness, stereo-equivalent LUFS, {MIN_LOUDNESS_LUFS:g} to "
+    f"{MAX_LOUDNESS_LUFS:g}.",
 )
 @click.option(
     "--bitrate",
@@ -285,12 +339,14 @@ _format_option = click.option(
     help="Replace the session folder (and zip) even if audioguide did not write it, or files "
     "were added since. Never one that holds the routine or its sounds.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise and bells.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for noise and bells, 0 or more."
+)
 @click.option(
     "--jobs",
-    type=click.IntRange(1, 64),
+    type=int,
     default=None,
-    help="Tracks rendered at once [default: the number of cores].",
+    help=f"Tracks rendered at once, 1 to {MAX_JOBS} [default: the number of cores].",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 def render(routine: str, out_dir: Path, quiet: bool, **kwargs: Any) -> None:
@@ -350,7 +406,7 @@ def plan(routine: str, as_json: bool, audio_format: str, **kwargs: Any) -> None:
         audioguide plan back-pain --breath-tempo 5
         audioguide plan back-pain --json > plan.json
     """
-    options = _options(**kwargs)
+    options = _options(audio_format=audio_format, **kwargs)
     with _user_errors():
         timeline = plan_session(routine, options)
     if as_json:
@@ -359,7 +415,7 @@ def plan(routine: str, as_json: bool, audio_format: str, **kwargs: Any) -> None:
         names = session_files(timeline, audio_format).tracks
         for track, name in zip(data["tracks"], names, strict=True):
             track["file"] = name
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
         return
     click.echo(_plan_text(timeline))
     for warning in timeline.warnings:

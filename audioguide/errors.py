@@ -25,7 +25,16 @@ class RoutineError(AudioguideError):
 
 
 class OptionError(AudioguideError):
-    """A render option (tempo, pattern, length, ...) outside what audioguide accepts."""
+    """A render option (tempo, pattern, length, ...) outside what audioguide accepts.
+
+    ``field`` names the option in the library's words (``breaths_per_min``), so the CLI can
+    name its flag instead; ``detail`` is the message without the field.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None):
+        self.field = field
+        self.detail = message
+        super().__init__(f"{field}: {message}" if field else message)
 
 
 class SpeechError(AudioguideError):

@@ -25,11 +25,13 @@ from functools import lru_cache
 
 import numpy as np
 
+from .checks import check_choice, check_flag, check_number, check_optional_text, check_whole
 from .dynamics import limit
 from .errors import SoundFileError
 from .speech import Speech
 from .synth import (
     AMBIENT_KINDS,
+    BREATH_SOUNDS,
     DEFAULT_BELL_FILE,
     DEFAULT_BREATH_SOUND,
     INTERVAL_BELL_FILE,
@@ -49,6 +51,9 @@ from .synth import (
 from .timeline import Event, Track
 
 DEFAULT_LOUDNESS_LUFS = -16.0  # stereo-equivalent; a mono file is heard on both ears
+MIN_LOUDNESS_LUFS = -30.0
+MAX_LOUDNESS_LUFS = -10.0
+MAX_SEED = 2**63 - 1
 MONO_OFFSET_DB = 3.0103  # a mono channel measures this much lower than its stereo equivalent
 # -1 dBTP is the promise for the decoded file. A lossy encoder adds overshoot on decoding, more
 # the fewer bits it has: measured on back-pain with a -1.5 dBTP ceiling, the worst decoded
@@ -98,6 +103,16 @@ class MixSettings:
     loudness_lufs: float = DEFAULT_LOUDNESS_LUFS
     ambient: str | None = None
     bell_file: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.breath_sound, "breath_sound", BREATH_SOUNDS)
+        check_flag(self.bells, "bells")
+        check_whole(self.seed, "seed", 0, MAX_SEED)
+        check_number(
+            self.loudness_lufs, "loudness_lufs", MIN_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS, "LUFS"
+        )
+        check_optional_text(self.ambient, "ambient")
+        check_optional_text(self.bell_file, "bell_file")
 
 
 def track_span(track: Track, sample_rate: int = SAMPLE_RATE) -> tuple[int, int]:

@@ -19,13 +19,11 @@ import numpy as np
 from mutagen import MutagenError
 from threadpoolctl import threadpool_limits
 
-from .breath import BreathPattern
 from .cache import SpeechCache
-from .errors import ExportError
-from .export import DEFAULT_BITRATE_KBPS, DEFAULT_OUTPUT_MODE, staged_folder, write_zip
-from .formats import DEFAULT_FORMAT
+from .checks import check_choice, check_flag, check_optional_text, check_whole
+from .errors import ExportError, OptionError
+from .export import staged_folder, write_zip
 from .mix import (
-    DEFAULT_LOUDNESS_LUFS,
     MixSettings,
     TrackMixer,
     master_gain_db,
@@ -35,13 +33,14 @@ from .mix import (
 )
 from .names import slugify
 from .ownership import check_replaceable, check_zip_replaceable
-from .routine import DEFAULT_LEVEL, Routine, load_routine
+from .routine import Routine, load_routine
 from .session_writer import ExportOptions, SessionWriter
-from .speech import DEFAULT_VOICE_FX, Speech, voice_effect
+from .speech import DEFAULT_VOICE_FX, VOICE_FX, Speech, voice_effect
 from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_texts
-from .tts import DEFAULT_RATE_WPM, Pyttsx3Engine, SpeechEngine
+from .tts import DEFAULT_RATE_WPM, MAX_RATE_WPM, MIN_RATE_WPM, Pyttsx3Engine, SpeechEngine
 
 DEFAULT_OUT_DIR = "audioguide-out"
+MAX_JOBS = 64
 T = TypeVar("T")
 
 Progress = Callable[[str, float, float], None]
@@ -58,56 +57,48 @@ def default_jobs() -> int:
 
 
 @dataclass(frozen=True)
-class SessionOptions:
-    """Every choice a render takes; the defaults are the CLI's."""
+class VoiceOptions:
+    """Who speaks and how: a voice id (None: the engine's default), the rate in words per
+    minute, and the voice chain (``warm`` or ``none``)."""
 
-    breaths_per_min: float | None = None
-    pattern: BreathPattern | None = None
-    moves_per_min: float | None = None
-    level: str = DEFAULT_LEVEL
-    minutes: float | None = None
     voice: str | None = None
     rate_wpm: int = DEFAULT_RATE_WPM
-    breath_sound: str = "tone"
-    bells: bool = True
-    seed: int = 0
-    loudness_lufs: float = DEFAULT_LOUDNESS_LUFS
-    ambient: str | None = None  # a kind or a sound file for every section; None: the routine's
-    bell_file: str | None = None  # a sound file for the bells; None: the routine's, else the bowl
     voice_fx: str = DEFAULT_VOICE_FX
-    bitrate_kbps: int = DEFAULT_BITRATE_KBPS
-    audio_format: str = DEFAULT_FORMAT
-    output_mode: str = DEFAULT_OUTPUT_MODE  # both, tracks or single (export.OUTPUT_MODES)
-    zip: bool = False  # also write <folder>.zip beside the folder
-    # Replace an output folder (or zip) even if audioguide cannot prove it wrote it. Never one
-    # that holds a file the render reads.
-    force: bool = False
+
+    def __post_init__(self) -> None:
+        check_optional_text(self.voice, "voice")
+        check_whole(self.rate_wpm, "rate_wpm", MIN_RATE_WPM, MAX_RATE_WPM, "words per minute")
+        check_choice(self.voice_fx, "voice_fx", VOICE_FX)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Every choice a render takes, one part per stage; the defaults are the CLI's.
+
+    Each part checks its own fields when it is made (OptionError names the field), so a
+    SessionOptions that exists is one a render accepts.
+    """
+
+    render: RenderOptions = field(default_factory=RenderOptions)
+    voice: VoiceOptions = field(default_factory=VoiceOptions)
+    mix: MixSettings = field(default_factory=MixSettings)
+    export: ExportOptions = field(default_factory=ExportOptions)
     use_cache: bool = True
     jobs: int = field(default_factory=default_jobs)
 
-    def render_options(self) -> RenderOptions:
-        return RenderOptions(
-            breaths_per_min=self.breaths_per_min,
-            pattern=self.pattern,
-            moves_per_min=self.moves_per_min,
-            level=self.level,
-            minutes=self.minutes,
-        )
-
-    def export_options(self) -> ExportOptions:
-        return ExportOptions(
-            audio_format=self.audio_format, bitrate_kbps=self.bitrate_kbps, mode=self.output_mode
-        )
-
-    def mix_settings(self) -> MixSettings:
-        return MixSettings(
-            breath_sound=self.breath_sound,
-            bells=self.bells,
-            seed=self.seed,
-            loudness_lufs=self.loudness_lufs,
-            ambient=self.ambient,
-            bell_file=self.bell_file,
-        )
+    def __post_init__(self) -> None:
+        for name, kind in (
+            ("render", RenderOptions),
+            ("voice", VoiceOptions),
+            ("mix", MixSettings),
+            ("export", ExportOptions),
+        ):
+            if not isinstance(getattr(self, name), kind):
+                raise OptionError(
+                    f"must be a {kind.__name__} (got {getattr(self, name)!r})", field=name
+                )
+        check_flag(self.use_cache, "use_cache")
+        check_whole(self.jobs, "jobs", 1, MAX_JOBS, "tracks rendered at once")
 
 
 @dataclass(frozen=True)
@@ -124,9 +115,10 @@ def _routine(routine: Routine | str) -> Routine:
 
 def make_speech(options: SessionOptions, engine: SpeechEngine | None = None) -> Speech:
     """The speech source for these options: the pyttsx3 engine unless one is given."""
-    engine = engine or Pyttsx3Engine(voice=options.voice, rate_wpm=options.rate_wpm)
+    voice = options.voice
+    engine = engine or Pyttsx3Engine(voice=voice.voice, rate_wpm=voice.rate_wpm)
     cache = SpeechCache() if options.use_cache else None
-    return Speech(engine, cache, effect=voice_effect(options.voice_fx))
+    return Speech(engine, cache, effect=voice_effect(voice.voice_fx))
 
 
 def plan_session(
@@ -139,8 +131,8 @@ def plan_session(
     options = options or SessionOptions()
     routine = _routine(routine)
     speech = speech or make_speech(options)
-    speech.prepare(speech_texts(routine, options.render_options()))
-    return build_timeline(routine, speech.length_s, options.render_options())
+    speech.prepare(speech_texts(routine, options.render))
+    return build_timeline(routine, speech.length_s, options.render)
 
 
 def render_session(
@@ -171,22 +163,23 @@ def _render_session(
     progress: Progress | None,
 ) -> RenderResult:
     options = options or SessionOptions()
-    export_options = options.export_options()
+    export_options = options.export
     export_options.check()  # before any rendering: a missing ffmpeg fails at once
     routine = _routine(routine)
     target = Path(out_dir) / slugify(routine.name)
     keep = _files_read(routine, options)
     # Before any work: a folder that is not ours is refused at once, and left untouched.
-    check_replaceable(target, force=options.force, keep=keep)
+    force = export_options.force
+    check_replaceable(target, force=force, keep=keep)
     zip_path = target.with_name(f"{target.name}.zip")
-    if options.zip:
-        check_zip_replaceable(zip_path, force=options.force)
+    if export_options.zip:
+        check_zip_replaceable(zip_path, force=force)
     speech = speech or make_speech(options)
-    texts = speech_texts(routine, options.render_options())
+    texts = speech_texts(routine, options.render)
     report = progress or (lambda stage, done, total: None)
     _prepare_speech(speech, texts, max(1, options.jobs), report)
-    timeline = build_timeline(routine, speech.length_s, options.render_options())
-    settings = options.mix_settings()
+    timeline = build_timeline(routine, speech.length_s, options.render)
+    settings = options.mix
     tracks = timeline.tracks
     jobs = max(1, min(options.jobs, len(tracks)))
 
@@ -202,9 +195,10 @@ def _render_session(
     # Pass 1 touches no file: a sound file that cannot be read fails before anything is made.
     powers = _in_parallel(measure, tracks, jobs, lambda done: report("measure", done, total_s))
     gain_db = master_gain_db(powers, settings.loudness_lufs)
-    ceiling = true_peak_ceiling_dbtp(options.bitrate_kbps)  # room for the encoder's overshoot
+    # Room for the encoder's overshoot.
+    ceiling = true_peak_ceiling_dbtp(export_options.bitrate_kbps)
 
-    with staged_folder(target, force=options.force, keep=keep) as staging:
+    with staged_folder(target, force=force, keep=keep) as staging:
         writer = SessionWriter(staging, timeline, export_options)
 
         def write(track: Track) -> None:
@@ -222,8 +216,8 @@ def _render_session(
 
         _guard_os(finish, target)
 
-    if options.zip:
-        _guard_os(lambda: write_zip(target, zip_path, force=options.force), target)
+    if export_options.zip:
+        _guard_os(lambda: write_zip(target, zip_path, force=force), target)
     files = tuple(target / p.name for p in written)
     return RenderResult(target, files, target / writer.names.playlist, timeline)
 
@@ -231,8 +225,8 @@ def _render_session(
 def _files_read(routine: Routine, options: SessionOptions) -> tuple[Path, ...]:
     """Every file this render reads: the routine and the sound files it or the options name.
     A render never replaces a folder that holds one of them."""
-    named = [routine.source, routine.ambient, routine.bell_sound, options.ambient]
-    named += [options.bell_file, *(section.ambient for section in routine.sections)]
+    named = [routine.source, routine.ambient, routine.bell_sound, options.mix.ambient]
+    named += [options.mix.bell_file, *(section.ambient for section in routine.sections)]
     # Built-in routines and ambient kinds name no file; anything else that exists is one.
     return tuple(dict.fromkeys(Path(n) for n in named if n and Path(n).is_file()))
 

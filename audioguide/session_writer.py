@@ -19,17 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .checks import check_choice, check_flag, check_whole
 from .cover import cover_png
-from .errors import ExportError
 from .export import (
     DEFAULT_BITRATE_KBPS,
     DEFAULT_OUTPUT_MODE,
     FULL_SESSION_SUFFIX,
+    MP3_BITRATES_KBPS,
     OUTPUT_MODES,
     PlaylistEntry,
     SessionPiece,
     TrackEncoder,
-    check_bitrate,
     grid_start,
     session_info_frame,
     session_piece,
@@ -37,7 +37,14 @@ from .export import (
     track_info_frame,
     write_playlist,
 )
-from .formats import DEFAULT_FORMAT, check_format, encode_file, encode_raw_file, tag_file
+from .formats import (
+    AUDIO_FORMATS,
+    DEFAULT_FORMAT,
+    check_format,
+    encode_file,
+    encode_raw_file,
+    tag_file,
+)
 from .names import safe_name, unique_name
 from .synth import seconds_to_samples
 from .tags import Chapter, Cue, Gapless, TrackTags, tag_mp3
@@ -56,14 +63,24 @@ class ExportOptions:
     bitrate_kbps: int = DEFAULT_BITRATE_KBPS
     mode: str = DEFAULT_OUTPUT_MODE
     year: int | None = None  # None: the year of the render
+    zip: bool = False  # also write <folder>.zip beside the folder
+    # Replace an output folder (or zip) even if audioguide cannot prove it wrote it. Never one
+    # that holds a file the render reads.
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        check_choice(self.audio_format, "audio_format", AUDIO_FORMATS)
+        check_whole(self.bitrate_kbps, "bitrate_kbps", 1, max(MP3_BITRATES_KBPS), "kbps")
+        check_choice(self.bitrate_kbps, "bitrate_kbps", MP3_BITRATES_KBPS)
+        check_choice(self.mode, "mode", OUTPUT_MODES)
+        if self.year is not None:
+            check_whole(self.year, "year", 1, 9999, "years")
+        check_flag(self.zip, "zip")
+        check_flag(self.force, "force")
 
     def check(self) -> None:
-        """Raise ExportError for options that cannot be written (before any rendering)."""
+        """Raise ExportError for a format this machine cannot write (before any rendering)."""
         check_format(self.audio_format)
-        check_bitrate(self.bitrate_kbps)
-        if self.mode not in OUTPUT_MODES:
-            flags = ", ".join(f"--{mode}" for mode in OUTPUT_MODES)
-            raise ExportError(f"choose what to write with one of {flags} (got {self.mode!r})")
 
     @property
     def writes_tracks(self) -> bool:

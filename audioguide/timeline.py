@@ -30,11 +30,15 @@ from typing import Any
 from .breath import (
     DEFAULT_BREATHS_PER_MIN,
     DEFAULT_PATTERN,
+    MAX_BREATHS_PER_MIN,
+    MIN_BREATHS_PER_MIN,
     MIN_CYCLE_S,
     PRESETS,
+    TEMPO_HINT,
     BreathPattern,
     check_cycle_s,
 )
+from .checks import check_choice, check_optional_number
 from .errors import OptionError
 from .names import track_filename
 from .routine import (
@@ -42,6 +46,9 @@ from .routine import (
     DEFAULT_LEVEL,
     DEFAULT_MOVES_PER_MIN,
     DEFAULT_SAY_PAUSE_S,
+    LEVELS,
+    MAX_MOVES_PER_MIN,
+    MIN_MOVES_PER_MIN,
     Bell,
     Breathe,
     Move,
@@ -103,13 +110,37 @@ def interval_bell_offsets_s(step: Breathe | Pause, length_s: float) -> list[floa
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """What changes the timeline beyond the routine itself. ``None`` keeps the routine's."""
+    """What changes the timeline beyond the routine itself. ``None`` keeps the routine's.
+
+    Checked at construction: OptionError names the field of a value out of range.
+    """
 
     breaths_per_min: float | None = None
     pattern: BreathPattern | None = None
     moves_per_min: float | None = None
     level: str = DEFAULT_LEVEL
     minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        check_optional_number(
+            self.breaths_per_min,
+            "breaths_per_min",
+            MIN_BREATHS_PER_MIN,
+            MAX_BREATHS_PER_MIN,
+            "breaths per minute",
+            hint=TEMPO_HINT,
+        )
+        if self.pattern is not None and not isinstance(self.pattern, BreathPattern):
+            raise OptionError(f"must be a BreathPattern (got {self.pattern!r})", field="pattern")
+        check_optional_number(
+            self.moves_per_min,
+            "moves_per_min",
+            MIN_MOVES_PER_MIN,
+            MAX_MOVES_PER_MIN,
+            "movements per minute",
+        )
+        check_choice(self.level, "level", LEVELS)
+        check_optional_number(self.minutes, "minutes", MIN_MINUTES, MAX_MINUTES, "minutes")
 
 
 @dataclass(frozen=True)
@@ -330,7 +361,7 @@ def build_timeline(
         try:
             check_cycle_s(options.pattern)
         except ValueError as exc:
-            raise OptionError(f"--breath-pattern: {exc}") from None
+            raise OptionError(f"{options.pattern}: {exc}", field="pattern") from None
     played = at_level(routine, options.level)
     if options.minutes is None:
         return _Builder(played, speech_length, options, 1.0).build()
@@ -356,16 +387,18 @@ def fit_scale(
     if target_s < shortest_s * (1 - FIT_TOLERANCE):
         least = math.ceil(shortest_s / 60.0 * (1 - FIT_TOLERANCE))
         raise OptionError(
-            f"--minutes {options.minutes:g}: {routine.source} cannot be that short. With the "
-            f"safety part kept and each practice done once it lasts {_minutes(shortest_s)}; "
-            f"ask for --minutes {least} or more"
+            f"{options.minutes:g} is too short for {routine.source}: with the safety part kept "
+            f"and each practice done once it lasts {_minutes(shortest_s)}; ask for {least} "
+            "minutes or more",
+            field="minutes",
         )
     low, high = 0.0, 1.0
     while total_s(high) < target_s:
         if high >= 4096:
             raise OptionError(
-                f"--minutes {options.minutes:g}: {routine.source} has no breathing, "
-                f"repeats or movements to lengthen; it lasts {_minutes(shortest_s)}"
+                f"{options.minutes:g} cannot be reached: {routine.source} has no breathing, "
+                f"repeats or movements to lengthen; it lasts {_minutes(shortest_s)}",
+                field="minutes",
             )
         low, high = high, high * 2
     # The length grows in steps with the scale: find the smallest scale that reaches the target,

@@ -137,10 +137,10 @@ def mastered_session(cache_dir: Path):  # type: ignore[no-untyped-def]
     options = SessionOptions()
     routine = load_routine(ROUTINE)
     speech = make_speech(options)
-    for text in speech_texts(routine, options.render_options()):
+    for text in speech_texts(routine, options.render):
         speech.dry(text)
-    timeline = build_timeline(routine, speech.length_s, options.render_options())
-    settings = options.mix_settings()
+    timeline = build_timeline(routine, speech.length_s, options.render)
+    settings = options.mix
     powers = [block_powers(mix_track(t, speech, settings)) for t in timeline.tracks]
     gain_db = master_gain_db(powers, settings.loudness_lufs)
     tracks = [to_pcm16(master(mix_track(t, speech, settings), gain_db)) for t in timeline.tracks]

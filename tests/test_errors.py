@@ -79,6 +79,12 @@ ROUTINE_CASES: dict[str, tuple[str | bytes | None, list[str]]] = {
     "tempo-nan": (TINY, ["--breath-tempo", "nan"]),
     "bad-pattern": (TINY, ["--breath-pattern", "4-0"]),
     "huge-minutes": (TINY, ["--minutes", "100000"]),
+    "minutes-nan": (TINY, ["--minutes", "nan"]),
+    "move-tempo-infinite": (TINY, ["--move-tempo", "inf"]),
+    "loudness-nan": (TINY, ["--loudness", "nan"]),
+    "rate-slow": (TINY, ["--rate", "10"]),
+    "seed-negative": (TINY, ["--seed", "-1"]),
+    "jobs-zero": (TINY, ["--jobs", "0"]),
     "bell-file-missing": (
         "title: Test\nsounds: {bell: nosuch.wav}\nsections:\n  - title: One\n"
         "    steps: [bell: 3]\n",

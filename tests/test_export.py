@@ -45,6 +45,7 @@ from audioguide.mp3frames import (
 )
 from audioguide.ownership import MANIFEST_NAME
 from audioguide.pipeline import SessionOptions, plan_session, render_session
+from audioguide.session_writer import ExportOptions
 from audioguide.synth import SAMPLE_RATE
 from audioguide.tags import Chapter, Cue, Gapless, TrackTags, itunsmpb, tag_mp3
 from audioguide.transcript import lrc_text, lrc_timestamp
@@ -350,10 +351,9 @@ sections:
 """
 
 
-def render(routine, tmp_path, fake_speech, **options):
-    return render_session(
-        str(routine), tmp_path / "out", SessionOptions(jobs=2, **options), speech=fake_speech
-    )
+def render(routine, tmp_path, fake_speech, **export):
+    options = SessionOptions(export=ExportOptions(**export), jobs=2)
+    return render_session(str(routine), tmp_path / "out", options, speech=fake_speech)
 
 
 def test_every_tag_chapter_and_transcript_matches_the_timeline(
@@ -432,7 +432,7 @@ def test_unsafe_titles_render_to_safe_names_the_playlist_resolves(tmp_path, fake
 
 @pytest.mark.parametrize("mode", ["tracks", "single"])
 def test_tracks_or_single_writes_only_those(short_routine_file, tmp_path, fake_speech, mode):
-    result = render(short_routine_file, tmp_path, fake_speech, output_mode=mode)
+    result = render(short_routine_file, tmp_path, fake_speech, mode=mode)
     mp3s = sorted(p.name for p in result.folder.glob("*.mp3"))
     lines = result.playlist.read_text(encoding="utf-8").splitlines()
     if mode == "tracks":

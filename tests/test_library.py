@@ -203,14 +203,18 @@ def test_session_lengths_at_the_default_tempo(real_speech):
     full_session = plan_session("back-pain", speech=real_speech).total_s
     assert 18 * 60 <= full_session <= 22 * 60  # "about 20 minutes"
     for level in LEVELS:
-        quick = plan_session("back-pain-quick", SessionOptions(level=level), speech=real_speech)
+        quick = plan_session(
+            "back-pain-quick", SessionOptions(render=RenderOptions(level=level)), speech=real_speech
+        )
         assert 5 * 60 <= quick.total_s <= 8 * 60
 
 
 @pytest.mark.parametrize(("minutes", "tempo"), [(15, None), (30, None), (15, 5.0), (30, 8.0)])
 def test_back_pain_fits_the_asked_minutes(minutes, tempo, real_speech):
-    plain = plan_session("back-pain", SessionOptions(breaths_per_min=tempo), speech=real_speech)
-    options = SessionOptions(breaths_per_min=tempo, minutes=minutes)
+    plain = plan_session(
+        "back-pain", SessionOptions(render=RenderOptions(breaths_per_min=tempo)), speech=real_speech
+    )
+    options = SessionOptions(render=RenderOptions(breaths_per_min=tempo, minutes=minutes))
     fitted = plan_session("back-pain", options, speech=real_speech)
     assert fitted.total_s == pytest.approx(minutes * 60, rel=0.05)
     assert fitted.breath == plain.breath  # never the tempo
@@ -226,8 +230,8 @@ def fake_cli_engine(monkeypatch, fake_engine):
 def test_cli_minutes_below_the_minimum_is_refused(fake_cli_engine):
     result = CliRunner().invoke(cli, ["plan", "back-pain", "--minutes", "5"])
     assert result.exit_code == 1
-    assert result.output.startswith("Error: --minutes 5: back-pain.yaml cannot be that short.")
-    assert "ask for --minutes" in result.output
+    assert result.output.startswith("Error: --minutes 5 is too short for back-pain.yaml: ")
+    assert "ask for 13 minutes or more" in result.output
     assert "Traceback" not in result.output
 
 
