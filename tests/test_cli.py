@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import click
@@ -125,6 +126,37 @@ def test_validate_accepts_builtins_and_reports_each_file(tmp_path):
     assert f"Error: {bad}:2: YAML syntax" in result.output
 
 
+def documented_event_kinds() -> set[str]:
+    """The kinds docs/plan-json.md promises tools, from its table's ``kind`` row."""
+    doc = Path(__file__).resolve().parent.parent / "docs" / "plan-json.md"
+    row = next(
+        line for line in doc.read_text(encoding="utf-8").splitlines() if line.startswith("| `kind`")
+    )
+    return set(re.findall(r"`([a-z-]+)`", row.split("|")[2]))
+
+
+EVERY_KIND = """\
+title: Every kind
+sections:
+  - title: One
+    steps:
+      - bell: 3
+      - say: Rest now.
+      - pause: {seconds: 70, bell_every: 0.5}
+      - move: {count: 2}
+"""
+
+
+def test_the_documented_event_kinds_are_the_ones_plan_emits(tmp_path):
+    (tmp_path / "every.yaml").write_text(EVERY_KIND, encoding="utf-8")
+    emitted = set()
+    for name in ("back-pain", str(tmp_path / "every.yaml")):
+        result = invoke("plan", name, "--json", "--level", "full")
+        assert result.exit_code == 0, result.output
+        emitted |= {e["kind"] for t in json.loads(result.output)["tracks"] for e in t["events"]}
+    assert emitted == documented_event_kinds()
+
+
 def test_plan_json_has_the_documented_shape(short_routine_file):
     result = invoke("plan", str(short_routine_file), "--json")
     assert result.exit_code == 0, result.output
@@ -136,10 +168,7 @@ def test_plan_json_has_the_documented_shape(short_routine_file):
         assert {"index", "title", "file", "start_s", "duration_s", "events"} <= track.keys()
         for event in track["events"]:
             assert {"kind", "start_s", "duration_s"} <= event.keys()
-            assert (
-                event["kind"] in {"say", "breath", "pause", "bell", "count", "tick"}
-                or event["kind"].isidentifier()
-            )
+            assert event["kind"] in documented_event_kinds()
             if event["kind"] == "say":
                 assert event["text"]
             if event["kind"] == "breath":

@@ -98,8 +98,6 @@ NUMERIC_FLAGS = [
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "1e999"])
 @pytest.mark.parametrize(("command", "flag"), NUMERIC_FLAGS)
 def test_no_numeric_flag_takes_a_non_finite_value(command, value, flag, tmp_path, monkeypatch):
-    if command == "plan" and flag == "--loudness":
-        pytest.skip("plan has no --loudness")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "r.yaml").write_text(TINY, encoding="utf-8")
     result = CliRunner().invoke(
