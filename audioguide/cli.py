@@ -17,8 +17,9 @@ import click
 
 from .breath import PRESETS, BreathPattern, parse_pattern
 from .cache import SpeechCache, cache_dir
-from .errors import AudioguideError, OptionError
+from .errors import AudioguideError, OptionError, ServeError
 from .export import DEFAULT_BITRATE_KBPS, MP3_BITRATES_KBPS
+from .feed import FEED_NAME, check_feed_url, find_sessions, write_feed
 from .formats import AUDIO_FORMATS, DEFAULT_FORMAT
 from .mix import DEFAULT_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS, MIN_LOUDNESS_LUFS, MixSettings
 from .pipeline import (
@@ -179,6 +180,15 @@ FLAGS = {
 def _given(kwargs: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
     """The options fields (``fields``: field -> click parameter) the command line set."""
     return {field: kwargs[name] for field, name in fields.items() if kwargs.get(name) is not None}
+
+
+def _feed_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_feed_url(value)
+    except AudioguideError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _options(**kwargs: Any) -> SessionOptions:
@@ -348,8 +358,15 @@ _format_option = click.option(
     default=None,
     help=f"Tracks rendered at once, 1 to {MAX_JOBS} [default: the number of cores].",
 )
+@click.option(
+    "--feed-url",
+    callback=_feed_url,
+    metavar="URL",
+    help="Also write FOLDER/feed.xml, a podcast feed of every session in the output folder, "
+    "for when that folder is published at URL (see 'audioguide serve' to serve it yourself).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
-def render(routine: str, out_dir: Path, quiet: bool, **kwargs: Any) -> None:
+def render(routine: str, out_dir: Path, quiet: bool, feed_url: str | None, **kwargs: Any) -> None:
     """Render ROUTINE (a built-in name or a .yaml file) to MP3 tracks and a playlist.
 
     \b
@@ -380,6 +397,7 @@ def render(routine: str, out_dir: Path, quiet: bool, **kwargs: Any) -> None:
                 result = render_session(routine, out_dir, options, progress=progress)
         else:
             result = render_session(routine, out_dir, options)
+        feed = write_feed(out_dir, feed_url) if feed_url else None
     if quiet:
         return
     timeline = result.timeline
@@ -391,6 +409,8 @@ def render(routine: str, out_dir: Path, quiet: bool, **kwargs: Any) -> None:
     )
     click.echo(f"Written to {result.folder}/")
     click.echo(f"Playlist: {result.playlist}")
+    if feed is not None:
+        click.echo(f"Feed: {feed} (for {feed_url}{FEED_NAME})")
 
 
 @cli.command()
@@ -554,6 +574,83 @@ def presets() -> None:
     for preset in PRESETS.values():
         cycle = 60.0 / preset.breaths_per_min if preset.breaths_per_min else preset.pattern.cycle
         click.echo(f"{preset.name:<10} {preset.pattern!s:<10} {cycle:4.1f} s  {preset.description}")
+
+
+@cli.command()
+@click.argument(
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT_DIR,
+    required=False,
+)
+@click.option(
+    "--host",
+    default="0.0.0.0",
+    show_default=True,
+    help="Address to listen on: every network interface by default; 127.0.0.1 for this "
+    "machine only.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
+@click.option(
+    "--no-token",
+    is_flag=True,
+    help="Plain URLs without the private token (for a network you trust).",
+)
+def serve(folder: Path, host: str, port: int, no_token: bool) -> None:
+    """Serve the sessions rendered in FOLDER to phones on this network: a player page and a
+    podcast feed, with a QR code for each. Ctrl-C stops it.
+
+    \b
+    Example:
+        audioguide serve
+        audioguide serve ~/Music/audioguide --port 8000
+        audioguide serve --host 127.0.0.1
+    """
+    with _user_errors():
+        try:
+            import segno
+
+            from . import server
+        except ModuleNotFoundError as exc:
+            raise ServeError(
+                f"serve needs the serve extra ({exc.name} is not installed); install it with "
+                "pip install 'audioguide[serve]'"
+            ) from None
+        if not folder.is_dir():
+            raise ServeError(
+                f"{folder}: no such folder; render a session into it first "
+                f"(audioguide render back-pain -o {folder}) or give the folder to serve"
+            )
+        token = None if no_token else server.load_token(folder)
+        app = server.create_app(folder, token)
+        sock = server.bind(host, port)
+    where = server.addresses(host, sock.getsockname()[1], token)
+    if host in ("0.0.0.0", "::"):
+        click.echo(
+            "Warning: listening on every network interface; anyone on this network with the "
+            "link can listen (--host 127.0.0.1 keeps it on this machine).",
+            err=True,
+        )
+    count = len(find_sessions(folder))
+    if not count:
+        click.echo(
+            f"Warning: no rendered sessions in {folder} yet; render one (audioguide render "
+            f"back-pain -o {folder}) and reload the page.",
+            err=True,
+        )
+    click.echo(f"Serving {count} session{'s' * (count != 1)} from {folder}/ (Ctrl-C stops)")
+    for label, url in (("Page", where.page_url), ("Podcast feed", where.feed_url)):
+        click.echo(f"\n{label}: {url}")
+        segno.make(url, error="m").terminal(out=sys.stdout, compact=True)
+    sys.stdout.flush()
+    server.serve_forever(app, sock)
+    click.echo("Stopped.")
 
 
 @cli.group()

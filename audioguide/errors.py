@@ -47,3 +47,7 @@ class SoundFileError(AudioguideError):
 
 class ExportError(AudioguideError):
     """Writing the output (encoding, tagging, files and folders) failed."""
+
+
+class ServeError(AudioguideError):
+    """Serving a folder failed: nothing rendered there, the port is taken, an extra is missing."""

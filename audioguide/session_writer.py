@@ -46,6 +46,7 @@ from .formats import (
     tag_file,
 )
 from .names import safe_name, unique_name
+from .subtitles import write_subtitles
 from .synth import seconds_to_samples
 from .tags import Chapter, Cue, Gapless, TrackTags, tag_mp3
 from .timeline import Timeline, Track
@@ -185,6 +186,7 @@ class SessionWriter:
                 tag_file(path, fmt, self._tags(track, cues))
         if self.options.writes_tracks:
             write_lrc(path.with_suffix(".lrc"), self._lrc(track.title, cues, track.duration_s))
+            write_subtitles(path, cues, length_s=track.duration_s)
 
     def _next_grid_start(self, track: Track) -> int | None:
         tracks = self.timeline.tracks
@@ -276,3 +278,4 @@ class SessionWriter:
                 raw.unlink(missing_ok=True)
             tag_file(path, fmt, tags)
         write_lrc(path.with_suffix(".lrc"), self._lrc(timeline.title, cues, timeline.total_s))
+        write_subtitles(path, cues, length_s=timeline.total_s)
