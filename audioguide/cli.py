@@ -630,26 +630,29 @@ def serve(folder: Path, host: str, port: int, no_token: bool) -> None:
         token = None if no_token else server.load_token(folder)
         app = server.create_app(folder, token)
         sock = server.bind(host, port)
-    where = server.addresses(host, sock.getsockname()[1], token)
-    if host in ("0.0.0.0", "::"):
-        click.echo(
-            "Warning: listening on every network interface; anyone on this network with the "
-            "link can listen (--host 127.0.0.1 keeps it on this machine).",
-            err=True,
-        )
-    count = len(find_sessions(folder))
-    if not count:
-        click.echo(
-            f"Warning: no rendered sessions in {folder} yet; render one (audioguide render "
-            f"back-pain -o {folder}) and reload the page.",
-            err=True,
-        )
-    click.echo(f"Serving {count} session{'s' * (count != 1)} from {folder}/ (Ctrl-C stops)")
-    for label, url in (("Page", where.page_url), ("Podcast feed", where.feed_url)):
-        click.echo(f"\n{label}: {url}")
-        segno.make(url, error="m").terminal(out=sys.stdout, compact=True)
-    sys.stdout.flush()
-    server.serve_forever(app, sock)
+    try:
+        where = server.addresses(host, sock.getsockname()[1], token)
+        if host in ("0.0.0.0", "::"):
+            click.echo(
+                "Warning: listening on every network interface; anyone on this network with the "
+                "link can listen (--host 127.0.0.1 keeps it on this machine).",
+                err=True,
+            )
+        count = len(find_sessions(folder))
+        if not count:
+            click.echo(
+                f"Warning: no rendered sessions in {folder} yet; render one (audioguide render "
+                f"back-pain -o {folder}) and reload the page.",
+                err=True,
+            )
+        click.echo(f"Serving {count} session{'s' * (count != 1)} from {folder}/ (Ctrl-C stops)")
+        for label, url in (("Page", where.page_url), ("Podcast feed", where.feed_url)):
+            click.echo(f"\n{label}: {url}")
+            segno.make(url, error="m").terminal(out=sys.stdout, compact=True)
+        sys.stdout.flush()
+        server.serve_forever(app, sock)
+    except KeyboardInterrupt:
+        sock.close()  # Ctrl-C before the server ran: it stops all the same
     click.echo("Stopped.")
 
 

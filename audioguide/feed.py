@@ -306,9 +306,7 @@ def feed_xml(
     channel = [
         _element("title", title),
         _element("link", page_url),
-        _element(
-            "description", f"Guided practice sessions rendered by audioguide ({len(sessions)})."
-        ),
+        _element("description", "Guided practice sessions rendered by audioguide."),
         _element("language", FEED_LANGUAGE),
         _element("lastBuildDate", _rfc2822(newest)),
         _element("generator", "audioguide"),

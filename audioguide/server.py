@@ -26,8 +26,8 @@ import ifaddr
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, Router
 
 from .errors import ServeError
 from .feed import (
@@ -190,8 +190,15 @@ def create_app(root: Path, token: str | None) -> Starlette:
         Route("/{slug}/{name}", session_file),
     ]
     if token:
-        routes = [Mount(f"/{token}", routes=routes)]
-    return Starlette(routes=routes)
+        page_url = f"/{quote(token)}/"
+        routes = [
+            Route(f"/{token}", lambda request: RedirectResponse(page_url)),
+            Mount(f"/{token}", app=Router(routes, redirect_slashes=False)),
+        ]
+    app = Starlette(routes=routes)
+    # Only the page's own address is redirected (above); any other path is simply not there.
+    app.router.redirect_slashes = False
+    return app
 
 
 _NO_STORE = {"cache-control": "no-cache"}
@@ -217,16 +224,16 @@ def _file(request: Request, path: Path, media_type: str) -> Response:
 
 def serve_forever(app: Starlette, sock: socket.socket) -> None:
     """Serve ``app`` on ``sock`` until Ctrl-C (or SIGTERM), then return."""
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-        server_header=False,
-    )
     try:
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            server_header=False,
+        )
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:
-        pass  # uvicorn shut down cleanly, then passed Ctrl-C on
+        pass  # uvicorn shut down cleanly and passed Ctrl-C on, or it came before uvicorn ran
     finally:
         sock.close()

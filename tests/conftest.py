@@ -79,3 +79,92 @@ def short_routine_file(tmp_path):
     path = tmp_path / "short.yaml"
     path.write_text(SHORT_ROUTINE, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def rendered_short(tmp_path_factory: pytest.TempPathFactory):
+    """SHORT_ROUTINE rendered once, with the real speech engine and encoder, into a folder of
+    its own (``<folder>/short/``): what ``audioguide serve`` serves in the tests. Read only."""
+    from audioguide.pipeline import SessionOptions, render_session
+
+    work = tmp_path_factory.mktemp("rendered")
+    routine = work / "short.yaml"
+    routine.write_text(SHORT_ROUTINE, encoding="utf-8")
+    # No cache: a session-wide fixture comes before the per-test isolated cache.
+    return render_session(routine, work / "out", SessionOptions(use_cache=False, jobs=2))
+
+
+class Served:
+    """``audioguide serve FOLDER --host 127.0.0.1 --port 0 ARGS`` running in its own process,
+    as a user starts it; ``page_url`` and ``feed_url`` as it printed them."""
+
+    def __init__(self, folder, *args: str) -> None:
+        import os
+        import selectors
+        import subprocess
+        import sys
+        import time
+        import urllib.request
+
+        command = [sys.executable, "-m", "audioguide", "serve", str(folder)]
+        command += ["--host", "127.0.0.1", "--port", "0", *args]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.printed: list[str] = []
+        self.stderr = ""
+        urls: dict[str, str] = {}
+        deadline = time.monotonic() + 60
+        with selectors.DefaultSelector() as selector:
+            assert self.proc.stdout is not None
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            while "Podcast feed" not in urls:
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(timeout=left):
+                    self.stop()
+                    raise AssertionError(f"the server printed no URLs: {self.printed}")
+                line = self.proc.stdout.readline()
+                if not line:
+                    self.stop()
+                    raise AssertionError(f"the server stopped: {self.printed} {self.stderr}")
+                self.printed.append(line.rstrip("\n"))
+                label, _, url = line.strip().partition(": ")
+                if url.startswith("http://"):
+                    urls[label] = url
+        self.page_url = urls["Page"]
+        self.feed_url = urls["Podcast feed"]
+        # Answered once: the server is running, and has printed all it prints on starting.
+        while True:
+            try:
+                with urllib.request.urlopen(self.page_url, timeout=5) as response:
+                    assert response.status == 200
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user stops it; its exit status."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, self.stderr = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, self.stderr = self.proc.communicate()
+        self.printed += out.splitlines()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def served(rendered_short):
+    """The rendered short session served for the whole test run (read only)."""
+    server = Served(rendered_short.folder.parent)
+    yield server
+    server.stop()
