@@ -613,6 +613,11 @@ def serve(folder: Path, host: str, port: int, no_token: bool) -> None:
         audioguide serve --host 127.0.0.1
     """
     with _user_errors():
+        if not folder.is_dir():
+            raise ServeError(
+                f"{folder}: no such folder; render a session into it first "
+                f"(audioguide render back-pain -o {folder}) or give the folder to serve"
+            )
         try:
             import segno
 
@@ -622,11 +627,6 @@ def serve(folder: Path, host: str, port: int, no_token: bool) -> None:
                 f"serve needs the serve extra ({exc.name} is not installed); install it with "
                 "pip install 'audioguide[serve]'"
             ) from None
-        if not folder.is_dir():
-            raise ServeError(
-                f"{folder}: no such folder; render a session into it first "
-                f"(audioguide render back-pain -o {folder}) or give the folder to serve"
-            )
         token = None if no_token else server.load_token(folder)
         app = server.create_app(folder, token)
         sock = server.bind(host, port)

@@ -265,8 +265,8 @@ def check_feed_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise OptionError(
-            f"--feed-url must be the http:// or https:// address where the output folder is "
-            f"published, such as https://example.org/audio/ (got {url!r})"
+            "not a web address: give the http:// or https:// address where the output folder "
+            f"is published, such as https://example.org/audio/ (got {url!r})"
         )
     return url if url.endswith("/") else url + "/"
 

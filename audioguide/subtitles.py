@@ -19,6 +19,8 @@ SRT_SUFFIX = ".srt"
 
 def _cue_spans(cues: Sequence[Cue], length_s: float) -> list[tuple[int, int, str]]:
     """(start_ms, end_ms, one-line text) per cue; an end never before its start."""
+    if not cues:
+        return []  # a part with no speech (a bell, a pause) has an empty transcript
     starts_ms = [round(cue.start_s * 1000) for cue in cues]
     ends_ms = [*starts_ms[1:], max(round(length_s * 1000), starts_ms[-1] if starts_ms else 0)]
     return [

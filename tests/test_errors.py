@@ -85,6 +85,8 @@ ROUTINE_CASES: dict[str, tuple[str | bytes | None, list[str]]] = {
     "rate-slow": (TINY, ["--rate", "10"]),
     "seed-negative": (TINY, ["--seed", "-1"]),
     "jobs-zero": (TINY, ["--jobs", "0"]),
+    "feed-url-not-web": (TINY, ["--feed-url", "ftp://example.org/"]),
+    "serve-no-folder": (None, ["serve", "nosuch"]),
     "bell-file-missing": (
         "title: Test\nsounds: {bell: nosuch.wav}\nsections:\n  - title: One\n"
         "    steps: [bell: 3]\n",
@@ -176,7 +178,7 @@ def test_bad_input_gets_the_documented_error(case, workdir):
         (workdir / "routine.yaml").write_bytes(text)
     elif text is not None:
         (workdir / "routine.yaml").write_text(text, encoding="utf-8")
-    args = extra if extra[:1] == ["render"] else ["render", "routine.yaml", *extra]
+    args = extra if extra[:1] in (["render"], ["serve"]) else ["render", "routine.yaml", *extra]
     code, output = run(args)
     assert (code, last_line(output)) == (status, message)
     assert "Traceback" not in output
