@@ -22,23 +22,40 @@ Usage (bench-only dependencies: ``pip install '.[bench]'``)::
 
     python scripts/bench.py            # everything, about five minutes on 2 cores
     python scripts/bench.py --no-naive # skip the slow baseline
+    python scripts/bench.py --serve    # only the load check of audioguide serve (below)
+
+The load check (``--serve``, needs ``pip install '.[serve]'``): ``back-pain-quick`` rendered
+and served by ``audioguide serve`` on 127.0.0.1 in its own process, then 20 clients (threads
+here, one keep-alive connection each) fetch random byte ranges of the full-session file, as
+players seeking and buffering do, for 10 s: requests per second, median and p99 latency, and
+the server's peak RSS (VmHWM). The clients share the machine's cores with the server.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import http.client
 import json
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 ROUTINE = "back-pain"
 LAME_BLOCK = 1 << 20  # samples per call to the encoder in the LAME-alone baseline
+SERVE_ROUTINE = "back-pain-quick"
+SERVE_CLIENTS = 20
+SERVE_SECONDS = 10.0
+SERVE_MAX_RANGE_BYTES = 256 * 1024  # a player's read: a few seconds of audio at most
+LOOPBACK_ANY_PORT = ("--host", "127.0.0.1", "--port", "0")
 
 
 @dataclasses.dataclass
@@ -231,6 +248,121 @@ def naive_s(timeline, speech, settings, out: Path) -> float:  # type: ignore[no-
     return time.perf_counter() - start
 
 
+# ---------------------------------------------------------------------------------------------
+# Load check of audioguide serve, on loopback only
+
+
+@dataclasses.dataclass
+class ServeLoad:
+    requests: int
+    failures: int
+    seconds: float
+    latencies_s: list[float]
+    bytes_read: int
+    peak_rss_mb: float
+    file_mb: float
+
+    def percentile_ms(self, fraction: float) -> float:
+        ordered = sorted(self.latencies_s)
+        return 1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def serve_load(work: Path, seed: int = 0) -> ServeLoad:
+    """Render ``SERVE_ROUTINE``, serve it on 127.0.0.1 and load it with random range
+    requests from ``SERVE_CLIENTS`` clients for ``SERVE_SECONDS``; stops by itself."""
+    env = dict(os.environ, AUDIOGUIDE_CACHE_DIR=str(work / "cache"), PYTHONWARNINGS="ignore")
+    out = work / "serve-out"
+    run_cli(["render", SERVE_ROUTINE, "-o", str(out), "-q", "--single"], env)
+    [full] = (out / SERVE_ROUTINE).glob("* (full).mp3")
+    size = full.stat().st_size
+    server = subprocess.Popen(
+        [sys.executable, "-m", "audioguide", "serve", str(out), *LOOPBACK_ANY_PORT, "--no-token"],
+        env=dict(env, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        page_url = ""
+        while not page_url:
+            line = server.stdout.readline()
+            if not line:
+                raise SystemExit("audioguide serve stopped before it printed its address")
+            if line.startswith("Page: "):
+                page_url = line.removeprefix("Page: ").strip()
+        address = urlsplit(page_url)
+        assert address.hostname == "127.0.0.1"  # loopback only, whatever was printed
+        path = f"/{SERVE_ROUTINE}/{quote(full.name)}"
+        latencies: list[list[float]] = [[] for _ in range(SERVE_CLIENTS)]
+        failures = [0] * SERVE_CLIENTS
+        read = [0] * SERVE_CLIENTS
+        start = threading.Barrier(SERVE_CLIENTS + 1)
+        deadline = [0.0]
+
+        def client(index: int) -> None:
+            rng = random.Random(seed * 1000 + index)
+            connection = http.client.HTTPConnection("127.0.0.1", address.port, timeout=30)
+            start.wait()
+            while time.perf_counter() < deadline[0]:
+                first = rng.randrange(size)
+                last = min(size - 1, first + rng.randrange(1, SERVE_MAX_RANGE_BYTES))
+                began = time.perf_counter()
+                try:
+                    connection.request("GET", path, headers={"Range": f"bytes={first}-{last}"})
+                    response = connection.getresponse()
+                    body = response.read()
+                except (OSError, http.client.HTTPException):
+                    failures[index] += 1
+                    connection.close()
+                    connection = http.client.HTTPConnection("127.0.0.1", address.port, timeout=30)
+                    continue
+                latencies[index].append(time.perf_counter() - began)
+                read[index] += len(body)
+                if response.status != 206 or len(body) != last - first + 1:
+                    failures[index] += 1
+            connection.close()
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(SERVE_CLIENTS)]
+        for thread in threads:
+            thread.start()
+        deadline[0] = time.perf_counter() + SERVE_SECONDS
+        began = time.perf_counter()
+        start.wait()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - began
+        peak_kb = 0
+        with open(f"/proc/{server.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    peak_kb = int(line.split()[1])
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    every = [latency for client_latencies in latencies for latency in client_latencies]
+    return ServeLoad(
+        len(every), sum(failures), seconds, every, sum(read), peak_kb / 1024, size / 1e6
+    )
+
+
+def print_serve_load(load: ServeLoad) -> None:
+    print(
+        f"serve: {SERVE_CLIENTS} clients, random ranges up to {SERVE_MAX_RANGE_BYTES // 1024} KiB "
+        f"of a {load.file_mb:.1f} MB file, {load.seconds:.1f} s on loopback"
+    )
+    rate_mb_s = load.bytes_read / load.seconds / 1e6
+    print(
+        f"  {load.requests / load.seconds:.0f} requests/s, {rate_mb_s:.0f} MB/s, latency "
+        f"median {load.percentile_ms(0.5):.1f} ms, p99 "
+        f"{load.percentile_ms(0.99):.1f} ms, {load.failures} failed, server peak RSS "
+        f"{load.peak_rss_mb:.0f} MB"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, help="passed to render --jobs (default: cores)")
@@ -238,7 +370,17 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="renders of each kind; the fastest is kept"
     )
+    parser.add_argument(
+        "--serve", action="store_true", help="only the load check of audioguide serve"
+    )
     args = parser.parse_args()
+
+    if args.serve:
+        with tempfile.TemporaryDirectory(prefix="audioguide-bench-") as tmp:
+            print(f"audioguide bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+            print_serve_load(serve_load(Path(tmp)))
+            print(f"load average while measuring: {os.getloadavg()[0]:.1f} (1 min)")
+        return
 
     with tempfile.TemporaryDirectory(prefix="audioguide-bench-") as tmp:
         work = Path(tmp)
