@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import secrets
 import socket
 import stat
@@ -57,6 +58,7 @@ MEDIA_TYPES = {
     ".vtt": "text/vtt; charset=utf-8",
     ".srt": "application/x-subrip; charset=utf-8",
 }
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
 SHUTDOWN_GRACE_S = 2  # a phone part-way through a download does not hold up Ctrl-C longer
 
 
@@ -65,12 +67,17 @@ def load_token(root: Path) -> str:
     path = root / TOKEN_FILE
     try:
         token = path.read_text(encoding="ascii").strip()
-        if token:
-            return token
     except FileNotFoundError:
         pass
     except (OSError, UnicodeDecodeError) as exc:
         raise ServeError(f"{path}: cannot read the URL token ({exc}); delete the file") from None
+    else:
+        if not _TOKEN.fullmatch(token):
+            raise ServeError(
+                f"{path}: not a URL token (16 or more letters, digits, - or _); delete the "
+                "file for a new one"
+            )
+        return token
     token = secrets.token_urlsafe(12)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

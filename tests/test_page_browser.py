@@ -69,8 +69,10 @@ def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> ob
 
 
 def test_play_seek_by_chapter_and_read_along(browser, served, rendered_short, tmp_path):
-    chapters = [(t.title, t.start_s - rendered_short.timeline.tracks[0].start_s)
-                for t in rendered_short.timeline.tracks]
+    chapters = [
+        (t.title, t.start_s - rendered_short.timeline.tracks[0].start_s)
+        for t in rendered_short.timeline.tracks
+    ]
     browser.get(served.page_url)
     session = wait_for(
         lambda: browser.find_elements(By.CSS_SELECTOR, "button.session"), 20, "the session list"
@@ -98,8 +100,10 @@ def test_play_seek_by_chapter_and_read_along(browser, served, rendered_short, tm
     title, start_s = chapters[1]
     buttons[1].click()
     wait_for(
-        lambda: not browser.execute_script("return document.getElementById('audio').seeking")
-        and abs(now() - start_s) < 2,
+        lambda: (
+            not browser.execute_script("return document.getElementById('audio').seeking")
+            and abs(now() - start_s) < 2
+        ),
         10,
         "the seek to the second chapter",
     )

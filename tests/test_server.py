@@ -331,3 +331,13 @@ def test_the_app_finds_only_rendered_sessions(rendered_short, tmp_path):
     for path in (root / "tracks-only").glob("* (full).*"):
         path.unlink()
     assert [s.slug for s in find_sessions(root)] == ["short"]
+
+
+def test_a_damaged_token_file_is_named_with_the_fix(tmp_path):
+    (tmp_path / TOKEN_FILE).write_text("{slug}/x\n")
+    run = CliRunner().invoke(cli, ["serve", str(tmp_path), "--host", "127.0.0.1", "--port", "0"])
+    assert run.exit_code == 1
+    assert run.output.strip().splitlines()[-1] == (
+        f"Error: {tmp_path / TOKEN_FILE}: not a URL token (16 or more letters, digits, - or _); "
+        "delete the file for a new one"
+    )
