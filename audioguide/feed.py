@@ -26,7 +26,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import mutagen
 from mutagen import MutagenError
-from mutagen.id3 import ID3
+from mutagen.id3 import ID3, ID3NoHeaderError
 
 from .errors import OptionError
 from .export import FULL_SESSION_SUFFIX
@@ -134,6 +134,15 @@ def _read_session(path: str, inode: int, mtime_ns: int) -> RenderedSession | Non
 
 def read_session(folder: Path) -> RenderedSession | None:
     """The session rendered into ``folder``, or None when it holds none."""
+    try:
+        return _read(folder)
+    except (OSError, MutagenError):
+        # Gone or replaced while being read (a render swapping the folder in), or a file that
+        # is not what its name says: not a session to list.
+        return None
+
+
+def _read(folder: Path) -> RenderedSession | None:
     names = {
         entry.name
         for entry in os.scandir(folder)
@@ -149,10 +158,7 @@ def read_session(folder: Path) -> RenderedSession | None:
         return None
     audio = full[0]
     path = folder / audio
-    try:
-        info = mutagen.File(path)
-    except MutagenError:
-        return None
+    info = mutagen.File(path)
     if info is None or info.info is None:
         return None
     title, artist, chapters = _tags(path, info)
@@ -202,7 +208,10 @@ def _playlist_names(path: Path) -> list[str]:
 def _tags(path: Path, info: mutagen.FileType) -> tuple[str, str, tuple[Chapter, ...]]:
     """Title, artist and chapters (in CTOC order) of a full-session file."""
     if path.suffix == ".mp3":
-        id3 = ID3(path)
+        try:
+            id3 = ID3(path)
+        except ID3NoHeaderError:  # tags stripped by some tool: the playlist names it
+            return "", "", ()
         title = str(id3["TIT2"].text[0]) if "TIT2" in id3 else ""
         artist = str(id3["TPE1"].text[0]) if "TPE1" in id3 else ""
         chapters = []

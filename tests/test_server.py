@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import http.client
 import shutil
+import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, urlsplit
 
+import mutagen.id3
 import pytest
 from click.testing import CliRunner
 
@@ -21,7 +23,7 @@ from conftest import SHORT_ROUTINE, Served  # noqa: E402
 
 from audioguide import server  # noqa: E402
 from audioguide.cli import cli  # noqa: E402
-from audioguide.feed import find_sessions  # noqa: E402
+from audioguide.feed import find_sessions, read_session  # noqa: E402
 from audioguide.server import TOKEN_FILE  # noqa: E402
 
 FULL = "Short Test Session (full).mp3"
@@ -341,3 +343,30 @@ def test_a_damaged_token_file_is_named_with_the_fix(tmp_path):
         f"Error: {tmp_path / TOKEN_FILE}: not a URL token (16 or more letters, digits, - or _); "
         "delete the file for a new one"
     )
+
+
+def test_a_damaged_untagged_or_vanishing_session_is_no_server_error(rendered_short, tmp_path):
+    root = tmp_path / "out"
+    shutil.copytree(rendered_short.folder.parent, root)
+    shutil.copytree(root / "short", root / "damaged")
+    (root / "damaged" / FULL).write_bytes(b"ID3\x03\x00\x00garbage" * 10)
+    shutil.copytree(root / "short", root / "untagged")
+    mutagen.id3.delete(root / "untagged" / FULL)
+    server = Served(root)
+    try:
+        status, _, body = request(server.page_url, "feed.xml")
+        assert status == 200
+        items = ET.fromstring(body).findall("channel/item")
+        # The damaged one is left out; the untagged one is named by its playlist.
+        assert sorted(item.findtext("title") for item in items) == [
+            "Short Test Session",
+            "Short Test Session",
+        ]
+        assert sorted(len(item.findall("{*}chapters")) for item in items) == [0, 1]
+        shutil.rmtree(root / "short")
+        status, _, body = request(server.page_url, "feed.xml")
+        assert (status, body.count(b"<item>")) == (200, 1)
+        assert request(server.page_url, file_path())[0] == 404
+    finally:
+        server.stop()
+    assert read_session(root / "short") is None  # gone between listing and reading
