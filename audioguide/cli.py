@@ -613,11 +613,6 @@ def serve(folder: Path, host: str, port: int, no_token: bool) -> None:
         audioguide serve --host 127.0.0.1
     """
     with _user_errors():
-        if not folder.is_dir():
-            raise ServeError(
-                f"{folder}: no such folder; render a session into it first "
-                f"(audioguide render back-pain -o {folder}) or give the folder to serve"
-            )
         try:
             import segno
 
@@ -627,6 +622,7 @@ def serve(folder: Path, host: str, port: int, no_token: bool) -> None:
                 f"serve needs the serve extra ({exc.name} is not installed); install it with "
                 "pip install 'audioguide[serve]'"
             ) from None
+        server.check_folder(folder)
         token = None if no_token else server.load_token(folder)
         app = server.create_app(folder, token)
         sock = server.bind(host, port)

@@ -79,6 +79,7 @@ class RenderedSession:
     chapters: tuple[Chapter, ...]
     cover: str | None
     transcripts: tuple[str, ...]  # .vtt and .srt beside the full-session file
+    chapters_on_disk: bool  # the render wrote the .chapters.json (a static feed needs it)
     files: frozenset[str]
 
     @property
@@ -192,6 +193,7 @@ def _read(folder: Path) -> RenderedSession | None:
         chapters=chapters,
         cover=cover,
         transcripts=transcripts,
+        chapters_on_disk=Path(audio).stem + CHAPTERS_SUFFIX in names,
         files=frozenset(served | {Path(audio).stem + CHAPTERS_SUFFIX}),
     )
 
@@ -234,17 +236,30 @@ def _tags(path: Path, info: mutagen.FileType) -> tuple[str, str, tuple[Chapter, 
     return (easy.get("title") or [""])[0], (easy.get("artist") or [""])[0], ()
 
 
-def chapters_json(session: RenderedSession) -> str:
-    """Podcasting 2.0 JSON chapters: the full-session file's ID3 chapters, times in seconds."""
+def chapters_json_text(title: str, artist: str, chapters: Sequence[Chapter]) -> str:
+    """Podcasting 2.0 JSON chapters, times in seconds to the millisecond (as ID3 keeps them)."""
     data = {
         "version": "1.2.0",
-        "title": session.title,
-        "author": session.artist,
+        "title": title,
+        "author": artist,
         "chapters": [
-            {"startTime": c.start_s, "endTime": c.end_s, "title": c.title} for c in session.chapters
+            {"startTime": round(c.start_s, 3), "endTime": round(c.end_s, 3), "title": c.title}
+            for c in chapters
         ],
     }
     return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+
+
+def chapters_json(session: RenderedSession) -> str:
+    """The JSON chapters of a rendered session: its full-session file's ID3 chapters."""
+    return chapters_json_text(session.title, session.artist, session.chapters)
+
+
+def write_chapters(audio_path: Path, title: str, artist: str, chapters: Sequence[Chapter]) -> None:
+    """Write ``<audio>.chapters.json`` beside ``audio_path`` (at render time, for a static
+    feed): UTF-8, LF line ends."""
+    text = chapters_json_text(title, artist, chapters)
+    audio_path.with_suffix(CHAPTERS_SUFFIX).write_text(text, encoding="utf-8", newline="\n")
 
 
 def page_listing(sessions: Sequence[RenderedSession]) -> list[dict[str, object]]:
@@ -301,10 +316,12 @@ def feed_xml(
     *,
     page_url: str | None = None,
     title: str = FEED_TITLE,
+    static: bool = False,
 ) -> str:
     """An RSS 2.0 podcast feed, one episode per session, with the iTunes and Podcasting 2.0
     tags AntennaPod and Apple Podcasts read. ``base_url`` is where the sessions' folders are
-    (ending in ``/``)."""
+    (ending in ``/``). ``static``: for a plain file host, which serves only the chapters files
+    on disk (the server makes them from the tags)."""
     feed_url = base_url + FEED_NAME
     page_url = page_url or base_url
     artist = next((s.artist for s in sessions if s.artist), "audioguide")
@@ -334,7 +351,7 @@ def feed_xml(
             f"<image>{_element('url', image)}{_element('title', title)}"
             f"{_element('link', page_url)}</image>"
         )
-    channel += [_item(session, base_url, page_url) for session in sessions]
+    channel += [_item(session, base_url, page_url, static) for session in sessions]
     body = "\n    ".join(channel)
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -342,7 +359,7 @@ def feed_xml(
     )
 
 
-def _item(session: RenderedSession, base_url: str, page_url: str) -> str:
+def _item(session: RenderedSession, base_url: str, page_url: str, static: bool) -> str:
     sections = ", ".join(c.title for c in session.chapters)
     description = f"{session.title}: {sections}." if sections else session.title
     parts = [
@@ -363,7 +380,7 @@ def _item(session: RenderedSession, base_url: str, page_url: str) -> str:
     ]
     if session.cover is not None:
         parts.append(_element("itunes:image", href=file_url(base_url, session, session.cover)))
-    if session.chapters:
+    if session.chapters and (session.chapters_on_disk or not static):
         parts.append(
             _element(
                 "podcast:chapters",
@@ -385,16 +402,15 @@ def _item(session: RenderedSession, base_url: str, page_url: str) -> str:
 
 
 def write_feed(root: Path, base_url: str) -> Path:
-    """Write ``root/feed.xml`` for the sessions under ``root`` published at ``base_url``, and
-    each session's chapters JSON beside its full-session file. Each file is written beside
-    and renamed into place, so a reader never sees half of one."""
+    """Write ``root/feed.xml`` for the sessions under ``root`` published at ``base_url``.
+
+    Only ``root/feed.xml`` is written: a session folder is the render's own (its manifest lists
+    every file in it), so the chapters a static feed links to are the ``.chapters.json`` each
+    render writes; a session rendered before there were any is listed without chapters. The
+    feed is written beside and renamed into place, so a reader never sees half of one."""
     base_url = check_feed_url(base_url)
-    sessions = find_sessions(root)
-    for session in sessions:
-        if session.chapters:
-            _write_atomic(session.folder / session.chapters_name, chapters_json(session))
     path = root / FEED_NAME
-    _write_atomic(path, feed_xml(sessions, base_url))
+    _write_atomic(path, feed_xml(find_sessions(root), base_url, static=True))
     return path
 
 

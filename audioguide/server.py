@@ -41,7 +41,9 @@ from .feed import (
     find_session,
     find_sessions,
     page_listing,
+    read_session,
 )
+from .ownership import MANIFEST_NAME
 
 TOKEN_FILE = ".audioguide-token"
 WEB_DIR = Path(__file__).with_name("web")
@@ -60,6 +62,21 @@ MEDIA_TYPES = {
 }
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
 SHUTDOWN_GRACE_S = 2  # a phone part-way through a download does not hold up Ctrl-C longer
+
+
+def check_folder(root: Path) -> None:
+    """Raise ServeError unless ``root`` is a folder of session folders to serve."""
+    if not root.is_dir():
+        raise ServeError(
+            f"{root}: no such folder; render a session into it first "
+            f"(audioguide render back-pain -o {root}) or give the folder to serve"
+        )
+    if (root / MANIFEST_NAME).exists() or read_session(root) is not None:
+        # Serving it would put the token file into a folder a render must find as it left it.
+        parent = root.resolve().parent
+        raise ServeError(
+            f"{root}: is one session's folder; serve the folder it is in: audioguide serve {parent}"
+        )
 
 
 def load_token(root: Path) -> str:

@@ -37,6 +37,7 @@ from .export import (
     track_info_frame,
     write_playlist,
 )
+from .feed import write_chapters
 from .formats import (
     AUDIO_FORMATS,
     DEFAULT_FORMAT,
@@ -279,3 +280,4 @@ class SessionWriter:
             tag_file(path, fmt, tags)
         write_lrc(path.with_suffix(".lrc"), self._lrc(timeline.title, cues, timeline.total_s))
         write_subtitles(path, cues, length_s=timeline.total_s)
+        write_chapters(path, timeline.title, timeline.artist, chapters)

@@ -370,3 +370,29 @@ def test_a_damaged_untagged_or_vanishing_session_is_no_server_error(rendered_sho
     finally:
         server.stop()
     assert read_session(root / "short") is None  # gone between listing and reading
+
+
+def test_a_session_folder_itself_is_refused_and_left_as_the_render_wrote_it(rendered_short):
+    folder = rendered_short.folder
+    before = sorted(p.name for p in folder.iterdir())
+    run = CliRunner().invoke(cli, ["serve", str(folder), "--host", "127.0.0.1", "--port", "0"])
+    assert run.exit_code == 1
+    assert run.output.strip().splitlines()[-1] == (
+        f"Error: {folder}: is one session's folder; serve the folder it is in: audioguide serve "
+        f"{folder.resolve().parent}"
+    )
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_render_again_after_serving_and_a_static_feed(rendered_short, tmp_path):
+    """Neither serve nor --feed-url leaves anything in a session folder that would make the
+    next render refuse it as changed."""
+    routine = tmp_path / "short.yaml"
+    routine.write_text(SHORT_ROUTINE, encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["render", str(routine), "-o", str(out), "-q", "--feed-url", "https://example.org/"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    Served(out).stop()
+    run = CliRunner().invoke(cli, args)
+    assert run.exit_code == 0, run.output
+    assert (out / "feed.xml").exists() and (out / TOKEN_FILE).exists()
