@@ -42,7 +42,7 @@ function showLine(track) {
 function mediaSession(session) {
   if (!("mediaSession" in navigator)) return;
   const artwork = session.cover
-    ? [{ src: new URL(session.cover, location.href).href, sizes: "1000x1000", type: "image/png" }]
+    ? [{ src: new URL(session.cover, location.href).href, type: "image/png" }]
     : [];
   navigator.mediaSession.metadata = new MediaMetadata({
     title: session.title, artist: session.artist, album: "Guided practice", artwork,
