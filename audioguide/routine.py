@@ -2,7 +2,9 @@
 
 Validation happens while walking the YAML node tree, so every error names the file, the line
 and the field, e.g. ``my.yaml:14: sections[0].steps[2].pause: must be a number of seconds
->= 0 (got -3)``. YAML is loaded with PyYAML's safe loader: no object construction.
+>= 0 (got -3)``. YAML is loaded with PyYAML's safe loader: no object construction. The generic
+node readers are in yaml_nodes.py; each step kind's fields are read as its spec in steps.py
+says.
 """
 
 from __future__ import annotations
@@ -12,142 +14,115 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import Any
 
 import yaml
 
-from .breath import (
-    CUE_PHASES,
-    MAX_BREATHS_PER_MIN,
-    MIN_BREATHS_PER_MIN,
-    BreathPattern,
-    check_cycle_s,
-    parse_pattern,
-)
+from .breath import BreathPattern
 from .errors import RoutineError
+from .steps import (
+    BREATHS_PER_MIN,
+    COMMON_FIELDS,
+    DEFAULT_BELL_RING_S,
+    DEFAULT_COUNT_TO,
+    DEFAULT_CUE_CYCLES,
+    DEFAULT_MOVE_SOUND,
+    DEFAULT_MOVES_PER_MIN,
+    DEFAULT_SAY_PAUSE_S,
+    MAIN_FIELD,
+    MAX_MOVES_PER_MIN,
+    MIN_MOVES_PER_MIN,
+    MOVE_SOUNDS,
+    MOVES_PER_MIN,
+    SPECS,
+    STEP_FIELDS,
+    STEP_KINDS,
+    Bell,
+    Breathe,
+    Context,
+    Move,
+    Overrides,
+    Pattern,
+    Pause,
+    Repeat,
+    Say,
+    Step,
+    StepSpec,
+    kind_of,
+    nested_steps,
+)
+from .yaml_nodes import (
+    LEVELS,
+    MAX_DEPTH,
+    MAX_NODES,
+    MAX_TEXT_CHARS,
+    Node,
+    NodeReader,
+    is_by_level,
+    is_null,
+)
 
-T = TypeVar("T")
+__all__ = [
+    "AMBIENT_KINDS",
+    "COMMON_FIELDS",
+    "DEFAULT_BELL_RING_S",
+    "DEFAULT_COUNT_TO",
+    "DEFAULT_CUE_CYCLES",
+    "DEFAULT_LEVEL",
+    "DEFAULT_MOVES_PER_MIN",
+    "DEFAULT_SAY_PAUSE_S",
+    "LEVELS",
+    "MAIN_FIELD",
+    "MAX_DEPTH",
+    "MAX_MOVES_PER_MIN",
+    "MAX_NODES",
+    "MAX_TEXT_CHARS",
+    "MIN_MOVES_PER_MIN",
+    "MOVE_SOUNDS",
+    "ROUTINE_FIELDS",
+    "SECTION_FIELDS",
+    "STEP_FIELDS",
+    "STEP_KINDS",
+    "Bell",
+    "Breathe",
+    "Move",
+    "Overrides",
+    "Pause",
+    "Repeat",
+    "Routine",
+    "Say",
+    "Section",
+    "Step",
+    "at_level",
+    "builtin_names",
+    "find_routine",
+    "load_routine",
+    "parse_routine",
+    "walk_steps",
+]
 
-DEFAULT_SAY_PAUSE_S = 1.5
-DEFAULT_BELL_RING_S = 8.0
-DEFAULT_CUE_CYCLES = 2
-LEVELS = ("gentle", "full")
 DEFAULT_LEVEL = "gentle"  # the issue's advice for a first session: start slowly
-MIN_MOVES_PER_MIN = 4.0
-MAX_MOVES_PER_MIN = 120.0
-DEFAULT_MOVES_PER_MIN = 40.0  # slow walking steps, one every 1.5 s
-MOVE_SOUNDS = ("tick", "count", "none")
-DEFAULT_MOVE_SOUND = "tick"
 AMBIENT_KINDS = ("none", "pink", "brown", "drone")  # or a sound file; synthesized in synth.py
-DEFAULT_COUNT_TO = 8
 DEFAULT_ARTIST = "audioguide"
-MAX_TEXT_CHARS = 1000
 MAX_FILE_BYTES = 1_000_000
-MAX_NODES = 50_000
-MAX_DEPTH = 40
+ROUTINE_FIELDS = (
+    "title",
+    "description",
+    "artist",
+    "breath",
+    "move",
+    "announce",
+    "sounds",
+    "sections",
+)
+SECTION_FIELDS = ("title", "spoken_title", "safety", "level", "ambient", "steps")
+COUNT_WORDS = (
+    "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten",
+    "Eleven", "Twelve",
+)  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------
-# The model
-
-
-Overrides: TypeAlias = tuple[tuple[str, Any], ...]
-"""``(field, value)`` pairs a step takes at ``--level full``; its plain fields are the gentle
-values. ``level`` on a step, when set, keeps the step at that level only."""
-
-
-@dataclass(frozen=True)
-class Say:
-    """A spoken cue, followed by ``pause_s`` of quiet."""
-
-    text: str
-    pause_s: float = DEFAULT_SAY_PAUSE_S
-    line: int = 0
-    level: str | None = None
-    full: Overrides = ()
-
-
-@dataclass(frozen=True)
-class Pause:
-    """Quiet (or ambient only) for ``duration_s``.
-
-    Interval bells: a soft chime every ``bell_every_min`` minutes and at each of
-    ``bells_at_min`` (minutes from the start of the pause).
-    """
-
-    duration_s: float
-    line: int = 0
-    level: str | None = None
-    full: Overrides = ()
-    bell_every_min: float | None = None
-    bells_at_min: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class Bell:
-    """A singing-bowl strike left to ring for ``ring_s``."""
-
-    ring_s: float = DEFAULT_BELL_RING_S
-    line: int = 0
-    level: str | None = None
-    full: Overrides = ()
-
-
-@dataclass(frozen=True)
-class Breathe:
-    """Paced breathing: ``cycles`` breaths, or as many as fit in ``minutes``.
-
-    ``cues`` maps a phase (inhale, top-up, hold, exhale, rest) to the words spoken as it
-    starts; they are spoken on the first ``cue_cycles`` cycles and then every ``cue_every``
-    cycles (0: not again). ``pattern`` and ``breaths_per_min`` override the routine's for this
-    part.
-    """
-
-    cycles: int | None = None
-    minutes: float | None = None
-    pattern: BreathPattern | None = None
-    breaths_per_min: float | None = None
-    cues: tuple[tuple[str, str], ...] = ()
-    cue_cycles: int = DEFAULT_CUE_CYCLES
-    cue_every: int = 0
-    time_left: bool = True
-    line: int = 0
-    level: str | None = None
-    full: Overrides = ()
-    # Interval bells, as for Pause; each rings at the start of the nearest breath.
-    bell_every_min: float | None = None
-    bells_at_min: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class Repeat:
-    """The nested ``steps``, ``times`` times over."""
-
-    times: int
-    steps: tuple[Step, ...]
-    line: int = 0
-    level: str | None = None
-    full: Overrides = ()
-
-
-@dataclass(frozen=True)
-class Move:
-    """A paced movement: ``count`` steps or circles at ``moves_per_min``.
-
-    ``sound`` marks each movement: a soft ``tick``, spoken numbers (``count``, one to
-    ``count_to`` and round again), or ``none``.
-    """
-
-    count: int
-    moves_per_min: float | None = None
-    sound: str | None = None
-    count_to: int = DEFAULT_COUNT_TO
-    time_left: bool = True
-    line: int = 0
-    level: str | None = None
-    full: Overrides = ()
-
-
-Step: TypeAlias = Say | Pause | Bell | Breathe | Repeat | Move
+# The model (the steps are in steps.py)
 
 
 @dataclass(frozen=True)
@@ -287,172 +262,25 @@ def parse_routine(text: str, *, source: str = "<routine>", name: str = "routine"
 
 
 # ---------------------------------------------------------------------------------------------
-# Parsing YAML nodes with their positions
-
-Node = yaml.Node
+# The routine's structure; the generic readers are NodeReader's
 
 
-class _Parser:
+class _Parser(NodeReader):
     def __init__(self, loader: yaml.SafeLoader, source: str, name: str):
-        self.loader = loader
-        self.source = source
+        super().__init__(loader, source)
         self.name = name
-        self.nodes_seen = 0
-        self.shorthand: dict[str, tuple[str, str]] = {}
 
-    # -- helpers -----------------------------------------------------------------------------
-
-    def fail(self, node: Node, where: str, message: str) -> RoutineError:
-        prefix = f"{where}: " if where else ""
-        return RoutineError(f"{prefix}{message}", path=self.source, line=node.start_mark.line + 1)
-
-    def optional(
-        self,
-        values: dict[str, Node],
-        name: str,
-        where: str,
-        read: Callable[[Node, str], T],
-        default: T,
-    ) -> T:
-        """``read`` the field ``name`` if the step gives it, else ``default``."""
-        return read(values[name], self.field_path(where, name)) if name in values else default
-
-    def field_path(self, where: str, name: str) -> str:
-        field, written = self.shorthand.get(where, ("", ""))
-        return f"{where}.{written if name == field else name}"
-
-    def count(self, node: Node, where: str, depth: int) -> None:
-        self.nodes_seen += 1
-        if self.nodes_seen > MAX_NODES or depth > MAX_DEPTH:
-            raise self.fail(node, where, "the routine is too large or too deeply nested")
-
-    def mapping(
-        self, node: Node, where: str, allowed: tuple[str, ...], what: str
-    ) -> dict[str, tuple[Node, Node]]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, where, f"must be a mapping of {what} (key: value lines)")
-        out: dict[str, tuple[Node, Node]] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise self.fail(key_node, where, "keys must be plain names")
-            key = str(key_node.value)
-            if key == "<<":
-                raise self.fail(key_node, where, "YAML merge keys (<<) are not supported")
-            if key in out:
-                raise self.fail(key_node, _join(where, key), "appears twice; keep one")
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise self.fail(
-                    key_node,
-                    _join(where, key),
-                    f"unknown field; {hint}{what} may have: {', '.join(allowed)}",
-                )
-            out[key] = (key_node, value_node)
-        return out
-
-    def scalar(self, node: Node, where: str) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            kind = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
-            raise self.fail(node, where, f"must be a single value, not {kind}")
-        try:
-            return self.loader.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, OverflowError) as exc:
-            raise self.fail(node, where, f"cannot read this value ({exc})") from None
-
-    def text(self, node: Node, where: str, *, allow_empty: bool = False) -> str:
-        value = self.scalar(node, where)
-        if value is None or isinstance(value, bool | list | dict):
-            raise self.fail(node, where, f"must be text (got {_show(value)})")
-        text = " ".join(str(value).split())
-        if not text and not allow_empty:
-            raise self.fail(node, where, "must not be empty")
-        if len(text) > MAX_TEXT_CHARS:
-            raise self.fail(
-                node, where, f"is {len(text)} characters; keep it under {MAX_TEXT_CHARS}"
-            )
-        return text
-
-    def number(
-        self, node: Node, where: str, low: float, high: float, unit: str, *, low_open: bool = False
-    ) -> float:
-        value = self.scalar(node, where)
-        bound = f"> {low:g}" if low_open else f">= {low:g}"
-        rule = f"must be a number of {unit} {bound} and <= {high:g}"
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(node, where, f"{rule} (got {_show(value)})")
-        number = float(value)
-        if number != number or (low_open and number <= low) or number < low or number > high:
-            raise self.fail(node, where, f"{rule} (got {value})")
-        return number
-
-    def integer(self, node: Node, where: str, low: int, high: int, unit: str) -> int:
-        value = self.scalar(node, where)
-        rule = f"must be a whole number of {unit} from {low} to {high}"
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(node, where, f"{rule} (got {_show(value)})")
-        if not (low <= value <= high):
-            raise self.fail(node, where, f"{rule} (got {value})")
-        return value
-
-    def pattern(self, node: Node, where: str, absolute: bool) -> BreathPattern:
-        value = self.scalar(node, where)
-        if isinstance(value, bool) or value is None:
-            raise self.fail(node, where, f"must be a breath pattern like 4-6 (got {_show(value)})")
-        try:
-            pattern = parse_pattern(str(value))
-            if absolute:
-                check_cycle_s(pattern)
-        except ValueError as exc:
-            raise self.fail(node, where, str(exc)) from None
-        return pattern
+    def context(self, depth: int) -> Context:
+        return Context(self, depth, self.steps)
 
     def tempo(self, node: Node, where: str) -> float:
-        return self.number(
-            node, where, MIN_BREATHS_PER_MIN, MAX_BREATHS_PER_MIN, "breaths per minute"
-        )
+        return BREATHS_PER_MIN.read(self.context(0), node, where)
 
     def move_tempo(self, node: Node, where: str) -> float:
-        return self.number(
-            node, where, MIN_MOVES_PER_MIN, MAX_MOVES_PER_MIN, "movements per minute"
-        )
+        return MOVES_PER_MIN.read(self.context(0), node, where)
 
-    def flag(self, node: Node, where: str) -> bool:
-        value = self.scalar(node, where)
-        if not isinstance(value, bool):
-            raise self.fail(node, where, f"must be true or false (got {_show(value)})")
-        return value
-
-    def choice(self, node: Node, where: str, choices: tuple[str, ...]) -> str:
-        value = self.scalar(node, where)
-        if not isinstance(value, str) or value not in choices:
-            raise self.fail(
-                node, where, f"must be one of {', '.join(choices)} (got {_show(value)})"
-            )
-        return value
-
-    def by_level(self, node: Node, where: str, read: Callable[[Node, str], T]) -> tuple[T, T]:
-        """A value, or ``{gentle: a, full: b}``: the (gentle, full) pair."""
-        if not isinstance(node, yaml.MappingNode):
-            value = read(node, where)
-            return value, value
-        fields = self.mapping(node, where, LEVELS, "values by level (gentle: and full:)")
-        for level in LEVELS:
-            if level not in fields:
-                raise self.fail(
-                    node, f"{where}.{level}", "missing; give a value for both gentle: and full:"
-                )
-        return (
-            read(fields["gentle"][1], f"{where}.gentle"),
-            read(fields["full"][1], f"{where}.full"),
-        )
-
-    def sequence(self, node: Node, where: str, what: str) -> list[Node]:
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.fail(node, where, f"must be a list of {what} (lines starting with '- ')")
-        if not node.value:
-            raise self.fail(node, where, f"must list at least one of {what}")
-        return list(node.value)
+    def pattern(self, node: Node, where: str, absolute: bool) -> BreathPattern:
+        return Pattern(absolute).read(self.context(0), node, where)
 
     # -- the routine ---------------------------------------------------------------------------
 
@@ -602,23 +430,7 @@ class _Parser:
             )
         return self.sound_file(node, where)
 
-    def interval_bells(self, values: dict[str, Node], where: str) -> dict[str, Any]:
-        """``bell_every`` (minutes) and ``bells_at`` (a list of minutes) of a long part."""
-        found: dict[str, Any] = {}
-        if "bell_every" in values:
-            found["bell_every_min"] = self.number(
-                values["bell_every"], f"{where}.bell_every", 0.5, 120, "minutes"
-            )
-        if "bells_at" in values:
-            node = values["bells_at"]
-            items = self.sequence(node, f"{where}.bells_at", "minutes")
-            found["bells_at_min"] = tuple(
-                sorted(
-                    self.number(item, f"{where}.bells_at[{i}]", 0, 120, "minutes", low_open=True)
-                    for i, item in enumerate(items)
-                )
-            )
-        return found
+    # -- steps, each read as its kind's spec says ---------------------------------------------
 
     def steps(self, node: Node, where: str, depth: int) -> tuple[Step, ...]:
         items = self.sequence(node, where, "steps")
@@ -626,15 +438,15 @@ class _Parser:
 
     def step(self, node: Node, where: str, depth: int) -> Step:
         self.count(node, where, depth)
-        if isinstance(node, yaml.ScalarNode) and node.value in STEP_KINDS:
-            return self.step_fields(node.value, node, {}, where, depth)
+        if isinstance(node, yaml.ScalarNode) and node.value in SPECS:
+            return self.step_fields(SPECS[node.value], node, {}, where, depth)
         if not isinstance(node, yaml.MappingNode) or not node.value:
             raise self.fail(
                 node, where, f"must be a step such as '- say: Hello' ({', '.join(STEP_KINDS)})"
             )
         first_key = node.value[0][0]
         kind = str(first_key.value) if isinstance(first_key, yaml.ScalarNode) else ""
-        if kind not in STEP_KINDS:
+        if kind not in SPECS:
             close = difflib.get_close_matches(kind, STEP_KINDS, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise self.fail(
@@ -643,223 +455,58 @@ class _Parser:
                 f"unknown step kind {kind!r}; {hint}a step starts with one of: "
                 f"{', '.join(STEP_KINDS)}",
             )
-        allowed = (kind, *STEP_FIELDS[kind], *COMMON_FIELDS)
+        spec = SPECS[kind]
+        allowed = (kind, *spec.field_names, *COMMON_FIELDS)
         fields = self.mapping(node, where, allowed, f"a {kind} step")
         _, main = fields.pop(kind)
         values: dict[str, Node] = {}
-        if isinstance(main, yaml.MappingNode) and not _is_by_level(main):
+        if isinstance(main, yaml.MappingNode) and not is_by_level(main):
             nested = self.mapping(
-                main, f"{where}.{kind}", (*STEP_FIELDS[kind], *COMMON_FIELDS), f"a {kind} step"
+                main, f"{where}.{kind}", (*spec.field_names, *COMMON_FIELDS), f"a {kind} step"
             )
             values.update({k: v for k, (_, v) in nested.items()})
-        elif not (isinstance(main, yaml.ScalarNode) and main.tag.endswith(":null")):
-            values[MAIN_FIELD[kind]] = main
+        elif not is_null(main):
+            values[spec.main] = main
             # Written as `- pause: 3`: a mistake in it is reported as `.pause`, as written.
-            self.shorthand[where] = (MAIN_FIELD[kind], kind)
+            self.shorthand[where] = (spec.main, kind)
         for key, (key_node, value_node) in fields.items():
             if key in values:
                 raise self.fail(key_node, f"{where}.{key}", "given twice; keep one")
             values[key] = value_node
-        return self.step_fields(kind, node, values, where, depth)
+        return self.step_fields(spec, node, values, where, depth)
 
     def step_fields(
-        self, kind: str, node: Node, values: dict[str, Node], where: str, depth: int
+        self, spec: StepSpec, node: Node, values: dict[str, Node], where: str, depth: int
     ) -> Step:
-        line = node.start_mark.line + 1
-        full: list[tuple[str, Any]] = []
-
-        def at(name: str) -> str:
-            return self.field_path(where, name)
-
-        def need(name: str, what: str) -> Node:
-            if name not in values:
-                raise self.fail(node, at(name), f"missing; a {kind} step needs {what}")
-            return values[name]
-
-        def leveled(name: str, attr: str, read: Callable[[Node, str], T], default: T) -> T:
-            """The gentle value of a field that may differ by level; the full one is noted."""
-            if name not in values:
-                return default
-            gentle, at_full = self.by_level(values[name], at(name), read)
-            if at_full != gentle:
-                full.append((attr, at_full))
-            return gentle
-
-        def seconds(
-            low: float, high: float, low_open: bool = False
-        ) -> Callable[[Node, str], float]:
-            return lambda n, w: self.number(n, w, low, high, "seconds", low_open=low_open)
-
+        """The step ``spec`` describes, from the nodes of its fields (``values``)."""
+        ctx = self.context(depth)
         level = None
         if "level" in values:
-            level = self.choice(values["level"], at("level"), LEVELS)
-
-        step: Step
-        if kind == "say":
-            text = self.text(need("text", "the words to speak"), at("text"))
-            pause = leveled("pause", "pause_s", seconds(0, 600), DEFAULT_SAY_PAUSE_S)
-            step = Say(text=text, pause_s=pause, line=line)
-        elif kind == "pause":
-            need("seconds", "a length in seconds")
-            duration = leveled("seconds", "duration_s", seconds(0, 3600, low_open=True), 0.0)
-            step = Pause(duration_s=duration, line=line, **self.interval_bells(values, where))
-        elif kind == "bell":
-            ring = leveled("ring", "ring_s", seconds(2, 60), DEFAULT_BELL_RING_S)
-            step = Bell(ring_s=ring, line=line)
-        elif kind == "breathe":
-            step = self.breathe(node, values, where, line, leveled)
-        elif kind == "repeat":
-            need("times", "a number of times")
-            times = leveled("times", "times", lambda n, w: self.integer(n, w, 1, 100, "times"), 1)
-            steps = self.steps(need("steps", "steps to repeat"), at("steps"), depth + 1)
-            step = Repeat(times=times, steps=steps, line=line)
-        elif kind == "move":
-            step = self.move(node, values, where, line, leveled, need)
-        else:  # pragma: no cover - STEP_KINDS and this list agree
-            raise AssertionError(kind)
-        return replace(step, level=level, full=tuple(full))
-
-    def breathe(
-        self,
-        node: Node,
-        values: dict[str, Node],
-        where: str,
-        line: int,
-        leveled: Callable[[str, str, Callable[[Node, str], Any], Any], Any],
-    ) -> Breathe:
-        def at(name: str) -> str:
-            return self.field_path(where, name)
-
-        if ("cycles" in values) == ("minutes" in values):
-            raise self.fail(
-                node, where, "a breathe step needs exactly one of cycles: N or minutes: M"
+            level = self.choice(values["level"], self.field_path(where, "level"), LEVELS)
+        if spec.one_of and sum(name in values for name in spec.one_of) != 1:
+            choices = " or ".join(
+                f"{name}: {n}" for name, n in zip(spec.one_of, "NMK", strict=False)
             )
-        cycles = leveled(
-            "cycles", "cycles", lambda n, w: self.integer(n, w, 1, 1000, "breath cycles"), None
+            raise self.fail(node, where, f"a {spec.kind} step needs exactly one of {choices}")
+        read: dict[str, Any] = {}
+        full: list[tuple[str, Any]] = []
+        for field in spec.fields:
+            at = self.field_path(where, field.name)
+            if field.name not in values:
+                if field.required:
+                    raise self.fail(node, at, f"missing; a {spec.kind} step needs {field.required}")
+                read[field.model_attr] = field.default
+            elif field.leveled:
+                gentle, at_full = self.by_level(values[field.name], at, field.value.reader(ctx))
+                if at_full != gentle:
+                    full.append((field.model_attr, at_full))
+                read[field.model_attr] = gentle
+            else:
+                read[field.model_attr] = field.value.read(ctx, values[field.name], at)
+        step: Step = spec.model(
+            **read, line=node.start_mark.line + 1, level=level, full=tuple(full)
         )
-        minutes = leveled(
-            "minutes",
-            "minutes",
-            lambda n, w: self.number(n, w, 0, 120, "minutes", low_open=True),
-            None,
-        )
-        tempo = self.optional(values, "tempo", where, self.tempo, None)
-        pattern = self.optional(
-            values, "pattern", where, lambda n, w: self.pattern(n, w, False), None
-        )
-        cues: list[tuple[str, str]] = []
-        if "cues" in values:
-            cue_fields = self.mapping(values["cues"], at("cues"), CUE_PHASES, "breath cues")
-            for phase in CUE_PHASES:
-                if phase in cue_fields:
-                    cues.append((phase, self.text(cue_fields[phase][1], at(f"cues.{phase}"))))
-
-        def cycle_count(node: Node, where: str) -> int:
-            return self.integer(node, where, 0, 1000, "cycles")
-
-        cue_cycles = self.optional(values, "cue_cycles", where, cycle_count, DEFAULT_CUE_CYCLES)
-        cue_every = self.optional(values, "cue_every", where, cycle_count, 0)
-        time_left = self.optional(values, "time_left", where, self.flag, True)
-        return Breathe(
-            cycles=cycles,
-            minutes=minutes,
-            pattern=pattern,
-            breaths_per_min=tempo,
-            cues=tuple(cues),
-            cue_cycles=cue_cycles,
-            cue_every=cue_every,
-            time_left=time_left,
-            line=line,
-            **self.interval_bells(values, where),
-        )
-
-    def move(
-        self,
-        node: Node,
-        values: dict[str, Node],
-        where: str,
-        line: int,
-        leveled: Callable[[str, str, Callable[[Node, str], Any], Any], Any],
-        need: Callable[[str, str], Node],
-    ) -> Move:
-        need("count", "a number of movements")
-        count = leveled(
-            "count", "count", lambda n, w: self.integer(n, w, 1, 10_000, "movements"), 1
-        )
-        tempo = self.optional(values, "tempo", where, self.move_tempo, None)
-        sound = self.optional(
-            values, "sound", where, lambda n, w: self.choice(n, w, MOVE_SOUNDS), None
-        )
-        count_to = self.optional(
-            values,
-            "count_to",
-            where,
-            lambda n, w: self.integer(n, w, 1, len(COUNT_WORDS), ""),
-            DEFAULT_COUNT_TO,
-        )
-        time_left = self.optional(values, "time_left", where, self.flag, True)
-        return Move(
-            count=count,
-            moves_per_min=tempo,
-            sound=sound,
-            count_to=count_to,
-            time_left=time_left,
-            line=line,
-        )
-
-
-STEP_FIELDS: dict[str, tuple[str, ...]] = {
-    "say": ("text", "pause"),
-    "pause": ("seconds", "bell_every", "bells_at"),
-    "bell": ("ring",),
-    "breathe": (
-        "cycles",
-        "minutes",
-        "pattern",
-        "tempo",
-        "cues",
-        "cue_cycles",
-        "cue_every",
-        "time_left",
-        "bell_every",
-        "bells_at",
-    ),
-    "repeat": ("times", "steps"),
-    "move": ("count", "tempo", "sound", "count_to", "time_left"),
-}
-COMMON_FIELDS = ("level",)
-ROUTINE_FIELDS = (
-    "title",
-    "description",
-    "artist",
-    "breath",
-    "move",
-    "announce",
-    "sounds",
-    "sections",
-)
-SECTION_FIELDS = ("title", "spoken_title", "safety", "level", "ambient", "steps")
-MAIN_FIELD = {
-    "say": "text",
-    "pause": "seconds",
-    "bell": "ring",
-    "breathe": "cycles",
-    "repeat": "times",
-    "move": "count",
-}
-STEP_KINDS = tuple(STEP_FIELDS)
-
-
-COUNT_WORDS = (
-    "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten",
-    "Eleven", "Twelve",
-)  # fmt: skip
-
-
-def _is_by_level(node: Node) -> bool:
-    """Whether a mapping is ``{gentle: .., full: ..}`` rather than a step's own fields."""
-    keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
-    return bool(keys) and all(k in LEVELS for k in keys)
+        return step
 
 
 _LANGUAGE_TAG = "tag:yaml.org,2002:python/"
@@ -889,24 +536,12 @@ def _refuse_language_tags(root: Node, source: str) -> None:
             stack.extend(n for pair in node.value for n in pair)
 
 
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, str):
-        return repr(value)
-    return f"{type(value).__name__} {value!r}"
-
-
 def walk_steps(steps: tuple[Step, ...], visit: Callable[[Step], None]) -> None:
     """Call ``visit`` on every step, descending into repeats."""
     for step in steps:
         visit(step)
-        if isinstance(step, Repeat):
-            walk_steps(step.steps, visit)
+        for _, nested in nested_steps(step):
+            walk_steps(nested, visit)
 
 
 def at_level(routine: Routine, level: str) -> Routine:
@@ -921,8 +556,8 @@ def at_level(routine: Routine, level: str) -> Routine:
             if step.level not in (None, level):
                 continue
             changes: dict[str, Any] = dict(step.full) if level == "full" else {}
-            if isinstance(step, Repeat):
-                changes["steps"] = steps_at(step.steps)
+            for attr, nested in nested_steps(step):
+                changes[attr] = steps_at(nested)
             kept.append(replace(step, level=None, full=(), **changes))
         return tuple(kept)
 
@@ -954,8 +589,8 @@ def _check_levels(routine: Routine) -> None:
                     line=line,
                 )
             for step in steps:
-                if isinstance(step, Repeat):
-                    check(step.steps, step.line, "this repeat")
+                for _, nested in nested_steps(step):
+                    check(nested, step.line, f"this {kind_of(step)}")
 
         for section in played.sections:
             check(section.steps, section.line, f"section {section.title!r}")

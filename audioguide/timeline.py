@@ -244,40 +244,59 @@ def speech_texts(routine: Routine, options: RenderOptions | None = None) -> list
     cues and the announcements the timeline adds (next part, time left, hold caution, counts).
     """
     options = options or RenderOptions()
-    played = at_level(routine, options.level)
-    seen: dict[str, None] = {}
-    holds = counts = long_parts = False
-
-    def visit(steps: tuple[Step, ...]) -> None:
-        nonlocal holds, counts, long_parts
-        for step in steps:
-            if isinstance(step, Say):
-                seen.setdefault(step.text)
-            elif isinstance(step, Breathe):
-                for _, text in step.cues:
-                    seen.setdefault(text)
-                pattern, _ = resolve_breath(played, step, options)
-                holds = holds or pattern.has_holds
-                long_parts = long_parts or step.time_left
-            elif isinstance(step, Move):
-                counts = counts or _move_sound(played, step) == "count"
-                long_parts = long_parts or step.time_left
-            elif isinstance(step, Repeat):
-                visit(step.steps)
-
+    texts = _Texts(at_level(routine, options.level), options)
+    played = texts.routine
     for index, section in enumerate(played.sections):
-        visit(section.steps)
+        texts.visit(section.steps)
         if played.announce_next and index + 1 < len(played.sections):
-            seen.setdefault(next_text(played.sections[index + 1]))
-    if holds and options.level == "full":
-        seen.setdefault(HOLD_CAUTION)
-    if counts:
+            texts.add(next_text(played.sections[index + 1]))
+    if texts.holds and options.level == "full":
+        texts.add(HOLD_CAUTION)
+    if texts.counts:
         for word in COUNT_WORDS:
-            seen.setdefault(f"{word}.")
-    if long_parts and played.announce_time_left:
+            texts.add(f"{word}.")
+    if texts.long_parts and played.announce_time_left:
         for minutes in TIME_LEFT_MARKS_MIN:
-            seen.setdefault(time_left_text(minutes))
-    return list(seen)
+            texts.add(time_left_text(minutes))
+    return list(texts.seen)
+
+
+class _Texts:
+    """What speech_texts gathers while it walks the steps: the texts, and whether the session
+    has holds (a caution), spoken counts and long parts (time-left cues)."""
+
+    def __init__(self, routine: Routine, options: RenderOptions):
+        self.routine = routine
+        self.options = options
+        self.seen: dict[str, None] = {}
+        self.holds = self.counts = self.long_parts = False
+
+    def add(self, text: str) -> None:
+        self.seen.setdefault(text)
+
+    def visit(self, steps: tuple[Step, ...]) -> None:
+        for step in steps:
+            _HANDLERS[type(step)].texts(self, step)
+
+    def say(self, step: Say) -> None:
+        self.add(step.text)
+
+    def breathe(self, step: Breathe) -> None:
+        for _, text in step.cues:
+            self.add(text)
+        pattern, _ = resolve_breath(self.routine, step, self.options)
+        self.holds = self.holds or pattern.has_holds
+        self.long_parts = self.long_parts or step.time_left
+
+    def move(self, step: Move) -> None:
+        self.counts = self.counts or _move_sound(self.routine, step) == "count"
+        self.long_parts = self.long_parts or step.time_left
+
+    def repeat(self, step: Repeat) -> None:
+        self.visit(step.steps)
+
+    def nothing(self, step: Step) -> None:
+        pass
 
 
 def next_text(section: Section) -> str:
@@ -512,27 +531,26 @@ class _Builder:
 
     def expand(self, steps: tuple[Step, ...]) -> None:
         for step in steps:
-            if isinstance(step, Say):
-                self.say(step.text, step.pause_s)
-            elif isinstance(step, Pause):
-                self.add(Event("pause", self.t, step.duration_s))
-                for offset_s in interval_bell_offsets_s(step, step.duration_s):
-                    ring_s = min(CHIME_RING_S, step.duration_s - offset_s)
-                    if ring_s >= MIN_CHIME_RING_S:
-                        self.add(Event("chime", self.t + offset_s, ring_s))
-                self.t += step.duration_s
-            elif isinstance(step, Bell):
-                self.add(Event("bell", self.t, step.ring_s))
-                self.t += step.ring_s
-            elif isinstance(step, Breathe):
-                self.breathe(step)
-            elif isinstance(step, Move):
-                self.move(step)
-            elif isinstance(step, Repeat):
-                for _ in range(self.fitted_count(step.times)):
-                    self.expand(step.steps)
-            else:  # pragma: no cover - the Step union is closed
-                raise TypeError(step)
+            _HANDLERS[type(step)].expand(self, step)
+
+    def say_step(self, step: Say) -> None:
+        self.say(step.text, step.pause_s)
+
+    def pause(self, step: Pause) -> None:
+        self.add(Event("pause", self.t, step.duration_s))
+        for offset_s in interval_bell_offsets_s(step, step.duration_s):
+            ring_s = min(CHIME_RING_S, step.duration_s - offset_s)
+            if ring_s >= MIN_CHIME_RING_S:
+                self.add(Event("chime", self.t + offset_s, ring_s))
+        self.t += step.duration_s
+
+    def bell(self, step: Bell) -> None:
+        self.add(Event("bell", self.t, step.ring_s))
+        self.t += step.ring_s
+
+    def repeat(self, step: Repeat) -> None:
+        for _ in range(self.fitted_count(step.times)):
+            self.expand(step.steps)
 
     def time_left_marks(
         self, step: Breathe | Move, start_s: float, length_s: float
@@ -649,3 +667,23 @@ class _Builder:
                         "(use sound: tick, or a slower move tempo)",
                     )
         self.t = max(start + count * beat_s, speech_free_at)
+
+
+@dataclass(frozen=True)
+class _Handler:
+    """What the timeline does with one kind of step: ``expand`` it into events, and gather
+    the ``texts`` it may speak before their lengths are known."""
+
+    expand: Callable[[_Builder, Any], None]
+    texts: Callable[[_Texts, Any], None]
+
+
+# One handler per step kind of steps.py; a test checks that every kind has one.
+_HANDLERS: dict[type[Any], _Handler] = {
+    Say: _Handler(_Builder.say_step, _Texts.say),
+    Pause: _Handler(_Builder.pause, _Texts.nothing),
+    Bell: _Handler(_Builder.bell, _Texts.nothing),
+    Breathe: _Handler(_Builder.breathe, _Texts.breathe),
+    Repeat: _Handler(_Builder.repeat, _Texts.repeat),
+    Move: _Handler(_Builder.move, _Texts.move),
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import textwrap
@@ -29,6 +30,7 @@ from audioguide.routine import (
     builtin_names,
     parse_routine,
 )
+from audioguide.steps import STEP_SPECS, steps_table
 
 
 def parse(body: str):
@@ -319,6 +321,49 @@ def load_schema() -> dict:
     return json.loads(text)
 
 
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "routines.md"
+
+
+def gen_routine_docs():
+    """scripts/gen_routine_docs.py, which writes the schema and the step table from the specs."""
+    spec = importlib.util.spec_from_file_location(
+        "gen_routine_docs", ROOT / "scripts" / "gen_routine_docs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_schema_is_the_one_the_specs_give():
+    committed = (ROOT / "audioguide" / "schema" / "routine.schema.json").read_text("utf-8")
+    assert committed == gen_routine_docs().schema_text(), (
+        "routine.schema.json is out of date: run python scripts/gen_routine_docs.py"
+    )
+
+
+def test_the_docs_step_table_is_the_one_the_specs_give():
+    docs = gen_routine_docs()
+    committed = DOCS.read_text("utf-8")
+    assert docs.TABLE_START + steps_table() + docs.TABLE_END in committed
+    assert committed == docs.docs_text(committed)
+
+
+def test_the_step_table_lists_every_field_with_its_limits():
+    rows: dict[tuple[str, str], str] = {}
+    kind = ""
+    for line in steps_table().splitlines()[2:]:
+        step, field, _, values = (cell.strip() for cell in line.strip("|").split("|"))
+        kind = re.match(r"`([a-z]+)`", step)[1] if step.startswith("`") else kind
+        rows[kind, re.match(r"`([a-z_]+)`", field)[1]] = values
+    for spec in STEP_SPECS:
+        for field in spec.fields:
+            assert rows[spec.kind, field.name].startswith(field.value.limits())
+    assert rows["pause", "bell_every"] == "0.5 to 120 minutes"
+    assert rows["pause", "bells_at"] == "a list, each more than 0, up to 120 minutes"
+    assert rows["breathe", "cycles"].endswith("this or `minutes`; or `{gentle: a, full: b}`")
+
+
 def test_schema_names_exactly_the_fields_the_parser_accepts():
     schema = load_schema()
     definitions = schema["definitions"]
@@ -359,8 +404,6 @@ def test_the_schema_rejects_what_the_parser_rejects(step):
 
 # ---------------------------------------------------------------------------------------------
 # docs/routines.md: its example loads, and it documents every field
-
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "routines.md"
 
 
 def docs_example() -> str:

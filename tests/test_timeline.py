@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from audioguide import timeline
 from audioguide.breath import BreathPattern
 from audioguide.errors import OptionError
 from audioguide.routine import DEFAULT_MOVES_PER_MIN, Breathe, Routine, Section, parse_routine
+from audioguide.steps import STEP_SPECS
 from audioguide.timeline import (
     HOLD_CAUTION,
     LEAD_IN_S,
@@ -25,6 +27,10 @@ from audioguide.timeline import (
 )
 
 SECONDS_PER_WORD = 0.3
+
+
+def test_every_step_kind_has_a_timeline_handler():
+    assert set(timeline._HANDLERS) == {spec.model for spec in STEP_SPECS}
 
 
 def words(text: str) -> float:
