@@ -41,9 +41,8 @@ from .breath import (
 from .checks import check_choice, check_optional_number
 from .errors import OptionError
 from .names import track_filename
-from .routine import (
-    COUNT_WORDS,
-    DEFAULT_LEVEL,
+from .routine import COUNT_WORDS, DEFAULT_LEVEL, Routine, Section, at_level
+from .steps import (
     DEFAULT_MOVES_PER_MIN,
     DEFAULT_SAY_PAUSE_S,
     LEVELS,
@@ -54,11 +53,8 @@ from .routine import (
     Move,
     Pause,
     Repeat,
-    Routine,
     Say,
-    Section,
     Step,
-    at_level,
 )
 
 LEAD_IN_S = 1.0
