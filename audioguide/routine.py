@@ -116,10 +116,6 @@ ROUTINE_FIELDS = (
     "sections",
 )
 SECTION_FIELDS = ("title", "spoken_title", "safety", "level", "ambient", "steps")
-COUNT_WORDS = (
-    "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten",
-    "Eleven", "Twelve",
-)  # fmt: skip
 
 # ---------------------------------------------------------------------------------------------
 # The model (the steps are in steps.py)

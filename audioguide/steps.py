@@ -23,6 +23,7 @@ from .breath import (
     check_cycle_s,
     parse_pattern,
 )
+from .phrases import ENGLISH
 from .yaml_nodes import LEVELS, MAX_TEXT_CHARS, Node, NodeReader, show
 
 DEFAULT_SAY_PAUSE_S = 1.5
@@ -34,7 +35,7 @@ DEFAULT_MOVES_PER_MIN = 40.0  # slow walking steps, one every 1.5 s
 MOVE_SOUNDS = ("tick", "count", "none")
 DEFAULT_MOVE_SOUND = "tick"
 DEFAULT_COUNT_TO = 8
-MAX_COUNT_TO = 12  # the spoken counts (phrases.py) go up to twelve
+MAX_COUNT_TO = ENGLISH.max_count  # as high as the spoken counts go
 COMMON_FIELDS = ("level",)
 
 # ---------------------------------------------------------------------------------------------

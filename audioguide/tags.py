@@ -33,8 +33,10 @@ from mutagen.id3 import (
     Encoding,
 )
 
+from .phrases import ENGLISH
+
 GENRE = "Meditation"
-LANGUAGE = "eng"  # ISO 639-2, as ID3 asks; the cues are written in English
+LANGUAGE = ENGLISH.tag_language  # the cues audioguide adds are in English (phrases.py)
 _NO_OFFSET = 0xFFFFFFFF  # CHAP: "use the times, not byte offsets"
 _CHAPTER_PREFIX = "chp"
 

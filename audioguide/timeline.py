@@ -41,7 +41,8 @@ from .breath import (
 from .checks import check_choice, check_optional_number
 from .errors import OptionError
 from .names import track_filename
-from .routine import COUNT_WORDS, DEFAULT_LEVEL, Routine, Section, at_level
+from .phrases import DEFAULT_LANGUAGE, PHRASES, Phrases
+from .routine import DEFAULT_LEVEL, Routine, Section, at_level
 from .steps import (
     DEFAULT_MOVES_PER_MIN,
     DEFAULT_SAY_PAUSE_S,
@@ -67,27 +68,9 @@ MAX_MINUTES = 360.0
 FIT_TOLERANCE = 0.01  # the fit aims within 1%; the promise is 5%
 NEXT_PAUSE_S = 1.0
 MAX_478_CYCLES = 4  # 4-7-8 breathing: no more than 4 cycles for a beginner
-HOLD_CAUTION = (
-    "This breath has a short hold. Hold only while it feels easy. "
-    "If you have a heart condition, or feel faint, breathe without holding."
-)
 # Time-left cues: at these minutes before the end of a breathing or movement part, once at
 # least half the part has gone, so a long part gets a few and a short one none.
 TIME_LEFT_MARKS_MIN = (10, 5, 2, 1)
-NUMBER_WORDS = (
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-)
-
 SpeechLength = Callable[[str], float]
 
 CHIME_RING_S = 6.0  # an interval bell rings this long, or to the end of its part if sooner
@@ -245,15 +228,15 @@ def speech_texts(routine: Routine, options: RenderOptions | None = None) -> list
     for index, section in enumerate(played.sections):
         texts.visit(section.steps)
         if played.announce_next and index + 1 < len(played.sections):
-            texts.add(next_text(played.sections[index + 1]))
+            texts.add(texts.phrases.next_text(played.sections[index + 1].spoken_name))
     if texts.holds and options.level == "full":
-        texts.add(HOLD_CAUTION)
+        texts.add(texts.phrases.hold_caution)
     if texts.counts:
-        for word in COUNT_WORDS:
-            texts.add(f"{word}.")
+        for number in range(1, texts.phrases.max_count + 1):
+            texts.add(texts.phrases.count(number))
     if texts.long_parts and played.announce_time_left:
         for minutes in TIME_LEFT_MARKS_MIN:
-            texts.add(time_left_text(minutes))
+            texts.add(texts.phrases.time_left_text(minutes))
     return list(texts.seen)
 
 
@@ -264,6 +247,7 @@ class _Texts:
     def __init__(self, routine: Routine, options: RenderOptions):
         self.routine = routine
         self.options = options
+        self.phrases = phrases_of(routine)
         self.seen: dict[str, None] = {}
         self.holds = self.counts = self.long_parts = False
 
@@ -295,15 +279,10 @@ class _Texts:
         pass
 
 
-def next_text(section: Section) -> str:
-    """The spoken announcement of the section that comes next."""
-    return f"Next: {section.spoken_name}."
-
-
-def time_left_text(minutes: int) -> str:
-    """``Two more minutes.``; numbers as words, which every voice reads the same way."""
-    word = NUMBER_WORDS[minutes] if minutes < len(NUMBER_WORDS) else str(minutes)
-    return f"{word.capitalize()} more minute{'s' if minutes != 1 else ''}."
+def phrases_of(routine: Routine) -> Phrases:
+    """The words the timeline adds to ``routine``. English is the one language phrases.py
+    has so far, and routines do not name theirs yet."""
+    return PHRASES[DEFAULT_LANGUAGE]
 
 
 def _same_shape(a: BreathPattern, b: BreathPattern) -> bool:
@@ -451,6 +430,7 @@ class _Builder:
         self._warned: set[tuple[int, str]] = set()
         self.section: Section | None = None
         self.cautioned = False
+        self.phrases = phrases_of(routine)
 
     def build(self) -> Timeline:
         routine = self.routine
@@ -463,7 +443,7 @@ class _Builder:
             self.t += LEAD_IN_S
             self.expand(section.steps)
             if routine.announce_next and index < len(routine.sections):
-                self.say(next_text(routine.sections[index]), NEXT_PAUSE_S)
+                self.say(self.phrases.next_text(routine.sections[index].spoken_name), NEXT_PAUSE_S)
             self.t += TAIL_S
             tracks.append(
                 Track(
@@ -555,7 +535,7 @@ class _Builder:
         if not (self.routine.announce_time_left and step.time_left):
             return []
         return [
-            (start_s + length_s - minutes * 60.0, time_left_text(minutes))
+            (start_s + length_s - minutes * 60.0, self.phrases.time_left_text(minutes))
             for minutes in TIME_LEFT_MARKS_MIN
             if minutes * 60.0 <= length_s / 2
         ]
@@ -572,7 +552,7 @@ class _Builder:
     def breathe(self, step: Breathe) -> None:
         pattern, tempo = resolve_breath(self.routine, step, self.options)
         if pattern.has_holds and not self.cautioned:
-            self.say(HOLD_CAUTION, DEFAULT_SAY_PAUSE_S)
+            self.say(self.phrases.hold_caution, DEFAULT_SAY_PAUSE_S)
             self.cautioned = True
         cycle_s = pattern.cycle
         if step.cycles is not None:
@@ -648,7 +628,7 @@ class _Builder:
             self.add(Event("move", beat_start, beat_s, beat=beat, tick=sound == "tick"))
             text = None
             if sound == "count":
-                text = f"{COUNT_WORDS[beat - 1]}."
+                text = self.phrases.count(beat)
             elif pending and beat_start + 1e-9 >= pending[0][0]:
                 text = pending.pop(0)[1]
             if text is not None:

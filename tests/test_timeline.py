@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 import textwrap
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -14,16 +15,15 @@ from hypothesis import strategies as st
 from audioguide import timeline
 from audioguide.breath import BreathPattern
 from audioguide.errors import OptionError
+from audioguide.phrases import ENGLISH
 from audioguide.routine import DEFAULT_MOVES_PER_MIN, Breathe, Routine, Section, parse_routine
 from audioguide.steps import STEP_SPECS
 from audioguide.timeline import (
-    HOLD_CAUTION,
     LEAD_IN_S,
     RenderOptions,
     Timeline,
     build_timeline,
     speech_texts,
-    time_left_text,
 )
 
 SECONDS_PER_WORD = 0.3
@@ -145,14 +145,14 @@ def test_gentle_leaves_holds_out_and_keeps_the_cycle():
     inhales = [e for e in timeline.events() if e.phase == "inhale"]
     assert inhales[1].start_s - inhales[0].start_s == pytest.approx(10.0)
     assert inhales[0].duration_s == pytest.approx(4.0)  # 4:6 of the 10 s cycle
-    assert HOLD_CAUTION not in [e.text for e in timeline.events()]
+    assert ENGLISH.hold_caution not in [e.text for e in timeline.events()]
 
 
 def test_full_keeps_holds_and_cautions_once_per_section():
     timeline = plan(HOLD_ROUTINE, level="full")
     assert "hold" in {e.phase for e in timeline.events()}
     for track in timeline.tracks:
-        cautions = [e for e in track.events if e.text == HOLD_CAUTION]
+        cautions = [e for e in track.events if e.text == ENGLISH.hold_caution]
         assert len(cautions) == 1
         first_breath = next(e for e in track.events if e.kind == "breath")
         assert cautions[0].end_s <= first_breath.start_s
@@ -185,7 +185,7 @@ def test_a_sigh_keeps_its_double_inhale_at_every_level_with_no_hold_caution(leve
     said = {e.text: e.start_s for e in timeline.events() if e.kind == "say"}
     top_ups = [e.start_s for e in breaths if e.phase == "top-up"]
     assert min(abs(said["And a little more."] - t) for t in top_ups) < 1e-6  # with its sip
-    assert HOLD_CAUTION not in said
+    assert ENGLISH.hold_caution not in said
     assert not any("holds are left out" in w for w in timeline.warnings)
 
 
@@ -271,15 +271,18 @@ def test_time_left_cues_fall_on_breath_phases_at_the_marks():
     end_s = breaths[-1].end_s
     cues = {e.text: e for e in breath_track.events if e.text and "more minute" in e.text}
     # A 5-minute part: two minutes and one minute before its end, not five (that is its start).
-    assert set(cues) == {time_left_text(2), time_left_text(1)}
+    assert set(cues) == {ENGLISH.time_left_text(2), ENGLISH.time_left_text(1)}
     for minutes in (2, 1):
-        cue = cues[time_left_text(minutes)]
+        cue = cues[ENGLISH.time_left_text(minutes)]
         phase = next(b for b in breaths if b.start_s == cue.start_s)
         assert phase.phase in ("inhale", "exhale")
         assert end_s - minutes * 60 <= cue.start_s < end_s - minutes * 60 + 10.0
     walk = timeline.tracks[2]
     walk_cues = [e.text for e in walk.events if e.text and "more minute" in e.text]
-    assert walk_cues == [time_left_text(2), time_left_text(1)]  # 300 s of steps; second part off
+    assert walk_cues == [
+        ENGLISH.time_left_text(2),
+        ENGLISH.time_left_text(1),
+    ]  # 300 s of steps; second part off
 
 
 def test_announcements_are_off_by_default():
@@ -298,9 +301,9 @@ def test_speech_texts_lists_every_announcement_the_timeline_speaks():
 
 
 def test_time_left_words():
-    assert time_left_text(1) == "One more minute."
-    assert time_left_text(2) == "Two more minutes."
-    assert time_left_text(10) == "Ten more minutes."
+    assert ENGLISH.time_left_text(1) == "One more minute."
+    assert ENGLISH.time_left_text(2) == "Two more minutes."
+    assert ENGLISH.time_left_text(10) == "Ten more minutes."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,3 +416,39 @@ def test_more_than_four_cycles_of_4_7_8_is_warned_at_full():
     # Scaled to a tempo it is still 4-7-8; at gentle, without its holds, it is not.
     assert plan(body, level="full", breaths_per_min=3).warnings
     assert plan(body).warnings == ()
+
+
+def test_the_phrases_the_timeline_adds_all_come_from_the_language_table():
+    """Every word the timeline adds (counts, next, time left, the hold caution) is in
+    phrases.py: a timeline built with another table speaks only that table's words."""
+    body = """\
+        title: T
+        announce: {next: true, time_left: true}
+        sections:
+          - title: A
+            steps:
+              - breathe: {minutes: 6, pattern: 4-4-4-4}
+              - move: {count: 14, sound: count, count_to: 12}
+          - title: B
+            spoken_title: the end
+            steps: [pause: 1]
+        """
+    routine = routine_of(body)
+    test_language = replace(
+        ENGLISH,
+        numbers=tuple(f"n{i}" for i in range(13)),
+        next_part="Then {name}!",
+        minutes_left=("{number} min left", "{number} mins left"),
+        hold_caution="Careful.",
+    )
+    options = RenderOptions(level="full")
+    english = build_timeline(routine, words, options)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(timeline.PHRASES, ENGLISH.language, test_language)
+        other = build_timeline(routine, words, options)
+        other_texts = speech_texts(routine, options)
+    said = [e.text for e in other.events() if e.text]
+    assert "Then the end!" in said and "Careful." in said and "N12." in said
+    assert "N1 min left" in said and "N2 mins left" in said
+    assert set(said) <= set(other_texts)
+    assert not set(said) & {e.text for e in english.events() if e.text}
