@@ -35,13 +35,14 @@ from .routine import (
     LEVELS,
     MAX_MOVES_PER_MIN,
     MIN_MOVES_PER_MIN,
+    RoutineMistakes,
     builtin_names,
     load_routine,
 )
 from .session_writer import ExportOptions, session_files
 from .speech import DEFAULT_VOICE_FX, VOICE_FX
 from .synth import AMBIENT_KINDS, BREATH_SOUNDS
-from .timeline import MAX_MINUTES, MIN_MINUTES, Event, RenderOptions, Timeline
+from .timeline import MAX_MINUTES, MIN_MINUTES, Event, RenderOptions, Timeline, check_routine
 from .tts import DEFAULT_RATE_WPM, MAX_RATE_WPM, MIN_RATE_WPM, list_voices
 
 T = TypeVar("T")
@@ -535,10 +536,18 @@ def validate(files: tuple[str, ...]) -> None:
     for name in files:
         try:
             routine = load_routine(name)
+            warnings = check_routine(routine)
+        except RoutineMistakes as exc:
+            for mistake in exc.mistakes:
+                click.echo(f"Error: {mistake}", err=True)
+            failed += 1
+            continue
         except AudioguideError as exc:
             click.echo(f"Error: {exc}", err=True)
             failed += 1
             continue
+        for warning in warnings:
+            click.echo(f"Warning: {warning}", err=True)
         click.echo(f"{name}: ok ({routine.title}, {len(routine.sections)} sections)")
     if failed:
         raise click.exceptions.Exit(1)

@@ -10,11 +10,13 @@ says.
 from __future__ import annotations
 
 import difflib
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -58,6 +60,7 @@ from .yaml_nodes import (
     MAX_TEXT_CHARS,
     Node,
     NodeReader,
+    RoutineLoader,
     is_by_level,
     is_null,
 )
@@ -90,6 +93,7 @@ __all__ = [
     "Pause",
     "Repeat",
     "Routine",
+    "RoutineMistakes",
     "Say",
     "Section",
     "Step",
@@ -100,6 +104,8 @@ __all__ = [
     "parse_routine",
     "walk_steps",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_LEVEL = "gentle"  # the issue's advice for a first session: start slowly
 AMBIENT_KINDS = ("none", "pink", "brown", "drone")  # or a sound file; synthesized in synth.py
@@ -161,6 +167,23 @@ class Routine:
     bell_sound: str | None = None
 
 
+class RoutineMistakes(RoutineError):
+    """Every mistake found in one routine file; it reads as the first, and says how many more
+    there are, which ``mistakes`` lists."""
+
+    def __init__(self, mistakes: list[RoutineError]):
+        first = mistakes[0]
+        more = len(mistakes) - 1
+        detail = first.detail
+        if more:
+            detail += (
+                f" (and {more} more mistake{'s' if more > 1 else ''}: audioguide validate "
+                "lists them all)"
+            )
+        super().__init__(detail, path=first.path, line=first.line)
+        self.mistakes = tuple(mistakes)
+
+
 # ---------------------------------------------------------------------------------------------
 # Built-in routines
 
@@ -178,8 +201,8 @@ def find_routine(name_or_path: str) -> tuple[str, str]:
     """
     path = Path(name_or_path)
     looks_like_path = path.suffix.lower() in (".yaml", ".yml") or "/" in name_or_path
-    if looks_like_path or path.is_file():
-        if not path.is_file():
+    if looks_like_path or path.exists():
+        if not path.exists():
             raise RoutineError(
                 "no such file; check the path, or give a built-in routine name "
                 f"({', '.join(builtin_names())})",
@@ -200,18 +223,42 @@ def find_routine(name_or_path: str) -> tuple[str, str]:
 
 def _read_text(path: Path) -> str:
     try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            # Never opened: a pipe would wait for a writer, a device give bytes for ever.
+            raise RoutineError(_not_a_file(mode), path=str(path))
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise RoutineError(
                 f"file is {size:,} bytes; a routine is at most {MAX_FILE_BYTES:,}", path=str(path)
             )
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RoutineError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    if b"\0" in data:
+        raise RoutineError(
+            "not UTF-8 text (it has NUL bytes, as UTF-16 text does); save the file as UTF-8",
+            path=str(path),
+        )
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RoutineError(
             f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", path=str(path)
         ) from None
-    except OSError as exc:
-        raise RoutineError(f"cannot read: {exc.strerror}", path=str(path)) from None
+
+
+def _not_a_file(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a routine file; give the path of a .yaml file"
+    if stat.S_ISFIFO(mode):
+        return (
+            "is a named pipe, not a routine file; save the routine as a .yaml file and give its "
+            "path"
+        )
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a routine file; give the path of a .yaml file"
+    return "is not a regular file; give the path of a .yaml file"
 
 
 def load_routine(name_or_path: str) -> Routine:
@@ -224,7 +271,7 @@ def load_routine(name_or_path: str) -> Routine:
 def parse_routine(text: str, *, source: str = "<routine>", name: str = "routine") -> Routine:
     """Parse and validate routine YAML; raise RoutineError naming source, line and field."""
     try:
-        loader = yaml.SafeLoader(text)
+        loader = RoutineLoader(text, source)
     except yaml.reader.ReaderError as exc:  # checked before any parsing: no line to name yet
         raise RoutineError(
             f"character #x{exc.character:04x} at position {exc.position} is not allowed in "
@@ -250,7 +297,14 @@ def parse_routine(text: str, *, source: str = "<routine>", name: str = "routine"
                 "the file is empty; a routine needs a title and sections", path=source
             )
         _refuse_language_tags(root, source)
-        routine = _Parser(loader, source, name).routine(root)
+        parser = _Parser(loader, source, name)
+        try:
+            routine = parser.routine(root)
+        except RoutineError as exc:  # one that stops the reading: no field to go on from
+            if exc not in parser.mistakes:
+                parser.mistakes.append(exc)
+        if parser.mistakes:
+            raise RoutineMistakes(parser.mistakes)
         _check_levels(routine)
         return routine
     finally:
@@ -259,6 +313,11 @@ def parse_routine(text: str, *, source: str = "<routine>", name: str = "routine"
 
 # ---------------------------------------------------------------------------------------------
 # The routine's structure; the generic readers are NodeReader's
+
+# What a field that could not be read leaves behind, so reading goes on to the next mistake.
+_NO_FIELDS: dict[str, tuple[Node, Node]] = {}
+_NO_NODES: list[Node] = []
+_NO_STEPS: tuple[Step, ...] = ()
 
 
 class _Parser(NodeReader):
@@ -281,63 +340,77 @@ class _Parser(NodeReader):
     # -- the routine ---------------------------------------------------------------------------
 
     def routine(self, root: Node) -> Routine:
-        fields = self.mapping(
-            root,
-            "",
-            ROUTINE_FIELDS,
-            "a routine",
-        )
+        fields = self.mapping(root, "", ROUTINE_FIELDS, "a routine")
         if "title" not in fields:
-            raise self.fail(root, "title", "missing; every routine needs a title")
+            self.report(self.fail(root, "title", "missing; every routine needs a title"))
         if "sections" not in fields:
-            raise self.fail(root, "sections", "missing; list the parts of the session")
-        title = self.text(fields["title"][1], "title")
-        description = ""
-        if "description" in fields:
-            description = self.text(fields["description"][1], "description", allow_empty=True)
-        artist = DEFAULT_ARTIST
-        if "artist" in fields:
-            artist = self.text(fields["artist"][1], "artist")
+            self.report(self.fail(root, "sections", "missing; list the parts of the session"))
+
+        def read(name: str, reader: Callable[[Node, str], T], default: T) -> T:
+            if name not in fields:
+                return default
+            return self.collect(lambda: reader(fields[name][1], name), default)
+
+        title = read("title", self.text, "")
+        description = read("description", lambda n, w: self.text(n, w, allow_empty=True), "")
+        artist = read("artist", self.text, DEFAULT_ARTIST)
         tempo: float | None = None
         pattern: BreathPattern | None = None
-        if "breath" in fields:
-            breath = self.mapping(
-                fields["breath"][1], "breath", ("tempo", "pattern"), "the breath settings"
+        breath = read(
+            "breath",
+            lambda n, w: self.mapping(n, w, ("tempo", "pattern"), "the breath settings"),
+            _NO_FIELDS,
+        )
+        if "tempo" in breath:
+            tempo = self.collect(lambda: self.tempo(breath["tempo"][1], "breath.tempo"), None)
+        if "pattern" in breath:
+            absolute = "tempo" not in breath
+            pattern = self.collect(
+                lambda: self.pattern(breath["pattern"][1], "breath.pattern", absolute), None
             )
-            if "tempo" in breath:
-                tempo = self.tempo(breath["tempo"][1], "breath.tempo")
-            if "pattern" in breath:
-                pattern = self.pattern(breath["pattern"][1], "breath.pattern", tempo is None)
         moves_per_min: float | None = None
         move_sound = DEFAULT_MOVE_SOUND
-        if "move" in fields:
-            move = self.mapping(
-                fields["move"][1], "move", ("tempo", "sound"), "the movement settings"
+        move = read(
+            "move",
+            lambda n, w: self.mapping(n, w, ("tempo", "sound"), "the movement settings"),
+            _NO_FIELDS,
+        )
+        if "tempo" in move:
+            moves_per_min = self.collect(
+                lambda: self.move_tempo(move["tempo"][1], "move.tempo"), None
             )
-            if "tempo" in move:
-                moves_per_min = self.move_tempo(move["tempo"][1], "move.tempo")
-            if "sound" in move:
-                move_sound = self.choice(move["sound"][1], "move.sound", MOVE_SOUNDS)
+        if "sound" in move:
+            move_sound = self.collect(
+                lambda: self.choice(move["sound"][1], "move.sound", MOVE_SOUNDS), move_sound
+            )
         # Off unless asked for: a routine speaks only its author's words by default.
         announce = {"next": False, "time_left": False}
-        if "announce" in fields:
-            switches = self.mapping(
-                fields["announce"][1], "announce", tuple(announce), "the announcements"
-            )
-            for key, (_, value_node) in switches.items():
-                announce[key] = self.flag(value_node, f"announce.{key}")
+        switches = read(
+            "announce",
+            lambda n, w: self.mapping(n, w, tuple(announce), "the announcements"),
+            _NO_FIELDS,
+        )
+        for key, (_, value_node) in switches.items():
+            announce[key] = self.collect(partial(self.flag, value_node, f"announce.{key}"), False)
         ambient = bell_sound = None
-        if "sounds" in fields:
-            sounds = self.mapping(
-                fields["sounds"][1], "sounds", ("ambient", "bell"), "the sound settings"
+        sounds = read(
+            "sounds",
+            lambda n, w: self.mapping(n, w, ("ambient", "bell"), "the sound settings"),
+            _NO_FIELDS,
+        )
+        if "ambient" in sounds:
+            ambient = self.collect(
+                lambda: self.ambient(sounds["ambient"][1], "sounds.ambient"), None
             )
-            if "ambient" in sounds:
-                ambient = self.ambient(sounds["ambient"][1], "sounds.ambient")
-            if "bell" in sounds:
-                bell_sound = self.sound_file(sounds["bell"][1], "sounds.bell")
+        if "bell" in sounds:
+            bell_sound = self.collect(
+                lambda: self.sound_file(sounds["bell"][1], "sounds.bell"), None
+            )
+        items = read("sections", lambda n, w: self.sequence(n, w, "sections"), _NO_NODES)
         sections = tuple(
-            self.section(node, f"sections[{i}]")
-            for i, node in enumerate(self.sequence(fields["sections"][1], "sections", "sections"))
+            section
+            for i, node in enumerate(items)
+            if (section := self.collect(partial(self.section, node, f"sections[{i}]"), None))
         )
         return Routine(
             name=self.name,
@@ -358,30 +431,25 @@ class _Parser(NodeReader):
 
     def section(self, node: Node, where: str) -> Section:
         self.count(node, where, 1)
-        fields = self.mapping(
-            node,
-            where,
-            SECTION_FIELDS,
-            "a section",
-        )
+        fields = self.mapping(node, where, SECTION_FIELDS, "a section")
         if "title" not in fields:
-            raise self.fail(node, f"{where}.title", "missing; the title names the track")
+            self.report(self.fail(node, f"{where}.title", "missing; the title names the track"))
         if "steps" not in fields:
-            raise self.fail(node, f"{where}.steps", "missing; list what happens in this part")
-        title = self.text(fields["title"][1], f"{where}.title")
-        steps = self.steps(fields["steps"][1], f"{where}.steps", depth=2)
-        spoken_title = None
-        if "spoken_title" in fields:
-            spoken_title = self.text(fields["spoken_title"][1], f"{where}.spoken_title")
-        safety = False
-        if "safety" in fields:
-            safety = self.flag(fields["safety"][1], f"{where}.safety")
-        level = None
-        if "level" in fields:
-            level = self.choice(fields["level"][1], f"{where}.level", LEVELS)
-        ambient = None
-        if "ambient" in fields:
-            ambient = self.ambient(fields["ambient"][1], f"{where}.ambient")
+            self.report(
+                self.fail(node, f"{where}.steps", "missing; list what happens in this part")
+            )
+
+        def read(name: str, reader: Callable[[Node, str], T], default: T) -> T:
+            if name not in fields:
+                return default
+            return self.collect(lambda: reader(fields[name][1], f"{where}.{name}"), default)
+
+        title = read("title", self.text, "")
+        steps = read("steps", lambda n, w: self.steps(n, w, depth=2), _NO_STEPS)
+        spoken_title = read("spoken_title", self.spoken_text, None)
+        safety = read("safety", self.flag, False)
+        level = read("level", lambda n, w: self.choice(n, w, LEVELS), None)
+        ambient = read("ambient", self.ambient, None)
         return Section(
             title=title,
             steps=steps,
@@ -430,7 +498,11 @@ class _Parser(NodeReader):
 
     def steps(self, node: Node, where: str, depth: int) -> tuple[Step, ...]:
         items = self.sequence(node, where, "steps")
-        return tuple(self.step(item, f"{where}[{i}]", depth) for i, item in enumerate(items))
+        return tuple(
+            step
+            for i, item in enumerate(items)
+            if (step := self.collect(partial(self.step, item, f"{where}[{i}]", depth), None))
+        )
 
     def step(self, node: Node, where: str, depth: int) -> Step:
         self.count(node, where, depth)
@@ -478,27 +550,38 @@ class _Parser(NodeReader):
         ctx = self.context(depth)
         level = None
         if "level" in values:
-            level = self.choice(values["level"], self.field_path(where, "level"), LEVELS)
+            at_level = self.field_path(where, "level")
+            level = self.collect(lambda: self.choice(values["level"], at_level, LEVELS), None)
         if spec.one_of and sum(name in values for name in spec.one_of) != 1:
             choices = " or ".join(
                 f"{name}: {n}" for name, n in zip(spec.one_of, "NMK", strict=False)
             )
-            raise self.fail(node, where, f"a {spec.kind} step needs exactly one of {choices}")
+            self.report(
+                self.fail(node, where, f"a {spec.kind} step needs exactly one of {choices}")
+            )
         read: dict[str, Any] = {}
         full: list[tuple[str, Any]] = []
         for field in spec.fields:
             at = self.field_path(where, field.name)
+            read[field.model_attr] = field.default
             if field.name not in values:
                 if field.required:
-                    raise self.fail(node, at, f"missing; a {spec.kind} step needs {field.required}")
-                read[field.model_attr] = field.default
+                    missing = f"missing; a {spec.kind} step needs {field.required}"
+                    self.report(self.fail(node, at, missing))
             elif field.leveled:
-                gentle, at_full = self.by_level(values[field.name], at, field.value.reader(ctx))
-                if at_full != gentle:
-                    full.append((field.model_attr, at_full))
-                read[field.model_attr] = gentle
+                both = self.collect(
+                    partial(self.by_level, values[field.name], at, field.value.reader(ctx)),
+                    None,
+                )
+                if both is not None:
+                    gentle, at_full = both
+                    if at_full != gentle:
+                        full.append((field.model_attr, at_full))
+                    read[field.model_attr] = gentle
             else:
-                read[field.model_attr] = field.value.read(ctx, values[field.name], at)
+                read[field.model_attr] = self.collect(
+                    partial(field.value.read, ctx, values[field.name], at), field.default
+                )
         step: Step = spec.model(
             **read, line=node.start_mark.line + 1, level=level, full=tuple(full)
         )

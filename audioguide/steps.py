@@ -207,18 +207,26 @@ class Integer(Value):
         return {"type": "integer", "minimum": self.low, "maximum": self.high}
 
     def limits(self) -> str:
-        return f"a whole number of {self.unit}, {self.low} to {self.high}"
+        return f"a whole number{f' of {self.unit}' if self.unit else ''}, {self.low} to {self.high}"
 
 
 @dataclass(frozen=True)
 class Text(Value):
+    """Text; ``spoken`` text must have something to pronounce (a letter or a digit)."""
+
+    spoken: bool = False
+
     def read(self, ctx: Context, node: Node, where: str) -> str:
+        if self.spoken:
+            return ctx.nodes.spoken_text(node, where)
         return ctx.nodes.text(node, where)
 
     def schema(self) -> dict[str, Any]:
         return {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS}
 
     def limits(self) -> str:
+        if self.spoken:
+            return f"words to speak, up to {MAX_TEXT_CHARS} characters"
         return f"text, up to {MAX_TEXT_CHARS} characters"
 
 
@@ -289,7 +297,7 @@ class Cues(Value):
     def read(self, ctx: Context, node: Node, where: str) -> tuple[tuple[str, str], ...]:
         fields = ctx.nodes.mapping(node, where, CUE_PHASES, "breath cues")
         return tuple(
-            (phase, ctx.nodes.text(fields[phase][1], f"{where}.{phase}"))
+            (phase, ctx.nodes.spoken_text(fields[phase][1], f"{where}.{phase}"))
             for phase in CUE_PHASES
             if phase in fields
         )
@@ -298,11 +306,11 @@ class Cues(Value):
         return {
             "type": "object",
             "additionalProperties": False,
-            "properties": {phase: Text().schema() for phase in CUE_PHASES},
+            "properties": {phase: Text(spoken=True).schema() for phase in CUE_PHASES},
         }
 
     def limits(self) -> str:
-        return "text for any of " + _or([f"`{p}`" for p in CUE_PHASES])
+        return "words to speak for any of " + _or([f"`{p}`" for p in CUE_PHASES])
 
 
 @dataclass(frozen=True)
@@ -415,8 +423,8 @@ def _interval_bells() -> tuple[FieldSpec, ...]:
         FieldSpec(
             "bells_at",
             NumberList(Number(0, 120, "minutes", low_open=True)),
-            "soft chimes at these minutes from the start of the part; a time at or past its "
-            "end rings none",
+            "soft chimes at these minutes from the start of the part; one at or past its end "
+            "(or in a breathing part's first breath) never rings, and validate and plan warn",
             attr="bells_at_min",
             default=(),
         ),
@@ -432,7 +440,7 @@ STEP_SPECS: tuple[StepSpec, ...] = (
         fields=(
             FieldSpec(
                 "text",
-                Text(),
+                Text(spoken=True),
                 "the words to speak, plain text (no SSML)",
                 required="the words to speak",
             ),

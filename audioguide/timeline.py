@@ -365,6 +365,31 @@ def build_timeline(
     return replace(timeline, target_s=target_s)
 
 
+# validate plans without a voice: a cue is taken to last as long as its words at this rate,
+# audioguide's default speaking rate, plus the quiet an engine leaves around a cue.
+ESTIMATED_WORDS_PER_MIN = 140.0
+ESTIMATED_CUE_MARGIN_S = 0.3
+
+
+def estimated_speech_s(text: str) -> float:
+    """About how long a voice at the default rate takes to say ``text``, in seconds."""
+    return len(text.split()) * 60.0 / ESTIMATED_WORDS_PER_MIN + ESTIMATED_CUE_MARGIN_S
+
+
+def check_routine(routine: Routine) -> tuple[str, ...]:
+    """What ``validate`` checks beyond parsing: that the routine plans at either level with
+    the default options, its cues taking about their estimated length (raises OptionError as
+    build_timeline does, e.g. past six hours). Returns the warnings about the routine itself,
+    found without any speech (a cue's own length needs the voice: plan tells those)."""
+    warnings: dict[str, None] = {}
+    for level in LEVELS:
+        options = RenderOptions(level=level)
+        build_timeline(routine, estimated_speech_s, options)
+        for warning in build_timeline(routine, lambda text: 0.0, options).warnings:
+            warnings.setdefault(warning)
+    return tuple(warnings)
+
+
 def fit_scale(
     routine: Routine, speech_length: SpeechLength, options: RenderOptions, target_s: float
 ) -> float:
@@ -518,6 +543,16 @@ class _Builder:
             ring_s = min(CHIME_RING_S, step.duration_s - offset_s)
             if ring_s >= MIN_CHIME_RING_S:
                 self.add(Event("chime", self.t + offset_s, ring_s))
+        part_s = _minutes(step.duration_s)
+        for minutes in step.bells_at_min:
+            if minutes * 60.0 >= step.duration_s:
+                self.warn_unrung(
+                    step, minutes, f"past the end of this pause ({part_s} long), so it never rings"
+                )
+            elif minutes * 60.0 > step.duration_s - MIN_CHIME_RING_S:
+                self.warn_unrung(
+                    step, minutes, f"too near the end of this pause ({part_s} long) to ring"
+                )
         self.t += step.duration_s
 
     def bell(self, step: Bell) -> None:
@@ -527,6 +562,14 @@ class _Builder:
     def repeat(self, step: Repeat) -> None:
         for _ in range(self.fitted_count(step.times)):
             self.expand(step.steps)
+
+    def warn_unrung(self, step: Breathe | Pause, minutes: float, why: str) -> None:
+        """Warn of a ``bells_at`` time at which no bell can ring, saying ``why``."""
+        self.warn(
+            step.line,
+            f"bells_at {minutes:g}",
+            f"bells_at {minutes:g}: {why}; give a time inside the part",
+        )
 
     def time_left_marks(
         self, step: Breathe | Move, start_s: float, length_s: float
@@ -576,6 +619,15 @@ class _Builder:
             round(offset_s / cycle_s)
             for offset_s in interval_bell_offsets_s(step, cycles * cycle_s)
         }
+        part_s = _minutes(cycles * cycle_s)
+        for minutes in step.bells_at_min:
+            k = round(minutes * 60.0 / cycle_s)  # the breath it would ring with
+            if k >= cycles:
+                past = "past" if minutes * 60.0 >= cycles * cycle_s else "in the last breath at"
+                why = f"{past} the end of this breathing part ({part_s} long), so it never rings"
+                self.warn_unrung(step, minutes, why)
+            elif k == 0:
+                self.warn_unrung(step, minutes, "in the first breath, where no bell rings")
         for k in range(cycles):
             phase_start = start + k * cycle_s
             if k in chimes and 0 < k < cycles:

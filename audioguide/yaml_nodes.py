@@ -9,7 +9,10 @@ reads a routine's structure with it, and the step specs of steps.py read their f
 from __future__ import annotations
 
 import difflib
+import re
+import unicodedata
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import yaml
@@ -22,7 +25,44 @@ Node = yaml.Node
 LEVELS = ("gentle", "full")
 MAX_TEXT_CHARS = 1000
 MAX_NODES = 50_000
-MAX_DEPTH = 40
+MAX_DEPTH = 40  # steps within steps
+# Lists and mappings within each other, checked as the document is composed: PyYAML composes
+# recursively, so a few thousand brackets would exhaust the interpreter's stack first.
+MAX_YAML_DEPTH = 100
+MAX_NUMBER_DIGITS = 1000
+MAX_MISTAKES = 50  # in one file; past that, the first ones are enough to go on
+
+_YAML = "tag:yaml.org,2002:"
+_TAG_NAMES = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+# What a control character looks like in a string: C0 but tab and line ends, DEL, C1.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# 1e308 is text to YAML 1.1, which wants a dot and a signed exponent: 1.0e+308
+_DOTLESS_FLOAT = re.compile(r"^([-+]?[0-9]+)(?:\.([0-9]*))?[eE]([-+]?)([0-9]+)$")
+
+
+class RoutineLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than MAX_YAML_DEPTH while it composes."""
+
+    def __init__(self, text: str, source: str):
+        super().__init__(text)
+        self.source = source
+        self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise RoutineError(
+                    f"the routine is nested more than {MAX_YAML_DEPTH} levels deep; a routine "
+                    "needs only a few (look for brackets that never close)",
+                    path=self.source,
+                    line=mark.line + 1,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 class NodeReader:
@@ -35,6 +75,26 @@ class NodeReader:
         # A step written in short form (`- pause: 3`) is reported as written: where -> (field,
         # the key it was written under).
         self.shorthand: dict[str, tuple[str, str]] = {}
+        # Every mistake found so far, in reading order; reading goes on after most of them.
+        self.mistakes: list[RoutineError] = []
+        self.stopped = False  # too large, or too many mistakes: the first exception ends it
+
+    def report(self, mistake: RoutineError) -> None:
+        """Note a mistake and read on."""
+        self.mistakes.append(mistake)
+        if len(self.mistakes) >= MAX_MISTAKES:
+            self.stopped = True
+
+    def collect(self, read: Callable[[], T], fallback: T) -> T:
+        """``read()``, or ``fallback`` with its mistake reported, so the reading goes on to
+        find the next one."""
+        try:
+            return read()
+        except RoutineError as mistake:
+            if self.stopped:
+                raise
+            self.report(mistake)
+            return fallback
 
     def fail(self, node: Node, where: str, message: str) -> RoutineError:
         prefix = f"{where}: " if where else ""
@@ -47,6 +107,7 @@ class NodeReader:
     def count(self, node: Node, where: str, depth: int) -> None:
         self.nodes_seen += 1
         if self.nodes_seen > MAX_NODES or depth > MAX_DEPTH:
+            self.stopped = True
             raise self.fail(node, where, "the routine is too large or too deeply nested")
 
     def mapping(
@@ -56,23 +117,32 @@ class NodeReader:
             raise self.fail(node, where, f"must be a mapping of {what} (key: value lines)")
         out: dict[str, tuple[Node, Node]] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise self.fail(key_node, where, "keys must be plain names")
-            key = str(key_node.value)
-            if key == "<<":
-                raise self.fail(key_node, where, "YAML merge keys (<<) are not supported")
-            if key in out:
-                raise self.fail(key_node, join(where, key), "appears twice; keep one")
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise self.fail(
-                    key_node,
-                    join(where, key),
-                    f"unknown field; {hint}{what} may have: {', '.join(allowed)}",
-                )
-            out[key] = (key_node, value_node)
+            key = self.collect(partial(self.key, key_node, where, allowed, what, out), None)
+            if key is not None:
+                out[key] = (key_node, value_node)
         return out
+
+    def key(
+        self, node: Node, where: str, allowed: tuple[str, ...], what: str, seen: dict[str, Any]
+    ) -> str:
+        """The name of a field of a mapping at ``where`` that may have ``allowed``."""
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, where, "keys must be plain names")
+        key = str(node.value)
+        self.check_characters(node, where, key)
+        if key == "<<":
+            raise self.fail(node, where, "YAML merge keys (<<) are not supported")
+        if key in seen:
+            raise self.fail(node, join(where, key), "appears twice; keep one")
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise self.fail(
+                node,
+                join(where, key),
+                f"unknown field; {hint}{what} may have: {', '.join(allowed)}",
+            )
+        return key
 
     def sequence(self, node: Node, where: str, what: str) -> list[Node]:
         if not isinstance(node, yaml.SequenceNode):
@@ -85,10 +155,65 @@ class NodeReader:
         if not isinstance(node, yaml.ScalarNode):
             kind = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
             raise self.fail(node, where, f"must be a single value, not {kind}")
+        self.check_tag(node, where)
         try:
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            tag = node.tag[len(_YAML) :]
+            if tag in _TAG_NAMES:
+                raise self.fail(node, where, _bad_tagged(tag, node.value)) from None
             raise self.fail(node, where, f"cannot read this value ({exc})") from None
+        if isinstance(value, str):
+            self.check_characters(node, where, value)
+        return value
+
+    def check_tag(self, node: yaml.ScalarNode, where: str) -> None:
+        """Refuse what PyYAML's constructors would fail on with their own exceptions: an
+        explicit standard tag on a value that is not of its kind (``!!bool maybe``), a tag
+        beyond plain values, or a number too long to read."""
+        plain = node.style is None
+        implicit = self.loader.resolve(yaml.ScalarNode, node.value, (plain, True))
+        tag = node.tag[len(_YAML) :] if node.tag.startswith(_YAML) else node.tag
+        if tag == "int" and len(node.value) > MAX_NUMBER_DIGITS:
+            raise self.fail(
+                node, where, f"is a number of {len(node.value):,} digits; no field takes one"
+            )
+        if node.tag == implicit or tag in ("str", "null", "int", "float"):
+            return  # int and float: a value that is not one fails to construct, said below
+        if tag == "bool":
+            if node.value.lower() not in self.loader.bool_values:
+                raise self.fail(node, where, _bad_tagged(tag, node.value))
+        elif tag == "timestamp":
+            if not self.loader.timestamp_regexp.match(node.value):
+                raise self.fail(
+                    node,
+                    where,
+                    f"!!timestamp {node.value!r} is not a date such as 2024-05-01; remove the tag",
+                )
+        else:
+            shown = f"!!{tag}" if node.tag.startswith(_YAML) else tag
+            raise self.fail(
+                node,
+                where,
+                f"the tag {shown} is not allowed here; remove it (a routine is plain text, "
+                "numbers, lists and mappings)",
+            )
+
+    def check_characters(self, node: Node, where: str, text: str) -> None:
+        """Refuse what is not text: halves of UTF-16 surrogate pairs (what JSON writers emit
+        for an emoji, which YAML does not join) and control characters written as escapes
+        (terminal escape sequences); the YAML reader refuses them written as they are."""
+        surrogate = _SURROGATE.search(text)
+        if surrogate:
+            raise self.fail(node, where, _surrogate_message(text, surrogate.start()))
+        control = _CONTROL.search(text)
+        if control:
+            raise self.fail(
+                node,
+                where,
+                f"contains the control character U+{ord(control.group()):04X}; remove it "
+                "(terminal escape sequences and control codes are not text)",
+            )
 
     def text(self, node: Node, where: str, *, allow_empty: bool = False) -> str:
         value = self.scalar(node, where)
@@ -103,26 +228,39 @@ class NodeReader:
             )
         return text
 
+    def spoken_text(self, node: Node, where: str) -> str:
+        """Text the voice will speak: it must hold a letter or a digit, or the engine makes
+        no sound of it (``...``, ``-``, invisible marks)."""
+        text = self.text(node, where)
+        if not any(unicodedata.category(c)[0] in "LN" for c in text):
+            raise self.fail(
+                node,
+                where,
+                f"has nothing to pronounce ({text!r}); write words to speak, or remove it",
+            )
+        return text
+
     def number(
         self, node: Node, where: str, low: float, high: float, unit: str, *, low_open: bool = False
     ) -> float:
         value = self.scalar(node, where)
         bound = f"> {low:g}" if low_open else f">= {low:g}"
-        rule = f"must be a number of {unit} {bound} and <= {high:g}"
+        rule = f"must be a number{_of(unit)} {bound} and <= {high:g}"
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(node, where, f"{rule} (got {show(value)})")
-        number = float(value)
-        if number != number or (low_open and number <= low) or number < low or number > high:
-            raise self.fail(node, where, f"{rule} (got {value})")
-        return number
+            raise self.fail(node, where, f"{rule} (got {show(value)}{_float_hint(value)})")
+        # Compared before any float(): an int too large for a float compares exactly.
+        above_low = value > low if low_open else value >= low
+        if not (above_low and value <= high):  # NaN is neither
+            raise self.fail(node, where, f"{rule} (got {_shown_number(value)})")
+        return float(value)
 
     def integer(self, node: Node, where: str, low: int, high: int, unit: str) -> int:
         value = self.scalar(node, where)
-        rule = f"must be a whole number of {unit} from {low} to {high}"
+        rule = f"must be a whole number{_of(unit)} from {low} to {high}"
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(node, where, f"{rule} (got {show(value)})")
         if not (low <= value <= high):
-            raise self.fail(node, where, f"{rule} (got {value})")
+            raise self.fail(node, where, f"{rule} (got {_shown_number(value)})")
         return value
 
     def flag(self, node: Node, where: str) -> bool:
@@ -174,3 +312,41 @@ def show(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)
     return f"{type(value).__name__} {value!r}"
+
+
+def _of(unit: str) -> str:
+    return f" of {unit}" if unit else ""
+
+
+def _shown_number(value: float) -> str:
+    digits = len(str(abs(value))) if isinstance(value, int) else 0
+    return f"a number of {digits} digits" if digits > 20 else f"{value}"
+
+
+def _float_hint(value: Any) -> str:
+    """For ``1e308``, which YAML 1.1 reads as text: how to write it as a number."""
+    match = _DOTLESS_FLOAT.match(value) if isinstance(value, str) else None
+    if not match:
+        return ""
+    whole, fraction, sign, exponent = match.groups()
+    return f"; YAML reads {value} as text: write {whole}.{fraction or 0}e{sign or '+'}{exponent}"
+
+
+def _bad_tagged(tag: str, value: str) -> str:
+    fix = "write true or false" if tag == "bool" else "write digits"
+    return f"!!{tag} {value!r} is not {_TAG_NAMES[tag]}; {fix}, or remove the tag"
+
+
+def _surrogate_message(text: str, at: int) -> str:
+    high = ord(text[at])
+    low = ord(text[at + 1]) if at + 1 < len(text) else 0
+    if 0xD800 <= high < 0xDC00 and 0xDC00 <= low <= 0xDFFF:
+        code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+        return (
+            f'"\\u{high:04x}\\u{low:04x}" is a UTF-16 surrogate pair, which YAML does not join '
+            f'into one character; write the character itself, or "\\U{code:08x}"'
+        )
+    return (
+        f'"\\u{high:04x}" is half of a UTF-16 surrogate pair, not a character; write the '
+        'character itself, or its code as "\\U0001f600"'
+    )

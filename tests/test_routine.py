@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import textwrap
 from importlib import resources
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audioguide.breath import BreathPattern
+from audioguide.cli import cli
 from audioguide.errors import RoutineError
 from audioguide.routine import (
     COMMON_FIELDS,
@@ -426,3 +429,274 @@ def test_the_docs_name_every_field():
     fields |= {name for names in STEP_FIELDS.values() for name in names}
     missing = sorted(name for name in fields if f"`{name}" not in text)
     assert not missing, f"docs/routines.md does not mention {missing}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile or odd content, through validate, plan and render as a user meets it
+
+STEPS = "title: T\nsections:\n  - title: S\n    steps:\n"
+SURROGATE_ERROR = (
+    '"\\ud83e\\uddd8" is a UTF-16 surrogate pair, which YAML does not join into one character; '
+    'write the character itself, or "\\U0001f9d8"'
+)
+# case: (routine.yaml as text or bytes, the last line validate, plan and render print)
+CONTENT_CASES: dict[str, tuple[str | bytes, str]] = {
+    "deeper-than-the-interpreter": (
+        STEPS + "      - say: " + "[" * 3000 + "]" * 3000 + "\n",
+        "Error: routine.yaml:5: the routine is nested more than 100 levels deep; a routine "
+        "needs only a few (look for brackets that never close)",
+    ),
+    "surrogate-pair": (
+        STEPS + '      - say: "\\ud83e\\uddd8 Breathe."\n',
+        f"Error: routine.yaml:5: sections[0].steps[0].say: {SURROGATE_ERROR}",
+    ),
+    "lone-surrogate-in-a-title": (
+        'title: "Calm \\udc00"\nsections:\n  - title: S\n    steps: [pause: 1]\n',
+        'Error: routine.yaml:1: title: "\\udc00" is half of a UTF-16 surrogate pair, not a '
+        'character; write the character itself, or its code as "\\U0001f600"',
+    ),
+    "surrogate-in-a-key": (
+        STEPS + '      - say: Hi.\n        "\\ud83e": 1\n',
+        'Error: routine.yaml:6: sections[0].steps[0]: "\\ud83e" is half of a UTF-16 surrogate '
+        'pair, not a character; write the character itself, or its code as "\\U0001f600"',
+    ),
+    "integer-too-large-for-a-float": (
+        STEPS + "      - pause: " + "9" * 400 + "\n",
+        "Error: routine.yaml:5: sections[0].steps[0].pause: must be a number of seconds > 0 "
+        "and <= 3600 (got a number of 400 digits)",
+    ),
+    "integer-too-large-in-minutes": (
+        STEPS + "      - breathe: {minutes: " + "9" * 400 + "}\n",
+        "Error: routine.yaml:5: sections[0].steps[0].minutes: must be a number of minutes > 0 "
+        "and <= 120 (got a number of 400 digits)",
+    ),
+    "integer-too-large-as-tempo": (
+        "title: T\nbreath: {tempo: " + "9" * 400 + "}\nsections:\n  - title: S\n"
+        "    steps: [pause: 1]\n",
+        "Error: routine.yaml:2: breath.tempo: must be a number of breaths per minute >= 2 and "
+        "<= 20 (got a number of 400 digits)",
+    ),
+    "bool-maybe": (
+        STEPS + "      - breathe: {cycles: 3, time_left: !!bool maybe}\n",
+        "Error: routine.yaml:5: sections[0].steps[0].time_left: !!bool 'maybe' is not true or "
+        "false; write true or false, or remove the tag",
+    ),
+    "timestamp-soon": (
+        STEPS + "      - say: !!timestamp soon\n",
+        "Error: routine.yaml:5: sections[0].steps[0].say: !!timestamp 'soon' is not a date "
+        "such as 2024-05-01; remove the tag",
+    ),
+    "int-tag-on-words": (
+        STEPS + "      - pause: !!int five\n",
+        "Error: routine.yaml:5: sections[0].steps[0].pause: !!int 'five' is not a whole "
+        "number; write digits, or remove the tag",
+    ),
+    "float-tag-on-words": (
+        STEPS + "      - pause: !!float soon\n",
+        "Error: routine.yaml:5: sections[0].steps[0].pause: !!float 'soon' is not a number; "
+        "write digits, or remove the tag",
+    ),
+    "binary-tag": (
+        STEPS + "      - say: !!binary aGVsbG8=\n",
+        "Error: routine.yaml:5: sections[0].steps[0].say: the tag !!binary is not allowed here; "
+        "remove it (a routine is plain text, numbers, lists and mappings)",
+    ),
+    "set-tag-on-a-mapping": (
+        STEPS + "      - breathe: {cycles: 2, tempo: !!set {a, b}}\n",
+        "Error: routine.yaml:5: sections[0].steps[0].tempo: must be a single value, not a mapping",
+    ),
+    "dots-only": (
+        STEPS + '      - say: "..."\n',
+        "Error: routine.yaml:5: sections[0].steps[0].say: has nothing to pronounce ('...'); "
+        "write words to speak, or remove it",
+    ),
+    "dash-only-cue": (
+        STEPS + "      - breathe: {cycles: 2, cues: {inhale: '-'}}\n",
+        "Error: routine.yaml:5: sections[0].steps[0].cues.inhale: has nothing to pronounce "
+        "('-'); write words to speak, or remove it",
+    ),
+    "invisible-marks-only": (
+        STEPS + '      - say: "\\u200b\\u200f\\u2067"\n',
+        "Error: routine.yaml:5: sections[0].steps[0].say: has nothing to pronounce "
+        "('\\u200b\\u200f\\u2067'); write words to speak, or remove it",
+    ),
+    "spoken-title-of-punctuation": (
+        "title: T\nsections:\n  - title: S\n    spoken_title: '?!'\n    steps: [pause: 1]\n",
+        "Error: routine.yaml:4: sections[0].spoken_title: has nothing to pronounce ('?!'); "
+        "write words to speak, or remove it",
+    ),
+    "terminal-title-escape": (
+        STEPS + '      - say: "\\e]0;pwned\\a Breathe."\n',
+        "Error: routine.yaml:5: sections[0].steps[0].say: contains the control character "
+        "U+001B; remove it (terminal escape sequences and control codes are not text)",
+    ),
+    "c1-control": (
+        'title: "Calm \\x9b31m"\nsections:\n  - title: S\n    steps: [pause: 1]\n',
+        "Error: routine.yaml:1: title: contains the control character U+009B; remove it "
+        "(terminal escape sequences and control codes are not text)",
+    ),
+    "escape-in-a-description": (
+        'title: T\ndescription: "\\e[2J"\nsections:\n  - title: S\n    steps: [pause: 1]\n',
+        "Error: routine.yaml:2: description: contains the control character U+001B; remove it "
+        "(terminal escape sequences and control codes are not text)",
+    ),
+    "count-to-13": (
+        STEPS + "      - move: {count: 4, count_to: 13}\n",
+        "Error: routine.yaml:5: sections[0].steps[0].count_to: must be a whole number from 1 "
+        "to 12 (got 13)",
+    ),
+    "1e308": (
+        STEPS + "      - pause: 1e308\n",
+        "Error: routine.yaml:5: sections[0].steps[0].pause: must be a number of seconds > 0 "
+        "and <= 3600 (got '1e308'; YAML reads 1e308 as text: write 1.0e+308)",
+    ),
+    "utf-16-without-bom": (
+        (STEPS + "      - say: Hi.\n").encode("utf-16-le"),
+        "Error: routine.yaml: not UTF-8 text (it has NUL bytes, as UTF-16 text does); save "
+        "the file as UTF-8",
+    ),
+    "six-hours": (
+        STEPS + "      - repeat: {times: 7, steps: [pause: 3600]}\n",
+        "Error: routine.yaml: this routine would run longer than 6 hours; lower the repeats, "
+        "cycles or minutes",
+    ),
+}
+
+
+def run_cli(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, args)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # an unexpected error: show its traceback
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "render"])
+@pytest.mark.parametrize("case", sorted(CONTENT_CASES))
+def test_odd_content_gets_one_line_naming_file_line_and_field(case, command, workdir):
+    text, message = CONTENT_CASES[case]
+    if isinstance(text, bytes):
+        (workdir / "routine.yaml").write_bytes(text)
+    else:
+        (workdir / "routine.yaml").write_text(text, encoding="utf-8")
+    code, output = run_cli([command, "routine.yaml"])
+    assert (code, output.strip().splitlines()[-1]) == (1, message)
+    assert "Traceback" not in output
+    assert not (workdir / "audioguide-out").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "render"])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.mkdir(), "is a folder, not a routine file; give the path of a .yaml file"),
+        (
+            lambda p: os.mkfifo(p),
+            "is a named pipe, not a routine file; save the routine as a .yaml file and give "
+            "its path",
+        ),
+    ],
+    ids=["folder", "fifo"],
+)
+def test_a_routine_that_is_not_a_file_is_named_as_what_it_is(command, make, message, workdir):
+    make(workdir / "routine.yaml")
+    code, output = run_cli([command, "routine.yaml"])
+    assert (code, output.strip().splitlines()[-1]) == (1, f"Error: routine.yaml: {message}")
+
+
+def test_a_device_given_as_the_routine_is_named_as_one():
+    code, output = run_cli(["validate", "/dev/zero"])
+    assert (code, output.strip()) == (
+        1,
+        "Error: /dev/zero: is a device, not a routine file; give the path of a .yaml file",
+    )
+
+
+def test_a_folder_named_without_a_suffix_is_not_taken_for_a_builtin(workdir):
+    (workdir / "my-routines").mkdir()
+    code, output = run_cli(["validate", "my-routines"])
+    assert code == 1
+    assert output.strip() == (
+        "Error: my-routines: is a folder, not a routine file; give the path of a .yaml file"
+    )
+
+
+def test_validate_reports_every_mistake_in_a_file(workdir):
+    (workdir / "routine.yaml").write_text(
+        "title: T\nbreath: {tempo: 50}\nsections:\n"
+        "  - title: S\n    steps:\n      - pause: -1\n      - say: '...'\n      - bell: 100\n"
+        "  - title: ''\n    steps:\n      - breathe: {cycles: 0, tempo: 99}\n"
+        '      - repeat: 2\n        steps: [say: "\\e[2J"]\n',
+        encoding="utf-8",
+    )
+    code, output = run_cli(["validate", "routine.yaml"])
+    assert code == 1
+    assert output.strip().splitlines() == [
+        "Error: routine.yaml:2: breath.tempo: must be a number of breaths per minute >= 2 and "
+        "<= 20 (got 50)",
+        "Error: routine.yaml:6: sections[0].steps[0].pause: must be a number of seconds > 0 and "
+        "<= 3600 (got -1)",
+        "Error: routine.yaml:7: sections[0].steps[1].say: has nothing to pronounce ('...'); "
+        "write words to speak, or remove it",
+        "Error: routine.yaml:8: sections[0].steps[2].bell: must be a number of seconds >= 2 and "
+        "<= 60 (got 100)",
+        "Error: routine.yaml:9: sections[1].title: must not be empty",
+        "Error: routine.yaml:11: sections[1].steps[0].cycles: must be a whole number of breath "
+        "cycles from 1 to 1000 (got 0)",
+        "Error: routine.yaml:11: sections[1].steps[0].tempo: must be a number of breaths per "
+        "minute >= 2 and <= 20 (got 99)",
+        "Error: routine.yaml:13: sections[1].steps[1].steps[0].say: contains the control "
+        "character U+001B; remove it (terminal escape sequences and control codes are not text)",
+    ]
+    # plan and render stop at the first, and say there are more
+    code, output = run_cli(["plan", "routine.yaml"])
+    assert code == 1
+    assert output.strip() == (
+        "Error: routine.yaml:2: breath.tempo: must be a number of breaths per minute >= 2 and "
+        "<= 20 (got 50) (and 7 more mistakes: audioguide validate lists them all)"
+    )
+
+
+def test_validate_goes_on_to_the_next_file_after_a_bad_one(workdir):
+    (workdir / "bad.yaml").write_text(STEPS + "      - pause: -1\n", encoding="utf-8")
+    code, output = run_cli(["validate", "bad.yaml", "back-pain-quick"])
+    assert code == 1
+    assert output.strip().splitlines()[-1].startswith("back-pain-quick: ok (")
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_a_bell_past_the_end_of_its_part_is_warned_about(command, workdir):
+    (workdir / "routine.yaml").write_text(
+        STEPS + "      - pause: {seconds: 60, bells_at: [0.5, 2]}\n"
+        "      - breathe: {cycles: 6, bells_at: [0.5, 3], bell_every: 0.5}\n",
+        encoding="utf-8",
+    )
+    code, output = run_cli([command, "routine.yaml"])
+    assert code == 0, output
+    warnings = [line for line in output.splitlines() if line.startswith("Warning:")]
+    assert warnings == [
+        "Warning: routine.yaml:5: bells_at 2: past the end of this pause (1:00 long), so it "
+        "never rings; give a time inside the part",
+        "Warning: routine.yaml:6: bells_at 3: past the end of this breathing part (1:00 long), "
+        "so it never rings; give a time inside the part",
+    ]
+
+
+def test_long_titles_in_any_script_render_with_names_the_file_system_takes(workdir):
+    (workdir / "routine.yaml").write_text(
+        f"title: {'😀' * 999}\nsections:\n"
+        f"  - title: {'漢' * 999}\n    steps: [pause: 1]\n"
+        f"  - title: {'é' * 999}\n    steps: [pause: 1]\n",
+        encoding="utf-8",
+    )
+    code, output = run_cli(["render", "routine.yaml", "-o", "out"])
+    assert code == 0, output
+    names = [p.name for p in (workdir / "out" / "routine").iterdir()]
+    assert len(names) >= 5  # two tracks, their transcripts, the full session, the playlist
+    assert max(len(name.encode("utf-8")) for name in names) <= 255
+    assert max(len(name.encode("utf-16-le")) // 2 for name in names) <= 255  # FAT32
