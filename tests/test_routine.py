@@ -13,17 +13,20 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from audioguide.breath import BreathPattern
 from audioguide.cli import cli
-from audioguide.errors import RoutineError
+from audioguide.errors import AudioguideError, RoutineError
+from audioguide.pipeline import SessionOptions, plan_session
 from audioguide.routine import (
     COMMON_FIELDS,
+    LEVELS,
     ROUTINE_FIELDS,
     SECTION_FIELDS,
     STEP_FIELDS,
+    STEP_KINDS,
     Breathe,
     Move,
     Pause,
@@ -31,9 +34,11 @@ from audioguide.routine import (
     Say,
     at_level,
     builtin_names,
+    load_routine,
     parse_routine,
 )
 from audioguide.steps import STEP_SPECS, steps_table
+from audioguide.timeline import RenderOptions, check_routine
 
 
 def parse(body: str):
@@ -700,3 +705,114 @@ def test_long_titles_in_any_script_render_with_names_the_file_system_takes(workd
     assert len(names) >= 5  # two tracks, their transcripts, the full session, the playlist
     assert max(len(name.encode("utf-8")) for name in names) <= 255
     assert max(len(name.encode("utf-16-le")) // 2 for name in names) <= 255  # FAT32
+
+
+# ---------------------------------------------------------------------------------------------
+# Any hostile document: the loader, validate and plan succeed or raise our error, nothing else
+
+# Scalars written as YAML text, so they can carry what a dumper never writes: tags, escapes.
+ODD_SCALARS = [
+    "9" * 400, "-" + "9" * 30, "1e308", "1.0e+308", "1.0e+999", ".nan", "-.inf", "0x1F", "0o17",
+    "1_000", "190:20:30", "2024-05-01", "2024-13-45", "~", "yes", "No", "on",
+    "!!bool maybe", "!!bool yes", "!!timestamp soon", "!!timestamp 2024-02-30", "!!int five",
+    "!!int 0b102", "!!float soon", "!!float 1e5", "!!str 3", "!!null x", "!!binary aGVsbG8=",
+    "!!binary '%%'", "!foo bar", "!<tag:example.com,2024:x> y", "!!merge x", "!!value x",
+    "!!python/name:os.system", "!!set {a, b}", "!!omap [{a: 1}]", "!!pairs [[a, 1]]",
+    '"\\ud83e\\uddd8"', '"\\udc00 x"', '"\\e]0;x\\a"', '"\\x9b31m"', '"\\x00"', '"\\u200b\\u200f"',
+    '"\\u2067\\u2069"', '"..."', '"-"', "'\u0301'", '"\\uffff"', '"\\U0010ffff"', "&a x", "*a",
+    "<<", "[" * 150 + "]" * 150, "{a: " * 60 + "1" + "}" * 60,
+]  # fmt: skip
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a YAML double-quoted scalar, escapes and all (surrogates as \\uXXXX)."""
+    return json.dumps(text)
+
+
+yaml_scalars = st.one_of(
+    st.sampled_from(ODD_SCALARS),
+    st.sampled_from(["4-6", "box", "gentle", "full", "tick", "count", "3", "0.5", "-1", "120"]),
+    st.integers(-(10**40), 10**40).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=12).map(_quoted),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=12).map(_quoted),
+)
+yaml_keys = st.one_of(st.sampled_from(FIELD_NAMES), st.sampled_from(ODD_SCALARS[:20]))
+yaml_values = st.recursive(
+    yaml_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4).map(lambda items: f"[{', '.join(items)}]"),
+        st.lists(st.tuples(yaml_keys, children), max_size=4).map(
+            lambda pairs: "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
+        ),
+    ),
+    max_leaves=12,
+)
+GOOD_STEPS = [
+    "{say: Breathe in.}", "{pause: 2}", "bell", "{bell: 3}", "{breathe: 2}",
+    "{breathe: {minutes: 0.5, bells_at: [0.2, 3], pattern: 4-7-8}}",
+    "{move: {count: 14, sound: count, count_to: 12}}", "{repeat: 2, steps: [{say: Again.}]}",
+    "{say: Hold., level: full}", "{pause: {seconds: {gentle: 3, full: 1}, bell_every: 0.5}}",
+]  # fmt: skip
+yaml_steps = st.one_of(
+    st.sampled_from(GOOD_STEPS),
+    st.sampled_from(GOOD_STEPS),
+    st.sampled_from(STEP_KINDS),
+    st.tuples(
+        st.sampled_from(STEP_KINDS),
+        yaml_values,
+        st.lists(st.tuples(yaml_keys, yaml_values), max_size=3),
+    ).map(lambda step: "{" + ", ".join(f"{k}: {v}" for k, v in [step[:2], *step[2]]) + "}"),
+    yaml_values,
+)
+yaml_routines = st.builds(
+    lambda title, extra, sections: (
+        f"title: {title}\n"
+        + "".join(f"{k}: {v}\n" for k, v in extra)
+        + "sections:\n"
+        + "".join(
+            f"  - title: {section_title}\n    steps: [{', '.join(steps)}]\n"
+            for section_title, steps in sections
+        )
+    ),
+    st.one_of(st.just("Calm"), yaml_scalars),
+    st.lists(st.tuples(st.sampled_from(ROUTINE_FIELDS[1:-1]), yaml_values), max_size=2),
+    st.lists(
+        st.tuples(
+            st.one_of(st.just("Part"), yaml_scalars), st.lists(yaml_steps, min_size=1, max_size=4)
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(text=st.one_of(yaml_routines, yaml_routines, yaml_values))
+def test_any_hostile_document_loads_validates_and_plans_or_raises_our_error(
+    text, fake_speech, tmp_path
+):
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        routine = load_routine(str(path))
+    except RoutineError as exc:
+        assert str(exc).startswith(str(path))
+        routine = None
+    event("loads" if routine else "refused")
+    code, output = run_cli(["validate", str(path)])  # raises anything but our error
+    assert code == (0 if routine is not None and "Error:" not in output else 1), output
+    assert output.count("Traceback") == 0
+    if routine is not None:
+        try:
+            check_routine(routine)
+            for level in LEVELS:
+                plan_session(
+                    routine, SessionOptions(render=RenderOptions(level=level)), speech=fake_speech
+                )
+        except AudioguideError as exc:
+            assert str(exc)
