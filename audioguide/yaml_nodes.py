@@ -28,7 +28,7 @@ MAX_NODES = 50_000
 MAX_DEPTH = 40  # steps within steps
 # Lists and mappings within each other, checked as the document is composed: PyYAML composes
 # recursively, so a few thousand brackets would exhaust the interpreter's stack first.
-MAX_YAML_DEPTH = 100
+MAX_YAML_DEPTH = 4 * MAX_DEPTH  # a step nested in long form takes three
 MAX_NUMBER_DIGITS = 1000
 MAX_MISTAKES = 50  # in one file; past that, the first ones are enough to go on
 

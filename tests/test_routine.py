@@ -448,7 +448,7 @@ SURROGATE_ERROR = (
 CONTENT_CASES: dict[str, tuple[str | bytes, str]] = {
     "deeper-than-the-interpreter": (
         STEPS + "      - say: " + "[" * 3000 + "]" * 3000 + "\n",
-        "Error: routine.yaml:5: the routine is nested more than 100 levels deep; a routine "
+        "Error: routine.yaml:5: the routine is nested more than 160 levels deep; a routine "
         "needs only a few (look for brackets that never close)",
     ),
     "surrogate-pair": (
@@ -816,3 +816,15 @@ def test_any_hostile_document_loads_validates_and_plans_or_raises_our_error(
                 )
         except AudioguideError as exc:
             assert str(exc)
+
+
+def test_steps_nested_to_the_step_limit_in_long_form_still_load():
+    """The YAML nesting limit leaves room for the deepest steps a routine may have."""
+    inner = "{say: Hi.}"
+    for _ in range(38):  # sections and their steps take the first two of MAX_DEPTH
+        inner = "{repeat: {times: 1, steps: [" + inner + "]}}"
+    routine = parse(f"title: T\nsections:\n  - title: S\n    steps: [{inner}]\n")
+    depth, step = 0, routine.sections[0].steps[0]
+    while isinstance(step, Repeat):
+        depth, step = depth + 1, step.steps[0]
+    assert depth == 38 and step == Say("Hi.", line=4)
