@@ -41,7 +41,7 @@ from .breath import (
 from .checks import check_choice, check_optional_number
 from .errors import OptionError
 from .names import track_filename
-from .phrases import DEFAULT_LANGUAGE, PHRASES, Phrases
+from .phrases import DEFAULT_LANGUAGE, PHRASES
 from .routine import DEFAULT_LEVEL, Routine, Section, at_level
 from .steps import (
     DEFAULT_MOVES_PER_MIN,
@@ -247,7 +247,7 @@ class _Texts:
     def __init__(self, routine: Routine, options: RenderOptions):
         self.routine = routine
         self.options = options
-        self.phrases = phrases_of(routine)
+        self.phrases = PHRASES[DEFAULT_LANGUAGE]  # routines name no language of their own yet
         self.seen: dict[str, None] = {}
         self.holds = self.counts = self.long_parts = False
 
@@ -277,12 +277,6 @@ class _Texts:
 
     def nothing(self, step: Step) -> None:
         pass
-
-
-def phrases_of(routine: Routine) -> Phrases:
-    """The words the timeline adds to ``routine``. English is the one language phrases.py
-    has so far, and routines do not name theirs yet."""
-    return PHRASES[DEFAULT_LANGUAGE]
 
 
 def _same_shape(a: BreathPattern, b: BreathPattern) -> bool:
@@ -455,7 +449,7 @@ class _Builder:
         self._warned: set[tuple[int, str]] = set()
         self.section: Section | None = None
         self.cautioned = False
-        self.phrases = phrases_of(routine)
+        self.phrases = PHRASES[DEFAULT_LANGUAGE]  # routines name no language of their own yet
 
     def build(self) -> Timeline:
         routine = self.routine
