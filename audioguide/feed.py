@@ -31,6 +31,7 @@ from mutagen.id3 import ID3, ID3NoHeaderError
 from .errors import OptionError
 from .export import FULL_SESSION_SUFFIX
 from .formats import AUDIO_FORMATS
+from .phrases import ENGLISH
 from .subtitles import SRT_SUFFIX, VTT_SUFFIX
 from .tags import Chapter
 
@@ -50,7 +51,7 @@ AUDIO_TYPES = {
     "wav": "audio/wav",
 }
 FEED_TITLE = "Guided practice"
-FEED_LANGUAGE = "en"
+FEED_LANGUAGE = ENGLISH.language  # the words audioguide adds are English (phrases.py)
 # Apple Podcasts' category list: https://podcasters.apple.com/support/1691-apple-podcasts-categories
 FEED_CATEGORY = ("Health & Fitness", "Alternative Health")
 
