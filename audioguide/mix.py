@@ -19,6 +19,7 @@ of the track either side (``mastered_spans``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,24 +28,26 @@ import numpy as np
 
 from .checks import check_choice, check_flag, check_number, check_optional_text, check_whole
 from .dynamics import limit
-from .errors import SoundFileError
+from .sounds import (
+    DEFAULT_BELL_FILE,
+    INTERVAL_BELL_FILE,
+    RecordedLoop,
+    default_sound_path,
+    load_loop,
+    load_sound,
+)
 from .speech import Speech
 from .synth import (
     AMBIENT_KINDS,
     BREATH_SOUNDS,
-    DEFAULT_BELL_FILE,
     DEFAULT_BREATH_SOUND,
-    INTERVAL_BELL_FILE,
     SAMPLE_RATE,
     ambient_loop,
     apply_fades,
     breath_guide,
-    default_sound_path,
     fit_ring,
-    load_sound,
     loop_span,
     raised_cosine,
-    seamless_loop,
     seconds_to_samples,
     tick,
 )
@@ -260,19 +263,36 @@ class TrackMixer:
 # Ambient bed
 
 
+# A recorded bed held in memory up to this long; a longer one is read from its temporary file
+# a span at a time, so a 20-minute recording costs a span of memory, not 212 MB.
+BED_IN_MEMORY_S = 60.0
+_BED_LOCK = threading.Lock()  # workers wanting the same bed wait for it rather than redo it
+
+
+def _bed_loop(kind: str, seed: int) -> np.ndarray | RecordedLoop:
+    """One loop of the bed at AMBIENT_LOUDNESS_LUFS: a kind synthesized, or a recording."""
+    with _BED_LOCK:
+        return _levelled_bed_loop(kind, seed)
+
+
 @lru_cache(maxsize=4)
-def _bed_loop(kind: str, seed: int) -> np.ndarray:
+def _levelled_bed_loop(kind: str, seed: int) -> np.ndarray | RecordedLoop:
     if kind in AMBIENT_KINDS:
         rng = np.random.default_rng([seed, AMBIENT_SEED_STREAM, AMBIENT_KINDS.index(kind)])
         loop = ambient_loop(kind, rng)
+        loudness = gated_loudness(block_powers(loop))
     else:
-        try:
-            loop = seamless_loop(load_sound(kind))
-        except ValueError as exc:
-            raise SoundFileError(
-                f"{kind}: too short for an ambient bed ({exc}); use a longer recording"
-            ) from None
-    loudness = gated_loudness(block_powers(loop))
+        recorded = load_loop(kind)
+        meter = BlockMeter()
+        for block in recorded.blocks():
+            meter.feed(block)
+        loudness = gated_loudness(meter.powers())
+        recorded = recorded.scaled(float(np.float32(db_to_gain(AMBIENT_LOUDNESS_LUFS - loudness))))
+        if recorded.size > seconds_to_samples(BED_IN_MEMORY_S):
+            return recorded
+        loop = recorded.samples()
+        loop.setflags(write=False)
+        return loop
     loop = loop * np.float32(db_to_gain(AMBIENT_LOUDNESS_LUFS - loudness))
     loop.setflags(write=False)
     return loop
@@ -317,7 +337,11 @@ def ambient_bed(
     session sample ``first``: looped from absolute time, ducked, faded in and out at the
     track's edges."""
     hi = n if hi is None else hi
-    bed = loop_span(_bed_loop(kind, seed), first + lo, hi - lo)
+    loop = _bed_loop(kind, seed)
+    if isinstance(loop, RecordedLoop):
+        bed = loop.span(first + lo, hi - lo)
+    else:
+        bed = loop_span(loop, first + lo, hi - lo)
     bed *= duck_gain(track, hi - lo, first + lo)
     fade_in = min(seconds_to_samples(AMBIENT_FADE_IN_S), n // 2)
     fade_out = min(seconds_to_samples(AMBIENT_FADE_OUT_S), n // 2)

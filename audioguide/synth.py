@@ -1,12 +1,12 @@
-"""Synthesis: breath guides, the singing bowl, ambient beds and sound files, as samples.
+"""Synthesis: breath guides, the singing bowl and ambient beds, as samples.
 
 Input: what to sound and for how many samples (callers convert seconds with
 ``seconds_to_samples`` from an absolute start, so nothing drifts). Output: ``samples:
 np.ndarray``, float32, 1-D mono, values in [-1, 1], at ``SAMPLE_RATE``. Randomness comes in as
 an explicit ``rng: np.random.Generator``; the same generator state gives the same samples.
 
-Sound files (a user's bell or ambient bed, and the default bowl shipped in ``sounds/``) are
-read through pydub: WAV needs nothing else, other formats need ffmpeg.
+Sound files (a user's bell or ambient bed, and the bowls shipped in ``sounds/``) are read in
+``sounds``; the session rate, fades and resampling are ``audio``'s.
 
 scipy.signal is imported inside the functions that filter (here, in ``speech``, ``mix`` and
 ``dynamics`` too): it takes half a second to import, which commands that make no audio
@@ -15,21 +15,13 @@ scipy.signal is imported inside the functions that filter (here, in ``speech``, 
 
 from __future__ import annotations
 
-import shutil
-import struct
-import warnings
 from functools import lru_cache
-from importlib import resources
-from math import gcd
-from pathlib import Path
 
 import numpy as np
 
+from .audio import SAMPLE_RATE, apply_fades, raised_cosine, seconds_to_samples
 from .breath import TOP_UP
-from .errors import SoundFileError
 from .routine import AMBIENT_KINDS
-
-SAMPLE_RATE = 44_100
 
 # -- breath guide ---------------------------------------------------------------------------
 BREATH_SOUNDS = ("tone", "noise", "none")
@@ -70,56 +62,9 @@ DRONE_PARTIALS_HZ = (110.0, 165.0, 220.0, 277.5, 330.0)  # A2, E3, A3, C#4, E4: 
 DRONE_LEVELS = (1.0, 0.6, 0.45, 0.18, 0.25)
 DRONE_SWELLS_PER_LOOP = (2, 3, 5, 4, 7)  # slow, unsynchronised swells of each partial
 
-# -- sound files ----------------------------------------------------------------------------
-SOUNDS_PACKAGE = "audioguide"
-SOUNDS_FOLDER = "sounds"
-DEFAULT_BELL_FILE = "bowl.wav"
-INTERVAL_BELL_FILE = "bowl-small.wav"
-FFMPEG_HINT = (
-    "install ffmpeg (Debian/Ubuntu: sudo apt install ffmpeg; macOS: brew install ffmpeg; "
-    "Windows: winget install ffmpeg) or convert the file to WAV"
-)
-MIN_LOOP_S = 2.0
-LOOP_CROSSFADE_S = 1.0
 
-
-def seconds_to_samples(seconds: float, sample_rate: int = SAMPLE_RATE) -> int:
-    return round(seconds * sample_rate)
-
-
-@lru_cache(maxsize=256)
-def raised_cosine(n: int) -> np.ndarray:
-    """A rising half-cosine of ``n`` samples, from 0 to 1 (exclusive of both ends).
-
-    Read-only and cached: a session fades with a handful of lengths, thousands of times.
-    """
-    x = (np.arange(max(n, 0), dtype=np.float64) + 0.5) / max(n, 1)
-    ramp = (0.5 - 0.5 * np.cos(np.pi * x)).astype(np.float32)
-    ramp.setflags(write=False)
-    return ramp
-
-
-def apply_fades(
-    samples: np.ndarray, fade_in: int, fade_out: int, *, start: int = 0, length: int | None = None
-) -> np.ndarray:
-    """Raised-cosine fade in over ``fade_in`` samples and out over ``fade_out``, in place.
-
-    ``samples`` may be a part of a longer signal: its samples ``start`` onward, of ``length``
-    in all (default: the part is the whole). The part gets the stretch of each fade that falls
-    in it, so fading the parts one by one is fading the whole.
-    """
-    end = start + samples.shape[0]
-    length = end if length is None else length
-    fade_in = min(fade_in, length)
-    fade_out = min(fade_out, length)
-    if start < fade_in:
-        stop = min(fade_in, end)
-        samples[: stop - start] *= raised_cosine(fade_in)[start:stop]
-    out_from = length - fade_out
-    first = max(out_from, start)
-    if first < end:
-        samples[first - start :] *= raised_cosine(fade_out)[::-1][first - out_from : end - out_from]
-    return samples
+# ---------------------------------------------------------------------------------------------
+# Breath guides
 
 
 def breath_envelope(
@@ -362,23 +307,6 @@ def ambient_loop(
     raise ValueError(f"ambient kind must be one of {AMBIENT_KINDS[1:]}, not {kind!r}")
 
 
-def seamless_loop(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Make a recording loop without a seam: its tail is crossfaded into its head.
-
-    Equal-power crossfade of LOOP_CROSSFADE_S (less for a short file); the loop is that much
-    shorter than the recording. Raises ValueError for a recording shorter than MIN_LOOP_S.
-    """
-    n = samples.shape[0]
-    if n < MIN_LOOP_S * sample_rate:
-        raise ValueError(f"a loop needs at least {MIN_LOOP_S:g} s of sound")
-    fade = min(int(LOOP_CROSSFADE_S * sample_rate), n // 4)
-    x = np.linspace(0.0, 1.0, fade, endpoint=False) + 0.5 / fade
-    fade_in = np.sin(0.5 * np.pi * x)
-    loop = samples[: n - fade].astype(np.float64)
-    loop[:fade] = loop[:fade] * fade_in + samples[n - fade :] * fade_in[::-1]
-    return loop.astype(np.float32)
-
-
 def loop_span(loop: np.ndarray, start: int, n: int) -> np.ndarray:
     """``n`` samples of ``loop`` played forever, from absolute sample ``start`` (a new array).
 
@@ -393,108 +321,4 @@ def loop_span(loop: np.ndarray, start: int, n: int) -> np.ndarray:
         step = min(size, n - done)
         out[done : done + step] = loop[:step]
         done += step
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Sound files
-
-
-def default_sound_path(name: str) -> Path:
-    """The path of a sound shipped with audioguide (``sounds/`` in the package)."""
-    return Path(str(resources.files(SOUNDS_PACKAGE) / SOUNDS_FOLDER / name))
-
-
-def has_ffmpeg() -> bool:
-    """Whether pydub can read formats other than WAV: it decodes with ffmpeg and asks ffprobe
-    what a file holds first, so both must be there (every ffmpeg package ships both)."""
-    ffmpeg = shutil.which("ffmpeg") and shutil.which("ffprobe")
-    libav = shutil.which("avconv") and shutil.which("avprobe")
-    return bool(ffmpeg or libav)
-
-
-def load_sound(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Read a sound file as float32 mono at ``sample_rate``, peak-normalised to 1.
-
-    Any format pydub reads: WAV directly, MP3/OGG/M4A/FLAC and others through ffmpeg. Raises
-    SoundFileError naming the file and the fix when it is missing, silent, unreadable, or
-    needs ffmpeg that is not installed. Cached per path and modification time.
-    """
-    file = Path(path)
-    try:
-        stamp = file.stat().st_mtime_ns
-    except OSError as exc:
-        raise SoundFileError(
-            f"{file}: cannot read this sound file ({exc.strerror}); check the path"
-        ) from None
-    if not file.is_file():
-        raise SoundFileError(f"{file}: is not a file; give the path of a sound file")
-    return _load_sound(str(file), stamp, sample_rate)
-
-
-@lru_cache(maxsize=16)
-def _load_sound(path: str, stamp: int, sample_rate: int) -> np.ndarray:
-    with warnings.catch_warnings():
-        # pydub warns on import when ffmpeg is missing (we say it better, when it matters),
-        # and, on Python 3.11 and 3.12, that the audioop it uses is deprecated.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from pydub import AudioSegment
-        from pydub.exceptions import CouldntDecodeError
-
-    is_wav = path.lower().endswith((".wav", ".wave"))
-    if not is_wav and not has_ffmpeg():
-        raise SoundFileError(
-            f"{path}: reading {Path(path).suffix or 'this kind of'} files needs ffmpeg, which "
-            f"is not installed; {FFMPEG_HINT}"
-        )
-    segment = None
-    if is_wav:
-        # pydub's own WAV reader needs no ffmpeg; only a WAV it cannot parse (float samples,
-        # say) goes to ffmpeg, so a broken WAV gets the same message with or without ffmpeg.
-        try:
-            segment = AudioSegment(data=Path(path).read_bytes())
-        except OSError as exc:
-            raise SoundFileError(f"{path}: cannot read this sound file ({exc.strerror})") from None
-        except (CouldntDecodeError, IndexError, ValueError, struct.error) as exc:
-            if "audio format" not in str(exc) or not has_ffmpeg():
-                raise SoundFileError(
-                    f"{path}: cannot decode this sound file ({exc}); check that it is a "
-                    "PCM WAV file, or convert it"
-                ) from None
-    try:
-        if segment is None:
-            segment = AudioSegment.from_file(path)
-    except (CouldntDecodeError, IndexError, ValueError, EOFError) as exc:
-        hint = FFMPEG_HINT if not has_ffmpeg() else "check that it is a sound file"
-        # pydub's message carries ffmpeg's whole banner; its last line is the reason.
-        lines = str(exc).strip().splitlines()
-        reason = lines[-1] if lines else type(exc).__name__
-        raise SoundFileError(f"{path}: cannot decode this sound file ({reason}); {hint}") from None
-    except OSError as exc:
-        if not has_ffmpeg():
-            raise SoundFileError(
-                f"{path}: cannot read this file without ffmpeg; {FFMPEG_HINT}"
-            ) from None
-        raise SoundFileError(f"{path}: cannot read this sound file ({exc})") from None
-    channels = segment.split_to_mono()
-    width = segment.sample_width
-    full_scale = float(1 << (8 * width - 1))
-    mono = np.zeros(int(segment.frame_count()), dtype=np.float64)
-    for channel in channels:
-        raw = np.array(channel.get_array_of_samples(), dtype=np.float64)
-        if width == 1:  # 8-bit WAV is unsigned
-            raw -= 128.0
-        mono[: raw.shape[0]] += raw[: mono.shape[0]]
-    mono /= full_scale * max(len(channels), 1)
-    if segment.frame_rate != sample_rate:
-        from scipy import signal
-
-        g = gcd(sample_rate, segment.frame_rate)
-        mono = signal.resample_poly(mono, sample_rate // g, segment.frame_rate // g)
-    peak = float(np.max(np.abs(mono))) if mono.size else 0.0
-    if peak < 1e-4:
-        raise SoundFileError(f"{path}: the sound is silent or empty; choose another file")
-    out = (mono / peak).astype(np.float32)
-    out.setflags(write=False)
     return out

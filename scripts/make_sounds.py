@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from audioguide.sounds import DEFAULT_BELL_FILE, INTERVAL_BELL_FILE
 from audioguide.synth import (
     BOWL_FUNDAMENTAL_HZ,
-    DEFAULT_BELL_FILE,
-    INTERVAL_BELL_FILE,
     INTERVAL_BOWL_FUNDAMENTAL_HZ,
     SAMPLE_RATE,
     seconds_to_samples,

@@ -1,39 +1,27 @@
-"""Synthesis: breath guides, bowl, ambient loops and sound files, checked by measurement."""
+"""Synthesis: breath guides, bowl and ambient loops, checked by measurement."""
 
 from __future__ import annotations
 
-import importlib.util
-import wave
-from pathlib import Path
-
 import numpy as np
 import pytest
-from scipy import signal
 
 from audioguide import synth
-from audioguide.errors import SoundFileError
 from audioguide.synth import (
-    DEFAULT_BELL_FILE,
     GUIDE_PEAK,
-    INTERVAL_BELL_FILE,
     SAMPLE_RATE,
     ambient_loop,
     apply_fades,
     breath_guide,
     colored_noise,
-    default_sound_path,
     fit_ring,
     glide_tone,
-    load_sound,
     loop_span,
     raised_cosine,
-    seamless_loop,
     singing_bowl,
     tick,
 )
 
 SR = SAMPLE_RATE
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -57,15 +45,6 @@ def centroid_hz(x: np.ndarray) -> float:
     freqs = np.fft.rfftfreq(x.size, 1 / SR)
     power = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
     return float((freqs * power).sum() / power.sum())
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int, channels: int = 1) -> None:
-    pcm = np.clip(np.round(samples * 32767), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(channels)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm.tobytes())
 
 
 # -- fades ------------------------------------------------------------------------------------
@@ -242,104 +221,7 @@ def test_ambient_loops_have_no_seam(kind):
     assert seam <= np.percentile(steps, 99.9)
 
 
-def test_seamless_loop_crossfades_a_recording():
-    # 1.37 Hz: a whole number of cycles does not fit, so the raw ends do not meet.
-    t = np.arange(5 * SR) / SR
-    raw = np.sin(2 * np.pi * 1.37 * t).astype(np.float32)
-    assert abs(raw[0] - raw[-1]) > 0.1
-    loop = seamless_loop(raw)
-    assert loop.shape == (raw.size - SR,)  # one second crossfaded
-    assert abs(float(loop[0]) - float(loop[-1])) < 1e-3
-    with pytest.raises(ValueError, match="at least"):
-        seamless_loop(raw[:SR])
-
-
 def test_loop_span_indexes_by_absolute_position():
     loop = np.arange(10, dtype=np.float32)
     assert loop_span(loop, 7, 15).tolist() == [7, 8, 9, *range(10), 0, 1]
     assert loop_span(loop, 20, 3).tolist() == [0, 1, 2]
-
-
-# -- sound files ------------------------------------------------------------------------------
-
-
-def test_wav_is_read_without_ffmpeg_and_resampled(tmp_path, monkeypatch):
-    monkeypatch.setattr(synth, "has_ffmpeg", lambda: False)
-    t = np.arange(22_050) / 22_050
-    left = 0.5 * np.sin(2 * np.pi * 440 * t)
-    stereo = np.column_stack([left, left]).ravel()
-    path = tmp_path / "bell.wav"
-    write_wav(path, stereo, 22_050, channels=2)
-    x = load_sound(path)
-    assert x.dtype == np.float32 and x.shape == (SR,)  # one second at 44.1 kHz
-    assert np.max(np.abs(x)) == pytest.approx(1.0)  # peak-normalised
-    assert zero_crossing_hz(x[1000:-1000]) == pytest.approx(440.0, rel=0.002)
-
-
-def test_ffmpeg_without_ffprobe_cannot_read_other_formats(monkeypatch):
-    # pydub asks ffprobe what a file holds before ffmpeg decodes it.
-    found = {"ffmpeg": "bin/ffmpeg"}
-    monkeypatch.setattr(synth.shutil, "which", found.get)
-    assert not synth.has_ffmpeg()
-    found["ffprobe"] = "bin/ffprobe"
-    assert synth.has_ffmpeg()
-
-
-def test_other_formats_without_ffmpeg_say_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(synth, "has_ffmpeg", lambda: False)
-    path = tmp_path / "rain.ogg"
-    path.write_bytes(b"OggS not really")
-    with pytest.raises(SoundFileError, match=r"rain\.ogg: reading \.ogg files needs ffmpeg") as e:
-        load_sound(path)
-    assert "apt install ffmpeg" in str(e.value)
-    assert "convert the file to WAV" in str(e.value)
-
-
-def test_missing_silent_and_broken_files_are_named(tmp_path):
-    with pytest.raises(SoundFileError, match=r"nosuch\.wav: cannot read"):
-        load_sound(tmp_path / "nosuch.wav")
-    silent = tmp_path / "silent.wav"
-    write_wav(silent, np.zeros(1000), SR)
-    with pytest.raises(SoundFileError, match=r"silent\.wav: the sound is silent"):
-        load_sound(silent)
-    broken = tmp_path / "broken.wav"
-    broken.write_bytes(b"RIFF" + b"\x00garbage" * 50)
-    with pytest.raises(SoundFileError, match=r"broken\.wav: "):
-        load_sound(broken)
-
-
-@pytest.mark.parametrize("name", [DEFAULT_BELL_FILE, INTERVAL_BELL_FILE])
-def test_the_shipped_sounds_are_found_and_are_what_the_script_makes(name, tmp_path):
-    shipped = default_sound_path(name)
-    assert shipped.is_file()
-    assert (ROOT / "sounds" / name).read_bytes() == shipped.read_bytes()
-    spec = importlib.util.spec_from_file_location("make_sounds", ROOT / "scripts/make_sounds.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.make_sounds(tmp_path)
-    assert (tmp_path / name).read_bytes() == shipped.read_bytes()
-    x = load_sound(shipped)
-    assert x.dtype == np.float32 and np.max(np.abs(x)) == pytest.approx(1.0)
-    # A bowl: most of its energy is in its fundamental's band, and it ends in silence.
-    fundamental = synth.BOWL_FUNDAMENTAL_HZ if name == DEFAULT_BELL_FILE else 392.0
-    sos = signal.butter(2, (fundamental * 0.9, fundamental * 1.1), "bandpass", fs=SR, output="sos")
-    assert np.mean(signal.sosfilt(sos, x) ** 2) > 0.3 * np.mean(x.astype(np.float64) ** 2)
-    assert abs(x[-1]) < 1e-3
-
-
-@pytest.mark.skipif(not synth.has_ffmpeg(), reason="reading MP3 needs ffmpeg")
-def test_mp3_is_read_through_ffmpeg(tmp_path):
-    import lameenc
-
-    t = np.arange(SR) / SR
-    pcm = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
-    encoder = lameenc.Encoder()
-    encoder.set_bit_rate(128)
-    encoder.set_in_sample_rate(SR)
-    encoder.set_channels(1)
-    path = tmp_path / "bell.mp3"
-    path.write_bytes(bytes(encoder.encode(pcm.tobytes()) + encoder.flush()))
-    x = load_sound(path)
-    assert x.dtype == np.float32 and np.max(np.abs(x)) == pytest.approx(1.0)
-    assert zero_crossing_hz(x[5000:30000]) == pytest.approx(440.0, rel=0.002)
