@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,42 @@ sections:
     steps:
       - pause: 2
 """
+
+
+def wav(
+    channels: int = 1,
+    rate: int = 8000,
+    bits: int = 16,
+    data: bytes = b"\x00\x10" * 800,
+    data_size: int | None = None,
+) -> bytes:
+    """A WAV file with the header fields given, right or wrong."""
+    align = channels * bits // 8 or 2
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * align & 0xFFFFFFFF, align, bits)
+    size = len(data) if data_size is None else data_size
+    body = b"WAVEfmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", size) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+# Sound files in the working folder, each named in a case below.
+SOUND_FILES = {
+    "broken.wav": b"RIFF" + b"\x00\x01garbage" * 64,
+    "cut.wav": wav(data=b"\x00\x10" * 799 + b"\x00", data_size=1600),
+    "mono-less.wav": wav(channels=0),
+    "no-bits.wav": wav(bits=0),
+    "seven-bits.wav": wav(bits=7),
+    "no-rate.wav": wav(rate=0),
+    "four-ghz.wav": wav(rate=4_000_000_000),
+    "long.wav": wav(bits=8, data=b"\x90" * 61 * 8000),
+}
+
+
+def bell_routine(name: str, sound: str = "bell", step: str = "bell: 3") -> str:
+    """A routine whose ``sounds.bell`` (or ``sounds.ambient``) is ``name``: no speech."""
+    return f"title: Test\nsounds: {{{sound}: {name}}}\nsections:\n  - title: One\n" + (
+        f"    steps: [{step}]\n"
+    )
+
 
 # case: (routine.yaml text, or None for no file; command line after "audioguide")
 ROUTINE_CASES: dict[str, tuple[str | bytes | None, list[str]]] = {
@@ -105,11 +142,14 @@ ROUTINE_CASES: dict[str, tuple[str | bytes | None, list[str]]] = {
         "    steps: [bell: 3]\n",
         [],
     ),
-    "bell-file-unreadable": (
-        "title: Test\nsounds: {bell: broken.wav}\nsections:\n  - title: One\n"
-        "    steps: [bell: 3]\n",
-        [],
-    ),
+    "bell-file-unreadable": (bell_routine("broken.wav"), []),
+    "wav-cut-mid-sample": (bell_routine("cut.wav"), []),
+    "wav-no-channels": (bell_routine("mono-less.wav"), []),
+    "wav-zero-bits": (bell_routine("no-bits.wav"), []),
+    "wav-seven-bits": (bell_routine("seven-bits.wav"), []),
+    "wav-zero-rate": (bell_routine("no-rate.wav"), []),
+    "wav-huge-rate": (bell_routine("four-ghz.wav", "ambient", "pause: 3"), []),
+    "bell-too-long": (bell_routine("long.wav"), []),
     "bell-option-missing": (TINY, ["--bell-file", "nosuch.wav"]),
     "ambient-missing": (TINY, ["--ambient", "nosuch.wav"]),
     "output-not-a-folder": (TINY, ["-o", "a-file/out"]),
@@ -178,7 +218,8 @@ def last_line(output: str) -> str:
 def workdir(tmp_path, monkeypatch) -> Path:
     """A working folder, so messages show the short relative names the table documents."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "broken.wav").write_bytes(b"RIFF" + b"\x00\x01garbage" * 64)
+    for name, data in SOUND_FILES.items():
+        (tmp_path / name).write_bytes(data)
     (tmp_path / "a-file").write_text("not a folder")
     return tmp_path
 
@@ -336,7 +377,7 @@ def test_a_title_never_writes_outside_the_output_folder(workdir):
     assert code == 0, output
     everything = {p.relative_to(workdir).as_posix() for p in workdir.rglob("*")}
     outside = {p for p in everything if not p.startswith("inside") and p not in ("routine.yaml",)}
-    assert outside == {"broken.wav", "a-file"}
+    assert outside == {*SOUND_FILES, "a-file"}
     folder = workdir / "inside" / "out" / "routine"
     names = sorted(p.name for p in folder.iterdir() if p.suffix == ".mp3")
     assert len(names) == 4  # three tracks and the full session
