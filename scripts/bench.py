@@ -23,12 +23,17 @@ Usage (bench-only dependencies: ``pip install '.[bench]'``)::
     python scripts/bench.py            # everything, about five minutes on 2 cores
     python scripts/bench.py --no-naive # skip the slow baseline
     python scripts/bench.py --serve    # only the load check of audioguide serve (below)
+    python scripts/bench.py --bed      # only: peak RSS of 60 minutes over a 20-minute WAV bed
 
 The load check (``--serve``, needs ``pip install '.[serve]'``): ``back-pain-quick`` rendered
 and served by ``audioguide serve`` on 127.0.0.1 in its own process, then 20 clients (threads
 here, one keep-alive connection each) fetch random byte ranges of the full-session file, as
 players seeking and buffering do, for 10 s: requests per second, median and p99 latency, and
 the server's peak RSS (VmHWM). The clients share the machine's cores with the server.
+
+``--bed`` writes a 20-minute stereo 16-bit WAV of soft noise (212 MB) in a temporary folder and
+renders ``back-pain --minutes 60 --ambient that.wav`` in a fresh process, after a ``plan`` that
+fills the speech cache; it reports that render's wall time and peak RSS (target 250 MB).
 """
 
 from __future__ import annotations
@@ -135,6 +140,61 @@ def render_runs(work: Path, jobs: int | None, repeat: int) -> list[Run]:
         best.session_s = session_length_s(args, env)
         runs.append(best)
     return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# A long recorded bed
+
+BED_MINUTES = 20.0
+BED_RATE = 44_100
+BED_MINUTES_OF_SESSION = 60
+BED_TARGET_MB = 250.0
+
+
+def write_bed(path: Path, minutes: float = BED_MINUTES) -> None:
+    """A stereo 16-bit WAV of soft, slowly swelling noise, written ten seconds at a time."""
+    import wave
+
+    import numpy as np
+
+    rng = np.random.default_rng(20)
+    frames = round(minutes * 60 * BED_RATE)
+    block = 10 * BED_RATE
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(BED_RATE)
+        for start in range(0, frames, block):
+            n = min(block, frames - start)
+            t = (start + np.arange(n)) / BED_RATE
+            swell = 0.6 + 0.4 * np.sin(2 * np.pi * t / 37.0)
+            noise = rng.standard_normal((n, 2)) * (swell * 2000.0)[:, None]
+            out.writeframes(np.clip(noise, -32768, 32767).astype("<i2").tobytes())
+
+
+def bed_run(work: Path, jobs: int | None) -> Run:
+    """``render back-pain --minutes 60 --ambient`` a 20-minute stereo WAV, in a fresh process,
+    its speech cache filled first (as the 60 min run's is)."""
+    bed = work / "bed.wav"
+    write_bed(bed)
+    env = dict(os.environ, AUDIOGUIDE_CACHE_DIR=str(work / "cache"), PYTHONWARNINGS="ignore")
+    args = [ROUTINE, "--minutes", str(BED_MINUTES_OF_SESSION)]
+    session_s = session_length_s(args, env)  # plan: every cue synthesized into the cache
+    extra = ["--jobs", str(jobs)] if jobs else []
+    command = ["render", *args, "--ambient", str(bed), "-o", str(work / "out"), "-q", *extra]
+    wall_s, rss_mb, cpu_s = run_cli_measured(command, env)
+    return Run(f"60 min, {BED_MINUTES:g} min bed", session_s, wall_s, rss_mb, cpu_s)
+
+
+def print_bed_run(run: Run, bed: Path) -> None:
+    print(f"bed: {BED_MINUTES:g} min stereo 16-bit WAV, {bed.stat().st_size / 1e6:.0f} MB")
+    print(f"{'run':<24}{'session':>9}{'wall':>9}{'peak RSS':>11}{'CPU':>9}")
+    print(
+        f"{run.name:<24}{run.session_s / 60:>7.1f} m{run.wall_s:>8.2f}s"
+        f"{run.peak_rss_mb:>8.0f} MB{run.cpu_s:>8.1f}s"
+    )
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} (1 min)")
+    print(f"target: peak RSS <= {BED_TARGET_MB:.0f} MB: {run.peak_rss_mb:.0f} MB")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,6 +433,9 @@ def main() -> None:
     parser.add_argument(
         "--serve", action="store_true", help="only the load check of audioguide serve"
     )
+    parser.add_argument(
+        "--bed", action="store_true", help="only the 60-minute render over a 20-minute WAV bed"
+    )
     args = parser.parse_args()
 
     if args.serve:
@@ -380,6 +443,12 @@ def main() -> None:
             print(f"audioguide bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
             print_serve_load(serve_load(Path(tmp)))
             print(f"load average while measuring: {os.getloadavg()[0]:.1f} (1 min)")
+        return
+
+    if args.bed:
+        with tempfile.TemporaryDirectory(prefix="audioguide-bench-") as tmp:
+            print(f"audioguide bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+            print_bed_run(bed_run(Path(tmp), args.jobs), Path(tmp) / "bed.wav")
         return
 
     with tempfile.TemporaryDirectory(prefix="audioguide-bench-") as tmp:
