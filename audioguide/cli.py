@@ -295,8 +295,8 @@ _format_option = click.option(
     "--bell-file",
     type=click.Path(exists=True, dir_okay=False),
     metavar="FILE",
-    help="Your own bell sound (WAV; MP3, OGG, M4A need ffmpeg) [default: the routine's, "
-    "else a singing bowl].",
+    help="Your own bell sound, up to a minute (WAV, FLAC, OGG, MP3; M4A needs ffmpeg) "
+    "[default: the routine's, else a singing bowl].",
 )
 @click.option(
     "--ambient",

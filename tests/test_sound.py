@@ -492,6 +492,27 @@ def test_the_shipped_sounds_are_found_and_are_what_the_script_makes(name, tmp_pa
     assert abs(x[-1]) < 1e-3
 
 
+def test_a_float_wav_bell_over_a_long_recorded_bed_renders(tmp_path):
+    # Through the CLI as a user gives them: a 64-bit float WAV at 48 kHz for the bell (it once
+    # failed to decode without ffmpeg) and 70 s of stereo noise for the bed, read from disk.
+    soundfile.write(tmp_path / "bell.wav", sine(392.0, 2.0, 48_000, 0.8), 48_000, "DOUBLE")
+    rng = np.random.default_rng(2)
+    write_wav(tmp_path / "bed.wav", 0.1 * rng.standard_normal((70 * SR, 2)))
+    routine = tmp_path / "sounds.yaml"
+    routine.write_text(
+        "title: Sounds\nsounds: {bell: bell.wav, ambient: bed.wav}\nsections:\n"
+        "  - title: One\n    steps: [bell: 3, pause: 80]\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["render", str(routine), "-o", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    x = decode(next((tmp_path / "out" / "sounds").glob("01 - *.mp3")))
+    assert x.shape[0] >= 83 * SR  # the bell, the pause, and the lead-in and out
+    ring = np.abs(np.fft.rfft(x[: 2 * SR].astype(np.float64)))
+    assert np.argmax(ring) / 2 == pytest.approx(392.0, abs=1.0)  # 0.5 Hz bins
+    assert rms_db(x[70 * SR : 80 * SR]) > -60  # the bed plays on past its first pass
+
+
 # -- ambient beds -----------------------------------------------------------------------------
 
 
