@@ -77,6 +77,9 @@ LIBSNDFILE_SUFFIXES = (
 )  # fmt: skip
 
 
+UNKNOWN_FRAMES = -1  # a WAV codec's frames (ADPCM, say) are not its data size over its blocks
+
+
 @dataclass(frozen=True)
 class SoundInfo:
     """What a sound file's header says, once checked: rate (Hz), channels, frames."""
@@ -138,9 +141,7 @@ def read_wav_header(path: str, head: IO[bytes], size: int) -> SoundInfo:
     """
     riff = head.read(12)
     if len(riff) < 12 or riff[:4] not in (b"RIFF", b"RIFX") or riff[8:12] != b"WAVE":
-        raise _undecodable(
-            path, "no RIFF WAVE header", "check that it is a WAV file, or convert it"
-        )
+        raise _undecodable(path, "no RIFF WAVE header", NOT_WAV_FIX)
     order = "<" if riff[:4] == b"RIFF" else ">"
     fmt: bytes | None = None
     data: tuple[int, int] | None = None  # (offset, declared size)
@@ -193,8 +194,9 @@ def read_wav_header(path: str, head: IO[bytes], size: int) -> SoundInfo:
             f"{path}: the file is cut short (it holds {held:,} of the {declared:,} bytes of "
             "sound its header promises); copy or export it again"
         )
-    cut_mid_frame = declared not in UNKNOWN_DATA_SIZES and length % frame_bytes
-    if tag in (WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT) and cut_mid_frame:
+    if tag not in (WAVE_FORMAT_PCM, WAVE_FORMAT_IEEE_FLOAT):
+        return SoundInfo(sample_rate, channels, UNKNOWN_FRAMES)  # a codec's: libsndfile knows
+    if declared not in UNKNOWN_DATA_SIZES and length % frame_bytes:
         raise SoundFileError(
             f"{path}: the file is cut off mid-sample (its sound ends {length % frame_bytes} "
             f"bytes into a {frame_bytes}-byte frame); copy or export it again"
@@ -234,9 +236,15 @@ def _open(path: str) -> tuple[Any, SoundInfo] | None:
         return None
     except (RuntimeError, TypeError, ValueError) as exc:  # what older soundfiles raise
         raise _undecodable(path, str(exc), "check that it is a sound file") from None
-    _check_layout(path, sound.channels, sound.samplerate, "it says")
-    frames = sound.frames if checked is None else min(sound.frames, checked.frames)
-    return sound, SoundInfo(sound.samplerate, sound.channels, max(int(frames), 0))
+    try:
+        _check_layout(path, sound.channels, sound.samplerate, "it says")
+    except SoundFileError:
+        sound.close()
+        raise
+    frames = int(sound.frames)
+    if checked is not None and checked.frames != UNKNOWN_FRAMES:
+        frames = min(frames, checked.frames)
+    return sound, SoundInfo(sound.samplerate, sound.channels, max(frames, 0))
 
 
 LENGTH_FIXES = {
