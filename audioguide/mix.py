@@ -26,6 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .audio import db_to_gain
 from .checks import check_choice, check_flag, check_number, check_optional_text, check_whole
 from .dynamics import limit
 from .sounds import (
@@ -444,10 +445,6 @@ def gated_loudness(powers: np.ndarray) -> float:
 def integrated_loudness(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
     """BS.1770 integrated loudness (LUFS) of mono ``samples``, as measured on the one channel."""
     return gated_loudness(block_powers(samples, sample_rate))
-
-
-def db_to_gain(db: float) -> float:
-    return float(10 ** (db / 20))
 
 
 def master_gain_db(powers: list[np.ndarray], loudness_lufs: float, channels: int = 1) -> float:
