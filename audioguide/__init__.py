@@ -23,6 +23,13 @@ from .errors import (
 )
 from .mix import MixSettings
 from .pipeline import RenderResult, SessionOptions, VoiceOptions, plan_session, render_session
+from .programme import (
+    Programme,
+    ProgrammePlan,
+    load_programme,
+    plan_programme,
+    render_programme,
+)
 from .routine import Routine, builtin_names, load_routine, parse_routine
 from .session_writer import ExportOptions
 from .timeline import Event, RenderOptions, Timeline, Track, build_timeline
@@ -38,6 +45,8 @@ __all__ = [
     "ExportOptions",
     "MixSettings",
     "OptionError",
+    "Programme",
+    "ProgrammePlan",
     "RenderOptions",
     "RenderResult",
     "Routine",
@@ -51,9 +60,12 @@ __all__ = [
     "__version__",
     "build_timeline",
     "builtin_names",
+    "load_programme",
     "load_routine",
     "parse_pattern",
     "parse_routine",
+    "plan_programme",
     "plan_session",
+    "render_programme",
     "render_session",
 ]

@@ -6,6 +6,7 @@ into ``Error: ...`` and exit status 1. Nothing here does audio work itself.
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -30,6 +31,14 @@ from .pipeline import (
     plan_session,
     render_session,
 )
+from .programme import (
+    DAYS_IN_WEEK,
+    MAX_WEEKS,
+    ProgrammePlan,
+    ProgrammeSession,
+    plan_programme,
+    render_programme,
+)
 from .routine import (
     DEFAULT_LEVEL,
     LEVELS,
@@ -46,6 +55,7 @@ from .timeline import MAX_MINUTES, MIN_MINUTES, Event, RenderOptions, Timeline, 
 from .tts import DEFAULT_RATE_WPM, MAX_RATE_WPM, MIN_RATE_WPM, list_voices
 
 T = TypeVar("T")
+PROGRAMME_PLAN_SCHEMA = 1  # the shape of plan --program --json (docs/programmes.md)
 
 
 def format_duration(seconds: float) -> str:
@@ -150,6 +160,89 @@ def _ambient(ctx: click.Context, param: click.Parameter, value: str | None) -> s
         f"{value!r} is neither an ambient kind ({', '.join(AMBIENT_KINDS)}) nor an existing "
         "sound file; check the spelling or the path"
     )
+
+
+def _sound_options(func: Callable[..., T]) -> Callable[..., T]:
+    """How a session sounds and is encoded: shared by render and program."""
+    options = [
+        click.option(
+            "--breath-sound",
+            type=click.Choice(BREATH_SOUNDS),
+            default="tone",
+            show_default=True,
+            help="Breath guide: a gliding tone, breath-like noise, or nothing.",
+        ),
+        click.option("--bell/--no-bell", default=True, show_default=True, help="Ring the bells."),
+        click.option(
+            "--bell-file",
+            type=click.Path(exists=True, dir_okay=False),
+            metavar="FILE",
+            help="Your own bell sound, up to a minute (WAV, FLAC, OGG, MP3; M4A needs ffmpeg) "
+            "[default: the routine's, else a singing bowl].",
+        ),
+        click.option(
+            "--ambient",
+            callback=_ambient,
+            metavar="KIND|FILE",
+            help="Ambient bed under every section, ducked under the voice: none, pink, brown, "
+            "drone, or a sound file to loop [default: the routine's, else none].",
+        ),
+        click.option(
+            "--voice-fx",
+            type=click.Choice(VOICE_FX),
+            default=DEFAULT_VOICE_FX,
+            show_default=True,
+            help="Voice chain: warm (softer highs, a little warmth, a small room) or none (dry).",
+        ),
+        click.option(
+            "--loudness",
+            type=float,
+            default=DEFAULT_LOUDNESS_LUFS,
+            show_default=True,
+            metavar="LUFS",
+            help=f"Session loudness, stereo-equivalent LUFS, {MIN_LOUDNESS_LUFS:g} to "
+            f"{MAX_LOUDNESS_LUFS:g}.",
+        ),
+        click.option(
+            "--bitrate",
+            type=click.Choice([str(b) for b in MP3_BITRATES_KBPS]),
+            default=str(DEFAULT_BITRATE_KBPS),
+            show_default=True,
+            help="Bit rate in kbps: constant for MP3, the target for M4A and Ogg.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _programme_options(func: Callable[..., T]) -> Callable[..., T]:
+    """Which weeks and days of a programme: shared by program and plan --program."""
+    options = [
+        click.option(
+            "--weeks",
+            type=click.IntRange(1, MAX_WEEKS),
+            metavar="N",
+            help="Weeks of practice [default: the programme's]; past the programme's last "
+            "week, its last settings hold.",
+        ),
+        click.option(
+            "--days-per-week",
+            type=click.IntRange(1, DAYS_IN_WEEK),
+            metavar="N",
+            help="Practice days in each week of seven, the rest days spread between them "
+            "[default: the programme's].",
+        ),
+        click.option(
+            "--start",
+            type=click.DateTime(formats=["%Y-%m-%d"]),
+            metavar="YYYY-MM-DD",
+            help="Date of the first session [default: today].",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 # The flag that sets each options field, so a library OptionError names what the user typed.
@@ -283,51 +376,7 @@ _format_option = click.option(
     help="Folder to write into; the session goes in a subfolder named after the routine.",
 )
 @_timing_options
-@click.option(
-    "--breath-sound",
-    type=click.Choice(BREATH_SOUNDS),
-    default="tone",
-    show_default=True,
-    help="Breath guide: a gliding tone, breath-like noise, or nothing.",
-)
-@click.option("--bell/--no-bell", default=True, show_default=True, help="Ring the bells.")
-@click.option(
-    "--bell-file",
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="FILE",
-    help="Your own bell sound, up to a minute (WAV, FLAC, OGG, MP3; M4A needs ffmpeg) "
-    "[default: the routine's, else a singing bowl].",
-)
-@click.option(
-    "--ambient",
-    callback=_ambient,
-    metavar="KIND|FILE",
-    help="Ambient bed under every section, ducked under the voice: none, pink, brown, drone, "
-    "or a sound file to loop [default: the routine's, else none].",
-)
-@click.option(
-    "--voice-fx",
-    type=click.Choice(VOICE_FX),
-    default=DEFAULT_VOICE_FX,
-    show_default=True,
-    help="Voice chain: warm (softer highs, a little warmth, a small room) or none (dry).",
-)
-@click.option(
-    "--loudness",
-    type=float,
-    default=DEFAULT_LOUDNESS_LUFS,
-    show_default=True,
-    metavar="LUFS",
-    help=f"Session loudness, stereo-equivalent LUFS, {MIN_LOUDNESS_LUFS:g} to "
-    f"{MAX_LOUDNESS_LUFS:g}.",
-)
-@click.option(
-    "--bitrate",
-    type=click.Choice([str(b) for b in MP3_BITRATES_KBPS]),
-    default=str(DEFAULT_BITRATE_KBPS),
-    show_default=True,
-    help="Bit rate in kbps: constant for MP3, the target for M4A and Ogg.",
-)
+@_sound_options
 @_format_option
 @click.option("--tracks", "output_mode", flag_value="tracks", help="Write one file per section.")
 @click.option(
@@ -419,14 +468,59 @@ def render(routine: str, out_dir: Path, quiet: bool, feed_url: str | None, **kwa
 @_timing_options
 @_format_option
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON for tools.")
-def plan(routine: str, as_json: bool, audio_format: str, **kwargs: Any) -> None:
+@click.option(
+    "--program",
+    "is_programme",
+    is_flag=True,
+    help="ROUTINE is a programme (see 'audioguide program'): show every session's date, "
+    "title, length and settings.",
+)
+@_programme_options
+@click.pass_context
+def plan(
+    ctx: click.Context,
+    routine: str,
+    as_json: bool,
+    audio_format: str,
+    is_programme: bool,
+    weeks: int | None,
+    days_per_week: int | None,
+    start: datetime.datetime | None,
+    **kwargs: Any,
+) -> None:
     """Show the timeline of ROUTINE and its length, without rendering audio.
 
     \b
     Example:
         audioguide plan back-pain --breath-tempo 5
         audioguide plan back-pain --json > plan.json
+        audioguide plan back-pain --program --weeks 12 --start 2026-12-07
     """
+    given = [
+        name
+        for name in ("weeks", "days_per_week", "start")
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if given and not is_programme:
+        flag = "--" + given[0].replace("_", "-")
+        raise click.UsageError(f"{flag} plans a programme; add --program")
+    if is_programme:
+        _refuse_programme_settings(ctx)
+        options = _options(audio_format=audio_format, **kwargs)
+        with _user_errors():
+            programme_plan = plan_programme(
+                routine,
+                options,
+                weeks=weeks,
+                days_per_week=days_per_week,
+                start=start.date() if start else None,
+            )
+        if as_json:
+            data = {"schema": PROGRAMME_PLAN_SCHEMA, **programme_plan.to_dict()}
+            click.echo(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
+        else:
+            click.echo(_programme_text(programme_plan))
+        return
     options = _options(audio_format=audio_format, **kwargs)
     with _user_errors():
         timeline = plan_session(routine, options)
@@ -441,6 +535,50 @@ def plan(routine: str, as_json: bool, audio_format: str, **kwargs: Any) -> None:
     click.echo(_plan_text(timeline))
     for warning in timeline.warnings:
         click.echo(f"Warning: {warning}", err=True)
+
+
+# A programme sets these for each week; a flag for all of them would undo its progression.
+_PROGRAMME_SETS = {"breath_tempo": "tempo", "level": "level", "minutes": "length"}
+
+
+def _refuse_programme_settings(ctx: click.Context) -> None:
+    for name, what in _PROGRAMME_SETS.items():
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(
+                f"{flag}: a programme sets each week's {what}; change it in a copy of the "
+                "programme file (see docs/programmes.md)"
+            )
+
+
+def _programme_text(programme_plan: ProgrammePlan) -> str:
+    programme = programme_plan.programme
+    sessions = programme_plan.sessions
+    total_s = sum(s.timeline.total_s for s in sessions)
+    lines = [
+        f"{programme.title}  ({_plural(programme_plan.weeks, 'week')}, {len(sessions)} "
+        f"sessions from {programme_plan.start:%a %Y-%m-%d}, {format_duration(total_s)} in all)",
+    ]
+    for session in sessions:
+        if session.day == 1:
+            lines += ["", f"Week {session.week}"]
+        lines.append(f"  {_session_line(session)}")
+    return "\n".join(lines)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _session_line(session: ProgrammeSession) -> str:
+    """``Mon 2026-12-07  Week 1, day 1  10:00  back-pain-quick, gentle, 6 breaths/min``"""
+    tempo = session.render.breaths_per_min
+    breath = f"{tempo:g} breaths/min" if tempo is not None else session.timeline.breath
+    return (
+        f"{session.date:%a %Y-%m-%d}  {session.title:<15} "
+        f"{format_duration(session.timeline.total_s):>6}  {session.routine_name}, "
+        f"{session.render.level}, {breath}"
+    )
 
 
 def _plan_text(timeline: Timeline) -> str:
@@ -506,6 +644,97 @@ def _event_lines(events: tuple[Event, ...]) -> list[str]:
             lines.append(f"   {_clock(event.start_s)}  {event.kind:<7}  {detail}")
     flush()
     return lines
+
+
+@cli.command(name="program")
+@click.argument("programme")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_OUT_DIR,
+    show_default=True,
+    help="Folder to write into; the programme goes in a subfolder NAME-programme.",
+)
+@_programme_options
+@click.option("--voice", metavar="ID", help="Voice to speak with (see 'audioguide voices').")
+@click.option(
+    "--rate",
+    type=int,
+    default=DEFAULT_RATE_WPM,
+    show_default=True,
+    help=f"Speaking rate in words per minute, {MIN_RATE_WPM} to {MAX_RATE_WPM}.",
+)
+@_sound_options
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for noise and bells, 0 or more."
+)
+@click.option(
+    "--jobs",
+    type=int,
+    default=None,
+    help=f"Tracks rendered at once, 1 to {MAX_JOBS} [default: the number of cores].",
+)
+@click.option("--no-cache", is_flag=True, help="Synthesize every cue afresh.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the programme's folders even if audioguide did not write them, or files "
+    "were added since.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+def program(
+    programme: str,
+    out_dir: Path,
+    weeks: int | None,
+    days_per_week: int | None,
+    start: datetime.datetime | None,
+    quiet: bool,
+    **kwargs: Any,
+) -> None:
+    """Render PROGRAMME (a built-in name or a .yaml file): a practice that grows week by week.
+
+    One dated session per practice day, each a full session (tracks, the full file with
+    chapters, transcripts), a playlist per week, one of everything and an index
+    (programme.json). Run it again after a change: only the sessions that changed are
+    rendered.
+
+    \b
+    Example:
+        audioguide program back-pain --weeks 12
+        audioguide program back-pain --days-per-week 3 --start 2026-12-07
+        audioguide plan back-pain --program
+    """
+    kwargs["bitrate"] = int(kwargs["bitrate"])
+    options = _options(**kwargs)
+
+    def progress(session: ProgrammeSession, rendered: bool) -> None:
+        if rendered and not quiet:
+            click.echo(f"Rendered {_session_line(session)}")
+
+    with _user_errors():
+        result = render_programme(
+            programme,
+            out_dir,
+            options,
+            weeks=weeks,
+            days_per_week=days_per_week,
+            start=start.date() if start else None,
+            progress=progress,
+        )
+    if quiet:
+        return
+    sessions = result.plan.sessions
+    click.echo(
+        f"{result.plan.programme.title}: {len(sessions)} sessions over "
+        f"{_plural(result.plan.weeks, 'week')} from {result.plan.start:%a %Y-%m-%d}; "
+        f"{len(result.rendered)} rendered, "
+        f"{len(result.unchanged)} unchanged"
+        + (f", {len(result.removed)} removed" if result.removed else "")
+    )
+    click.echo(f"Written to {result.folder}/")
+    click.echo(f"Playlist: {result.playlist}")
 
 
 @cli.command(name="list")
