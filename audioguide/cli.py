@@ -714,15 +714,23 @@ def program(
             click.echo(f"Rendered {_session_line(session)}")
 
     with _user_errors():
-        result = render_programme(
-            programme,
-            out_dir,
-            options,
-            weeks=weeks,
-            days_per_week=days_per_week,
-            start=start.date() if start else None,
-            progress=progress,
-        )
+        try:
+            result = render_programme(
+                programme,
+                out_dir,
+                options,
+                weeks=weeks,
+                days_per_week=days_per_week,
+                start=start.date() if start else None,
+                progress=progress,
+            )
+        except KeyboardInterrupt:
+            click.echo(
+                "Interrupted; the sessions rendered so far are kept, and the next run renders "
+                "only the rest.",
+                err=True,
+            )
+            sys.exit(130)
     if quiet:
         return
     sessions = result.plan.sessions

@@ -110,7 +110,6 @@ class ProgrammeSession:
     render: RenderOptions
     timeline: Timeline
     digest: str
-    settings_line: int  # the progression entry it follows, for error messages
 
     @property
     def title(self) -> str:
@@ -460,7 +459,6 @@ def plan_programme(
                     render=render,
                     timeline=timeline,
                     digest=digest,
-                    settings_line=settings.line,
                 )
             )
     return ProgrammePlan(programme, start, tuple(sessions))

@@ -19,6 +19,7 @@ from mutagen.id3 import ID3
 
 from audioguide.cache import SpeechCache
 from audioguide.cli import cli
+from audioguide.errors import ExportError
 from audioguide.programme import (
     INDEX_NAME,
     PROGRAMME_FIELDS,
@@ -494,3 +495,19 @@ def test_program_renders_dated_full_sessions_with_playlists_and_an_index(tiny, t
     again = invoke(*args)
     assert again.exit_code == 0, again.output
     assert "4 sessions over 2 weeks from Mon 2026-12-07; 0 rendered, 4 unchanged" in again.output
+
+
+def test_after_a_failure_part_way_the_next_run_renders_only_the_rest(tiny, tmp_path):
+    out = tmp_path / "out"
+    _, speech = fake_speech(tmp_path / "cache")
+    render_programme(str(tiny), out, start=START, speech=speech)
+    # Both weeks change; the user's file in week 2, day 1 stops the run there.
+    tiny.write_text(TINY_PROGRAMME.replace("6\n", "5.8\n").replace("5.5", "5"), "utf-8")
+    blocked = out / "tiny-programme-programme" / "week-02-day-1" / "mine.txt"
+    blocked.write_text("mine", encoding="utf-8")
+    with pytest.raises(ExportError, match="week-02-day-1"):
+        render_programme(str(tiny), out, start=START, speech=speech)
+    blocked.unlink()
+    result = render_programme(str(tiny), out, start=START, speech=speech)
+    assert [s.folder for s in result.unchanged] == ["week-01-day-1", "week-01-day-2"]
+    assert [s.folder for s in result.rendered] == ["week-02-day-1", "week-02-day-2"]
