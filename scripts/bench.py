@@ -18,12 +18,17 @@ Then, in this process, the two baselines the targets of docs/performance.md refe
            a cue spoken over a breath), pydub loudness gain, and pydub's MP3 export through
            ffmpeg, for every track and the full file
 
+With ``--programme``, instead: ``audioguide program back-pain --weeks 12`` (60 sessions) the
+first time (empty speech cache), again with nothing changed, and again with one week's tempo
+changed (only that week's five sessions are rendered).
+
 Usage (bench-only dependencies: ``pip install '.[bench]'``)::
 
-    python scripts/bench.py            # everything, about five minutes on 2 cores
-    python scripts/bench.py --no-naive # skip the slow baseline
-    python scripts/bench.py --serve    # only the load check of audioguide serve (below)
-    python scripts/bench.py --bed      # only: peak RSS of 60 minutes over a 20-minute WAV bed
+    python scripts/bench.py              # everything, about five minutes on 2 cores
+    python scripts/bench.py --no-naive   # skip the slow baseline
+    python scripts/bench.py --serve      # only the load check of audioguide serve (below)
+    python scripts/bench.py --bed        # only: peak RSS of 60 minutes over a 20-minute WAV bed
+    python scripts/bench.py --programme  # only the programme runs (above)
 
 The load check (``--serve``, needs ``pip install '.[serve]'``): ``back-pain-quick`` rendered
 and served by ``audioguide serve`` on 127.0.0.1 in its own process, then 20 clients (threads
@@ -423,6 +428,61 @@ def print_serve_load(load: ServeLoad) -> None:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# A programme: first run, re-run, one week changed
+
+PROGRAMME_WEEKS = 12
+CHANGED_WEEK = 5  # its tempo goes from 5.6 to 5.65 breaths a minute
+
+
+def _run_capturing(args: list[str], env: dict[str, str]) -> tuple[str, tuple[float, float, float]]:
+    """As run_cli_measured, keeping the standard output: (stdout, (wall s, peak RSS MB, CPU s))."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "audioguide", *args], env=env, stdout=out_file, stderr=err_file
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall_s = time.perf_counter() - start
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"audioguide {' '.join(args)} failed:\n{err}")
+    scale = 1 / 1024 / 1024 if sys.platform == "darwin" else 1 / 1024
+    return out, (wall_s, usage.ru_maxrss * scale, usage.ru_utime + usage.ru_stime)
+
+
+def programme_runs(work: Path, jobs: int | None) -> None:
+    """``program back-pain --weeks 12`` three times in fresh processes, printing each run's
+    wall time, CPU time, peak RSS and what it rendered.
+
+    The programme is a copy of the built-in file under the same name (so the same folder), so
+    that one week can be changed for the third run."""
+    from importlib import resources
+
+    env = dict(os.environ, AUDIOGUIDE_CACHE_DIR=str(work / "cache"), PYTHONWARNINGS="ignore")
+    text = (resources.files("audioguide") / "programmes" / "back-pain.yaml").read_text("utf-8")
+    programme = work / "back-pain.yaml"
+    programme.write_text(text, encoding="utf-8")
+    command = ["program", str(programme), "--weeks", str(PROGRAMME_WEEKS), "-o", str(work)]
+    command += ["--start", "2026-12-07", *(["--jobs", str(jobs)] if jobs else [])]
+    before = f"  - week: {CHANGED_WEEK}\n    minutes: 18\n    breath_tempo: 5.6\n"
+    assert before in text, "the built-in programme changed: update CHANGED_WEEK"
+    print(f"{'run':<26}{'wall':>9}{'CPU':>9}{'peak RSS':>11}  sessions")
+    for name in ("first run", "re-run, nothing changed", f"week {CHANGED_WEEK} tempo changed"):
+        if name.startswith("week"):
+            programme.write_text(text.replace(before, before.replace("5.6", "5.65")), "utf-8")
+        out, (wall_s, rss_mb, cpu_s) = _run_capturing(command, env)
+        rendered = [line for line in out.splitlines() if line.startswith("Rendered ")]
+        # "Rendered Mon 2026-12-07  Week 1, day 1 ...": the week number is the fifth word.
+        weeks = sorted({int(line.split()[4].rstrip(",")) for line in rendered})
+        summary = out.splitlines()[-3].split("; ")[-1]
+        shown = ", ".join(map(str, weeks)) or "none"
+        print(f"{name:<26}{wall_s:>8.1f}s{cpu_s:>8.1f}s{rss_mb:>8.0f} MB  {summary}; weeks {shown}")
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} (1 min)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, help="passed to render --jobs (default: cores)")
@@ -436,7 +496,18 @@ def main() -> None:
     parser.add_argument(
         "--bed", action="store_true", help="only the 60-minute render over a 20-minute WAV bed"
     )
+    parser.add_argument(
+        "--programme",
+        action="store_true",
+        help=f"only the programme runs: program back-pain --weeks {PROGRAMME_WEEKS}, first run, "
+        "re-run, one week changed",
+    )
     args = parser.parse_args()
+    if args.programme:
+        with tempfile.TemporaryDirectory(prefix="audioguide-bench-") as tmp:
+            print(f"audioguide bench: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+            programme_runs(Path(tmp), args.jobs)
+        return
 
     if args.serve:
         with tempfile.TemporaryDirectory(prefix="audioguide-bench-") as tmp:
