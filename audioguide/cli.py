@@ -743,6 +743,7 @@ def program(
     )
     click.echo(f"Written to {result.folder}/")
     click.echo(f"Playlist: {result.playlist}")
+    click.echo(f"On a phone, one episode a day: audioguide serve {result.folder}")
 
 
 @cli.command(name="list")

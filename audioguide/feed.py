@@ -13,6 +13,7 @@ shows at once) and ``render --feed-url`` (a static ``feed.xml`` for a folder hos
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import json
@@ -36,6 +37,7 @@ from .subtitles import SRT_SUFFIX, VTT_SUFFIX
 from .tags import Chapter
 
 FEED_NAME = "feed.xml"
+PROGRAMME_INDEX = "programme.json"  # a programme's index (programme.py), beside its sessions
 FEED_TYPE = "application/rss+xml"
 CHAPTERS_SUFFIX = ".chapters.json"
 CHAPTERS_TYPE = "application/json+chapters"  # as Podcasting 2.0 names it
@@ -111,8 +113,29 @@ def find_sessions(root: Path) -> tuple[RenderedSession, ...]:
         session = _read_session(entry.path, stat.st_ino, stat.st_mtime_ns)
         if session is not None:
             sessions.append(session)
+    # A programme's sessions are published on their practice days (its index names them), so
+    # a podcast player's "played" marks follow the programme.
+    days = programme_days(root)
+    sessions = [
+        dataclasses.replace(s, modified=days[s.slug]) if s.slug in days else s for s in sessions
+    ]
     sessions.sort(key=lambda s: (s.modified, s.slug), reverse=True)
     return tuple(sessions)
+
+
+def programme_days(root: Path) -> dict[str, datetime.datetime]:
+    """Session folder -> its practice day (midnight UTC), from the programme index in
+    ``root`` (written by ``audioguide program``); empty when there is none."""
+    try:
+        data = json.loads((root / PROGRAMME_INDEX).read_text(encoding="utf-8"))
+        return {
+            str(s["folder"]): datetime.datetime.combine(
+                datetime.date.fromisoformat(s["date"]), datetime.time(), datetime.UTC
+            )
+            for s in data["sessions"]
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def find_session(root: Path, slug: str) -> RenderedSession | None:

@@ -31,6 +31,7 @@ import yaml
 
 from .errors import AudioguideError, ExportError, OptionError, RoutineError
 from .export import PlaylistEntry, playlist_text
+from .feed import PROGRAMME_INDEX
 from .names import safe_name, slugify
 from .ownership import check_replaceable
 from .pipeline import SessionOptions, make_speech, plan_session, render_session
@@ -47,7 +48,7 @@ from .session_writer import session_files
 from .speech import Speech
 from .timeline import MAX_MINUTES, MIN_MINUTES, RenderOptions, Timeline
 
-INDEX_NAME = "programme.json"
+INDEX_NAME = PROGRAMME_INDEX  # read by the feed, to date each session's episode
 INDEX_FORMAT = 1
 DAYS_IN_WEEK = 7
 MAX_WEEKS = 104

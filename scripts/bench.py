@@ -477,7 +477,8 @@ def programme_runs(work: Path, jobs: int | None) -> None:
         rendered = [line for line in out.splitlines() if line.startswith("Rendered ")]
         # "Rendered Mon 2026-12-07  Week 1, day 1 ...": the week number is the fifth word.
         weeks = sorted({int(line.split()[4].rstrip(",")) for line in rendered})
-        summary = out.splitlines()[-3].split("; ")[-1]
+        summary = next(line for line in out.splitlines() if " rendered, " in line)
+        summary = summary.split("; ")[-1]
         shown = ", ".join(map(str, weeks)) or "none"
         print(f"{name:<26}{wall_s:>8.1f}s{cpu_s:>8.1f}s{rss_mb:>8.0f} MB  {summary}; weeks {shown}")
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} (1 min)")

@@ -20,6 +20,7 @@ from mutagen.id3 import ID3
 from audioguide.cache import SpeechCache
 from audioguide.cli import cli
 from audioguide.errors import ExportError
+from audioguide.feed import feed_xml, find_sessions
 from audioguide.programme import (
     INDEX_NAME,
     PROGRAMME_FIELDS,
@@ -462,10 +463,13 @@ def test_program_renders_dated_full_sessions_with_playlists_and_an_index(tiny, t
     args = ["program", str(tiny), "-o", str(out), "--start", "2026-12-07"]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-3] == (
-        "Tiny Programme: 4 sessions over 2 weeks from Mon 2026-12-07; 4 rendered, 0 unchanged"
-    )
     folder = out / "tiny-programme-programme"
+    assert result.output.splitlines()[-4:] == [
+        "Tiny Programme: 4 sessions over 2 weeks from Mon 2026-12-07; 4 rendered, 0 unchanged",
+        f"Written to {folder}/",
+        f"Playlist: {folder / 'Tiny Programme.m3u8'}",
+        f"On a phone, one episode a day: audioguide serve {folder}",
+    ]
     session = folder / "week-02-day-2"
     names = sorted(p.name for p in session.iterdir())
     assert "Week 2, day 2 (full).mp3" in names and "Week 2, day 2 (full).lrc" in names
@@ -511,3 +515,18 @@ def test_after_a_failure_part_way_the_next_run_renders_only_the_rest(tiny, tmp_p
     result = render_programme(str(tiny), out, start=START, speech=speech)
     assert [s.folder for s in result.unchanged] == ["week-01-day-1", "week-01-day-2"]
     assert [s.folder for s in result.rendered] == ["week-02-day-1", "week-02-day-2"]
+
+
+def test_serve_publishes_each_session_on_its_practice_day(tiny, tmp_path):
+    feedparser = pytest.importorskip("feedparser")
+    _, speech = fake_speech(tmp_path / "cache")
+    result = render_programme(str(tiny), tmp_path / "out", start=START, speech=speech)
+    feed = feedparser.parse(feed_xml(find_sessions(result.folder), "http://192.0.2.1:8080/t/"))
+    episodes = [(e.title, e.published) for e in feed.entries]
+    # Newest first, as every podcast feed lists them; each dated by its day, not its render.
+    assert episodes == [
+        ("Week 2, day 2", "Thu, 17 Dec 2026 00:00:00 +0000"),
+        ("Week 2, day 1", "Mon, 14 Dec 2026 00:00:00 +0000"),
+        ("Week 1, day 2", "Thu, 10 Dec 2026 00:00:00 +0000"),
+        ("Week 1, day 1", "Mon, 07 Dec 2026 00:00:00 +0000"),
+    ]
