@@ -2,11 +2,12 @@
 
 A programme says how a practice grows week by week: which routine each practice day plays, for
 how many minutes, at which level and breath tempo, and which days of each week are rest days.
-``load_programme`` reads and validates the file with the routine stage's YAML node readers, so
-every error names the file, the line and the field. ``plan_programme`` turns it into one
-``ProgrammeSession`` per practice day, each with its timeline and a digest of everything that
-decides its audio; ``render_programme`` renders, through ``pipeline.render_session``, only the
-sessions whose digest differs from the one kept in the programme folder's index.
+``load_programme`` reads and validates the file with the routine stage's YAML loader and node
+readers (yaml_nodes.py), so every error names the file, the line and the field.
+``plan_programme`` turns it into one ``ProgrammeSession`` per practice day, each with its
+timeline and a digest of everything that decides its audio; ``render_programme`` renders,
+through ``pipeline.render_session``, only the sessions whose digest differs from the one kept
+in the programme folder's index.
 
 The progression rule: each entry of ``progression`` applies from its week until the next
 entry's week, and gives only what changes (every other field carries over from the entry
@@ -29,24 +30,18 @@ from typing import Any
 
 import yaml
 
+from .breath import MAX_BREATHS_PER_MIN, MIN_BREATHS_PER_MIN
 from .errors import AudioguideError, ExportError, OptionError, RoutineError
 from .export import PlaylistEntry, playlist_text
 from .feed import PROGRAMME_INDEX
 from .names import safe_name, slugify
 from .ownership import check_replaceable
 from .pipeline import SessionOptions, make_speech, plan_session, render_session
-from .routine import (
-    LEVELS,
-    Routine,
-    _Parser,
-    _read_text,
-    _refuse_language_tags,
-    find_routine,
-    load_routine,
-)
+from .routine import Routine, _read_text, _refuse_language_tags, find_routine, load_routine
 from .session_writer import session_files
 from .speech import Speech
 from .timeline import MAX_MINUTES, MIN_MINUTES, RenderOptions, Timeline
+from .yaml_nodes import LEVELS, NodeReader, RoutineLoader
 
 INDEX_NAME = PROGRAMME_INDEX  # read by the feed, to date each session's episode
 INDEX_FORMAT = 1
@@ -211,9 +206,12 @@ def load_programme(name_or_path: str) -> Programme:
 def parse_programme(
     text: str, *, source: str = "<programme>", name: str = "programme"
 ) -> Programme:
-    """Parse and validate programme YAML; raise RoutineError naming source, line and field."""
+    """Parse and validate programme YAML; raise RoutineError naming source, line and field.
+
+    Read as a routine is (the same loader and node readers); the first mistake is reported.
+    """
     try:
-        loader = yaml.SafeLoader(text)
+        loader = RoutineLoader(text, source)
     except yaml.reader.ReaderError as exc:
         raise RoutineError(
             f"character #x{exc.character:04x} at position {exc.position} is not allowed in "
@@ -239,7 +237,15 @@ def parse_programme(
                 path=source,
             )
         _refuse_language_tags(root, source)
-        return _ProgrammeParser(_Parser(loader, source, name), Path(source).parent).read(root, name)
+        nodes = NodeReader(loader, source)
+        try:
+            programme = _ProgrammeParser(nodes, Path(source).parent).read(root, name)
+        except RoutineError as exc:
+            # A mistake the reader noted and read on from comes first, in reading order.
+            raise (nodes.mistakes or [exc])[0] from None
+        if nodes.mistakes:
+            raise nodes.mistakes[0]
+        return programme
     finally:
         loader.dispose()
 
@@ -247,7 +253,7 @@ def parse_programme(
 class _ProgrammeParser:
     """Reads a programme's fields with the routine stage's node reader (``nodes``)."""
 
-    def __init__(self, nodes: _Parser, folder: Path):
+    def __init__(self, nodes: NodeReader, folder: Path):
         self.nodes = nodes
         self.folder = folder  # a routine path in the file is relative to the file's folder
         self.loaded: set[str] = set()
@@ -367,8 +373,12 @@ class _ProgrammeParser:
             if "level" in fields:
                 changes["level"] = n.choice(fields["level"][1], f"{where}.level", LEVELS)
             if "breath_tempo" in fields:
-                changes["breaths_per_min"] = n.tempo(
-                    fields["breath_tempo"][1], f"{where}.breath_tempo"
+                changes["breaths_per_min"] = n.number(
+                    fields["breath_tempo"][1],
+                    f"{where}.breath_tempo",
+                    MIN_BREATHS_PER_MIN,
+                    MAX_BREATHS_PER_MIN,
+                    "breaths per minute",
                 )
             last = replace(last, **changes)
             entries.append(last)
