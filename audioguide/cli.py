@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 import click
 
 from .breath import PRESETS, BreathPattern, parse_pattern
-from .cache import SpeechCache, cache_dir
 from .errors import AudioguideError, OptionError, ServeError
 from .export import DEFAULT_BITRATE_KBPS, MP3_BITRATES_KBPS
 from .feed import FEED_NAME, check_feed_url, find_sessions, write_feed
@@ -49,10 +48,18 @@ from .routine import (
     load_routine,
 )
 from .session_writer import ExportOptions, session_files
-from .speech import DEFAULT_VOICE_FX, VOICE_FX
+from .speech import (
+    DEFAULT_RATE_WPM,
+    DEFAULT_VOICE_FX,
+    MAX_RATE_WPM,
+    MIN_RATE_WPM,
+    VOICE_FX,
+    SpeechCache,
+    all_voices,
+    cache_dir,
+)
 from .synth import AMBIENT_KINDS, BREATH_SOUNDS
 from .timeline import MAX_MINUTES, MIN_MINUTES, Event, RenderOptions, Timeline, check_routine
-from .tts import DEFAULT_RATE_WPM, MAX_RATE_WPM, MIN_RATE_WPM, list_voices
 
 T = TypeVar("T")
 PROGRAMME_PLAN_SCHEMA = 1  # the shape of plan --program --json (docs/programmes.md)
@@ -794,7 +801,7 @@ def validate(files: tuple[str, ...]) -> None:
 @cli.command()
 @click.option("--all", "show_all", is_flag=True, help="List every language, not only English.")
 def voices(show_all: bool) -> None:
-    """List the voices the speech engine offers.
+    """List the voices every speech engine offers.
 
     \b
     Example:
@@ -802,11 +809,11 @@ def voices(show_all: bool) -> None:
         audioguide render back-pain --voice gmw/en-gb-x-rp
     """
     with _user_errors():
-        found = list_voices()
-    for voice in found:
+        found = all_voices()
+    for engine, voice in found:
         languages = ", ".join(voice.languages)
         if show_all or any(lang.startswith("en") for lang in voice.languages):
-            click.echo(f"{voice.id:<28} {voice.name}  [{languages}]")
+            click.echo(f"{engine:<8} {voice.id:<28} {voice.name}  [{languages}]")
 
 
 @cli.command()

@@ -19,7 +19,6 @@ import numpy as np
 from mutagen import MutagenError
 from threadpoolctl import threadpool_limits
 
-from .cache import SpeechCache
 from .checks import check_choice, check_flag, check_optional_text, check_whole
 from .errors import ExportError, OptionError
 from .export import staged_folder, write_zip
@@ -35,9 +34,19 @@ from .names import slugify
 from .ownership import check_replaceable, check_zip_replaceable
 from .routine import Routine, load_routine
 from .session_writer import ExportOptions, SessionWriter
-from .speech import DEFAULT_VOICE_FX, VOICE_FX, Speech, voice_effect
+from .speech import (
+    DEFAULT_RATE_WPM,
+    DEFAULT_VOICE_FX,
+    MAX_RATE_WPM,
+    MIN_RATE_WPM,
+    VOICE_FX,
+    Speech,
+    SpeechCache,
+    SpeechEngine,
+    make_engine,
+    voice_effect,
+)
 from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_texts
-from .tts import DEFAULT_RATE_WPM, MAX_RATE_WPM, MIN_RATE_WPM, Pyttsx3Engine, SpeechEngine
 
 DEFAULT_OUT_DIR = "audioguide-out"
 MAX_JOBS = 64
@@ -114,9 +123,10 @@ def _routine(routine: Routine | str) -> Routine:
 
 
 def make_speech(options: SessionOptions, engine: SpeechEngine | None = None) -> Speech:
-    """The speech source for these options: the pyttsx3 engine unless one is given."""
+    """The speech source for these options: the engine that has the voice (the default
+    engine without one), unless an engine is given."""
     voice = options.voice
-    engine = engine or Pyttsx3Engine(voice=voice.voice, rate_wpm=voice.rate_wpm)
+    engine = engine or make_engine(None, voice.voice, voice.rate_wpm)
     cache = SpeechCache() if options.use_cache else None
     return Speech(engine, cache, effect=voice_effect(voice.voice_fx))
 
@@ -244,6 +254,9 @@ def _prepare_speech(speech: Speech, texts: list[str], jobs: int, report: Progres
         for i, future in enumerate(as_completed(futures)):
             future.result()
             report("speech", i + 1, len(texts))
+    except BaseException:
+        speech.close()  # a thread waiting on the engine stops waiting now, on Ctrl-C too
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audioguide.speech import Speech
-from audioguide.tts import SpeechClip, VoiceInfo
+from audioguide.speech import Speech, SpeechClip, VoiceInfo
 
 FAKE_RATE = 22_050
 FAKE_SECONDS_PER_WORD = 0.3

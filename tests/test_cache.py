@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from audioguide.cache import CACHE_ENV, SpeechCache, cache_dir
 from audioguide.cli import cli
 from audioguide.routine import load_routine
-from audioguide.speech import Speech
+from audioguide.speech import CACHE_ENV, Speech, SpeechCache, SpeechClip, cache_dir
+from audioguide.speech.espeak import Pyttsx3Engine
 from audioguide.timeline import speech_texts
-from audioguide.tts import Pyttsx3Engine, SpeechClip
 
 
 def clip(n: int = 2205, rate: int = 22_050, seed: int = 0) -> SpeechClip:
@@ -136,8 +135,7 @@ WORKER = textwrap.dedent(
     import sys
     from pathlib import Path
     import numpy as np
-    from audioguide.cache import SpeechCache
-    from audioguide.tts import SpeechClip
+    from audioguide.speech import SpeechCache, SpeechClip
 
     root, seed = Path(sys.argv[1]), int(sys.argv[2])
     clips = [
@@ -219,10 +217,11 @@ def prepared_files(cache: SpeechCache) -> list:
 
 
 def test_a_second_render_prepares_nothing(tmp_path, fake_engine, monkeypatch):
-    from audioguide import speech as speech_module
+    from audioguide.speech import cues as speech_module
+    from audioguide.speech import warm_voice
 
     texts = ["Welcome.", "Breathe in.", "And out."]
-    first = Speech(fake_engine, SpeechCache(tmp_path), effect=speech_module.warm_voice)
+    first = Speech(fake_engine, SpeechCache(tmp_path), effect=warm_voice)
     wet = [first.samples(t) for t in texts]
     lengths = [first.length_s(t) for t in texts]
     assert len(prepared_files(first.cache)) == len(texts)
@@ -232,7 +231,7 @@ def test_a_second_render_prepares_nothing(tmp_path, fake_engine, monkeypatch):
 
     monkeypatch.setattr(speech_module, "prepare_clip", not_again)
     fake_engine.calls.clear()
-    second = Speech(fake_engine, SpeechCache(tmp_path), effect=speech_module.warm_voice)
+    second = Speech(fake_engine, SpeechCache(tmp_path), effect=warm_voice)
     for text, samples in zip(texts, wet, strict=True):
         np.testing.assert_array_equal(second.samples(text), samples)
     assert [second.length_s(t) for t in texts] == lengths  # the dry length travels with it

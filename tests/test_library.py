@@ -32,9 +32,9 @@ from audioguide.routine import (
     walk_steps,
 )
 from audioguide.speech import Speech
+from audioguide.speech.espeak import Pyttsx3Engine
 from audioguide.synth import SAMPLE_RATE
 from audioguide.timeline import RenderOptions, build_timeline, speech_texts
-from audioguide.tts import Pyttsx3Engine
 
 BUILTINS = builtin_names()
 ISSUE_ROUTINES = {
@@ -224,7 +224,7 @@ def test_back_pain_fits_the_asked_minutes(minutes, tempo, real_speech):
 @pytest.fixture
 def fake_cli_engine(monkeypatch, fake_engine):
     """The CLI with the fast fake engine, for checks of options and messages."""
-    monkeypatch.setattr(audioguide.pipeline, "Pyttsx3Engine", lambda **kwargs: fake_engine)
+    monkeypatch.setattr(audioguide.pipeline, "make_engine", lambda *args: fake_engine)
 
 
 def test_cli_minutes_below_the_minimum_is_refused(fake_cli_engine):

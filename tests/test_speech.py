@@ -5,19 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audioguide.speech import (
+from audioguide.speech import Speech, SpeechClip, prepare_clip, voice_effect, warm_voice
+from audioguide.speech.cues import SPEECH_RMS
+from audioguide.speech.voice_fx import (
     EDGE_FADE_S,
-    SPEECH_RMS,
     VOICE_PEAK_OVER_RMS_DB,
-    Speech,
-    _voiced_rms,
-    prepare_clip,
     room_impulse,
-    voice_effect,
-    warm_voice,
+    voiced_rms,
 )
 from audioguide.synth import SAMPLE_RATE
-from audioguide.tts import SpeechClip
 
 SR = SAMPLE_RATE
 
@@ -41,7 +37,7 @@ def test_prepare_clip_trims_resamples_and_levels():
     assert x.dtype == np.float32
     # One second of sound, kept with 20 ms of margin each side, at twice the rate.
     assert x.size == pytest.approx(SR + 2 * round(0.02 * SR), abs=4)
-    assert _voiced_rms(x) == pytest.approx(SPEECH_RMS, rel=0.02)
+    assert voiced_rms(x) == pytest.approx(SPEECH_RMS, rel=0.02)
     assert abs(x[0]) < 1e-6 and abs(x[-1]) < 1e-6
 
 
@@ -92,7 +88,7 @@ def test_warm_voice_softens_the_upper_mids_and_keeps_the_level():
         band_db(dry, 2_800, 3_200) - band_db(dry, 700, 900)
     )
     assert cut == pytest.approx(-3.5, abs=1.0)
-    assert _voiced_rms(head) == pytest.approx(_voiced_rms(dry), rel=0.1)
+    assert voiced_rms(head) == pytest.approx(voiced_rms(dry), rel=0.1)
     assert abs(wet[-1]) < 1e-6 and abs(wet[0]) < 1e-6
     tail = wet[n + round(0.02 * SR) : n + round(0.1 * SR)]
     assert np.sqrt(np.mean(tail**2)) > 1e-4  # a room, not a dry cut
@@ -103,7 +99,7 @@ def test_warm_voice_holds_the_peaks():
     x = (0.1 * np.sqrt(2) * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
     x[SR // 2 : SR // 2 + 400] *= 8  # a spike 18 dB over the rest
     y = warm_voice(x)
-    ceiling = _voiced_rms(x) * 10 ** (VOICE_PEAK_OVER_RMS_DB / 20)
+    ceiling = voiced_rms(x) * 10 ** (VOICE_PEAK_OVER_RMS_DB / 20)
     # The limiter's ceiling, plus what the quiet room adds on top of it.
     assert np.max(np.abs(y)) < ceiling * 1.2
     assert np.max(np.abs(y)) < 0.6 * np.max(np.abs(x))
@@ -148,7 +144,7 @@ def test_planned_length_is_the_prepared_length(text):
     # plan learns cue lengths without resampling; render mixes the resampled cue: they must
     # agree to the sample, or the plan and the files disagree.
     from audioguide.speech import prepare_clip, prepared_length
-    from audioguide.tts import Pyttsx3Engine
+    from audioguide.speech.espeak import Pyttsx3Engine
 
     clip = Pyttsx3Engine().synthesize(text)
     assert prepared_length(clip) == prepare_clip(clip).shape[0]

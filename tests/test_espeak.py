@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from audioguide.errors import SpeechError
-from audioguide.tts import DEFAULT_RATE_WPM, Pyttsx3Engine, expected_length_s, list_voices
+from audioguide.speech import DEFAULT_RATE_WPM
+from audioguide.speech.engine import expected_length_s
+from audioguide.speech.espeak import Pyttsx3Engine, list_voices
 
 
 @pytest.fixture(scope="module")

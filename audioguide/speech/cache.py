@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .tts import SpeechClip
+from .engine import SpeechClip
 
 CACHE_ENV = "AUDIOGUIDE_CACHE_DIR"
 CACHE_FORMAT = 1

@@ -1,16 +1,11 @@
-"""Speech preparation: cue text in, speech samples at the session rate out.
+"""Cue preparation: cue text in, speech samples at the session rate out.
 
 Asks the engine (or the cache) for each cue once, trims the engine's leading and trailing
 silence, resamples with a polyphase anti-aliasing filter (scipy's ``resample_poly``: a
 Kaiser-windowed FIR, not linear interpolation, so the engine's 22 kHz voice gains no aliases),
 and levels every cue to the same loudness so the voice sits at one level throughout. A cue's
 spoken length is the length of these samples, so the timeline and the mix agree by
-construction.
-
-The voice chain (``voice_effect("warm")``, on by default) then makes synthetic speech easier
-to listen to: a gentle cut of the harsh upper mids, a touch of low warmth, a soft saturation
-and a smooth peak limiter that round the sharpest peaks, and a short, quiet room. Its reverb
-tail rings on after the spoken length, into the pause that follows.
+construction. The voice effect (voice_fx) then colours each prepared cue.
 """
 
 from __future__ import annotations
@@ -24,17 +19,14 @@ from pathlib import Path
 import numpy as np
 import scipy
 
+from ..dynamics import limit
+from ..synth import SAMPLE_RATE, apply_fades
+from . import voice_fx
 from .cache import PreparedCue, SpeechCache
-from .dynamics import limit
-from .synth import SAMPLE_RATE, apply_fades
-from .tts import SpeechClip, SpeechEngine
+from .engine import SpeechClip, SpeechEngine
+from .voice_fx import EDGE_FADE_S, VOICE_PEAK_OVER_RMS_DB, voiced_rms
 
 SPEECH_RMS = 0.1  # -20 dBFS over the voiced part of each cue
-# Voice peaks held to 10 dB over the voiced level (-10 dBFS at SPEECH_RMS, about 15 dB over
-# the voice's loudness): espeak's raw peaks stand 18 dB over its loudness, which a
-# sparse session's master gain would drive into the master limiter. Held here, per cue, the
-# master limiter has little left to do and the session measures what the master gain aimed at.
-VOICE_PEAK_OVER_RMS_DB = 10.0
 # The resampler's low-pass: scipy's default (41 taps for 22.05 -> 44.1 kHz) passes the image of
 # a 10 kHz tone at -20 dB; 65 taps cut at 0.9 of the engine's Nyquist with a Kaiser window of
 # beta 8 take it to -79 dB, for 60% more time (0.2 s per minute of speech here).
@@ -42,7 +34,6 @@ RESAMPLE_TAPS_PER_PHASE = 32
 RESAMPLE_CUTOFF = 0.9
 RESAMPLE_KAISER_BETA = 8.0
 SILENCE_THRESHOLD = 10 ** (-45 / 20)  # relative to the cue's peak
-EDGE_FADE_S = 0.008
 
 
 @lru_cache(maxsize=8)
@@ -93,7 +84,7 @@ def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray
     x = _trimmed(clip)
     if clip.sample_rate != sample_rate:
         x = resample(x, clip.sample_rate, sample_rate)
-    rms = _voiced_rms(x)
+    rms = voiced_rms(x)
     x = x.astype(np.float32)
     if rms > 0:
         x *= np.float32(SPEECH_RMS / rms)
@@ -103,103 +94,7 @@ def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray
     return apply_fades(x, edge, edge)
 
 
-VOICE_FX = ("warm", "none")
-DEFAULT_VOICE_FX = "warm"
-# RBJ biquads (filter type, gain dB, Q, corner Hz), applied in order.
-VOICE_EQ = (
-    ("high_pass", 0.0, 0.707, 70.0),  # rumble and DC out
-    ("low_shelf", 2.0, 0.707, 220.0),  # a touch of chest: warmth
-    ("peaking", -3.5, 0.9, 3000.0),  # the buzzy upper mids of formant synthesis
-    ("high_shelf", -2.0, 0.707, 7000.0),  # fizz
-)
-SATURATION_DRIVE = 2.0  # tanh(drive * x) / drive: linear at speaking level, rounds the peaks
-ROOM_RT60_S = 0.35  # a small furnished room
-ROOM_LENGTH_S = 0.4  # the tail is 69 dB down by here; cut and faded
-ROOM_PREDELAY_S = 0.012
-ROOM_EARLY_TAPS = ((0.007, 0.5), (0.011, -0.35), (0.017, 0.28), (0.023, -0.2))  # (s, gain)
-ROOM_LOWPASS_HZ = 4000.0  # soft furnishings swallow the highs
-ROOM_WET_DB = -17.0  # energy of the room relative to the dry voice: felt more than heard
-ROOM_SEED = 1_411  # one fixed room: the voice sounds the same whatever --seed is
-
-
-@lru_cache(maxsize=4)
-def _voice_eq(sample_rate: int) -> np.ndarray:
-    from pyloudnorm.iirfilter import IIRfilter
-
-    sections = []
-    for kind, gain_db, q, corner_hz in VOICE_EQ:
-        biquad = IIRfilter(gain_db, q, corner_hz, sample_rate, kind)
-        sections.append(np.concatenate([biquad.b, biquad.a]) / biquad.a[0])
-    return np.array(sections)
-
-
-@lru_cache(maxsize=4)
-def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The short room the voice is heard in: an impulse response, float64.
-
-    Exponentially decaying, low-passed noise after a few early reflections; its energy is
-    ROOM_WET_DB relative to the direct sound, which it does not contain.
-    """
-    from scipy import signal
-
-    rng = np.random.default_rng(ROOM_SEED)
-    n = round(ROOM_LENGTH_S * sample_rate)
-    t = np.arange(n, dtype=np.float64) / sample_rate
-    tail = rng.standard_normal(n) * 10 ** (-3.0 * t / ROOM_RT60_S)  # -60 dB at RT60
-    tail[: round(ROOM_PREDELAY_S * sample_rate)] = 0.0
-    for delay_s, gain in ROOM_EARLY_TAPS:
-        tail[round(delay_s * sample_rate)] += gain * 4.0
-    tail = signal.sosfilt(signal.butter(2, ROOM_LOWPASS_HZ, fs=sample_rate, output="sos"), tail)
-    fade = n // 5
-    tail[n - fade :] *= np.cos(0.5 * np.pi * (np.arange(fade) + 0.5) / fade)
-    energy = float(np.sum(tail**2))
-    return tail * np.sqrt(10 ** (ROOM_WET_DB / 10) / energy)
-
-
-def _voiced_rms(x: np.ndarray) -> float:
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    voiced = x[np.abs(x) > peak * 0.05]
-    return float(np.sqrt(np.mean(voiced.astype(np.float64) ** 2))) if voiced.size else 0.0
-
-
-def warm_voice(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The voice chain: EQ, soft saturation and a short room; float32, longer by the tail.
-
-    The voiced level is kept as it came in, so the chain changes the colour, not the balance
-    against the breath guide and bells.
-    """
-    from scipy import signal
-
-    if samples.size == 0:
-        return samples.astype(np.float32)
-    # float32 throughout: tanh and the FFTs run 1.5 to 4 times faster than in float64, and the
-    # result is written as 16-bit audio anyway.
-    dry = samples.astype(np.float32)
-    level = _voiced_rms(dry)
-    x = signal.sosfilt(_voice_eq(sample_rate).astype(np.float32), dry)
-    x = np.tanh(np.float32(SATURATION_DRIVE) * x) / np.float32(SATURATION_DRIVE)
-    shaped = _voiced_rms(x)
-    if shaped > 0:
-        x *= np.float32(level / shaped)
-        ceiling = level * 10 ** (VOICE_PEAK_OVER_RMS_DB / 20)
-        x = limit(x, ceiling, sample_rate, oversample=False, in_place=True)
-    out = signal.fftconvolve(x, room_impulse(sample_rate).astype(np.float32))
-    out[: x.shape[0]] += x
-    # The room's tail ends at zero by construction; the fade keeps the last sample exact.
-    edge = int(EDGE_FADE_S * sample_rate)
-    return apply_fades(out, edge, edge)
-
-
-def voice_effect(name: str) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The effect for ``--voice-fx NAME``: ``warm`` (the chain) or ``none`` (dry)."""
-    if name == "none":
-        return None
-    if name == "warm":
-        return warm_voice
-    raise ValueError(f"voice effect must be one of {VOICE_FX}, not {name!r}")
-
-
-_PREPARING_MODULES = ("speech.py", "dynamics.py", "synth.py")
+_PREPARING_MODULES = ("speech/cues.py", "speech/voice_fx.py", "dynamics.py", "synth.py")
 
 
 @lru_cache(maxsize=1)
@@ -207,7 +102,7 @@ def _code_digest() -> str:
     """A digest of the code that prepares a cue, so a prepared cue cached by another version
     of it is never used: any change to these modules, numpy or scipy makes new entries."""
     digest = hashlib.sha256(f"{np.__version__}/{scipy.__version__}/{SAMPLE_RATE}".encode())
-    folder = Path(__file__).parent
+    folder = Path(__file__).parent.parent
     for name in _PREPARING_MODULES:
         try:
             digest.update((folder / name).read_bytes())
@@ -221,7 +116,7 @@ def _preparation_key(effect: Callable[[np.ndarray], np.ndarray] | None) -> str |
     that is not one of this module's own, whose code the digest does not cover."""
     if effect is None:
         name = "none"
-    elif getattr(effect, "__module__", None) == __name__:
+    elif getattr(effect, "__module__", None) == voice_fx.__name__:
         name = effect.__name__
     else:
         return None
@@ -249,6 +144,13 @@ class Speech:
         self._preparation = _preparation_key(effect)
         self._dry_samples: dict[str, int] = {}  # lengths of dry cues no longer held
         self.synthesized = 0
+
+    def close(self) -> None:
+        """Stop the engine's work now, if it runs any outside this thread (an engine with a
+        ``close`` method: espeak's worker processes); a thread waiting on it gets an error."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
 
     def _raw(self, text: str) -> SpeechClip:
         identity = self.engine.identity

@@ -1,0 +1,436 @@
+"""The espeak-ng engine: cue text in, mono speech samples out, through pyttsx3.
+
+The only module that imports pyttsx3 and espeakng_loader, and it does so only inside a worker
+process it starts (``python -c`` running ``serve``): pyttsx3 2.99's espeak driver needs
+workarounds that must not touch the user's process (docs/design-notes.md has the
+measurements). The first ``runAndWait`` after ``init`` returns before any audio is written,
+queued ``save_to_file`` calls keep only the last, property changes can be dropped, every file
+prints "Audio saved to ..." from espeak's thread, and a failure inside the driver's callback
+(a WAV file that cannot be written to a full temporary folder) leaves its run loop spinning
+for ever. So the worker sends its stdout and stderr to /dev/null for good, replaces the
+driver's ``print`` and ``time`` with its own, does one empty ``runAndWait`` after ``init``,
+sets each property and reads it back until espeak uses it, then does exactly one
+``save_to_file`` and one ``runAndWait`` per cue, within a time bound. The parent checks every
+clip for length, waits for a reply at most a bounded time, and ends a worker that overruns or
+when the user presses Ctrl-C.
+
+On Linux, espeak-ng's library and voice data come from the espeakng-loader wheel when the
+system has none, so ``pip install`` is all a user needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import SpeechError
+from .engine import (
+    DEFAULT_RATE_WPM,
+    SpeechClip,
+    VoiceInfo,
+    check_rate,
+    expected_length_s,
+    register_engine,
+    resolve_voice,
+)
+from .workers import WorkerGone, WorkerPool
+from .workers import serve as serve_requests
+
+NAME = "espeak"
+DEFAULT_PITCH = 42  # espeak's 0-100 scale; 50 is its default, a little lower sounds calmer
+DEFAULT_VOICE = "gmw/en-us"
+MAX_ATTEMPTS = 3
+PROPERTY_WAIT_S = 2.0
+# A cue takes a few milliseconds (espeak-ng runs about 900x realtime); these bounds only
+# matter when something is wrong, and then they end the wait.
+CUE_TIMEOUT_S = 30.0  # the worker gives up on a cue after this long
+START_TIMEOUT_S = 60.0  # a worker's start: Python, pyttsx3, espeak-ng and its voice data
+REPLY_GRACE_S = 10.0  # beyond the worker's own bound, before the parent ends it
+ESPEAK_DATA_ENV = "ESPEAK_DATA_PATH"
+
+_POOL = WorkerPool(__name__, START_TIMEOUT_S)
+
+
+def close_workers() -> None:
+    """End every worker process, busy ones too (on Ctrl-C, or an error elsewhere)."""
+    _POOL.close()
+
+
+def _request(request: tuple[Any, ...], timeout_s: float, what: str) -> Any:
+    """A worker's reply to ``request``; SpeechError when the worker fails or overruns."""
+    try:
+        return _POOL.call(request, timeout_s)
+    except WorkerGone as exc:
+        raise SpeechError(_worker_failure(what, exc.__cause__)) from None
+
+
+def _worker_failure(what: str, cause: BaseException | None) -> str:
+    if isinstance(cause, TimeoutError):
+        return (
+            f"the speech engine did not finish {what} in time and was stopped; "
+            "if the machine is very busy, try again"
+        )
+    problem = _espeak_data_problem()
+    if problem:
+        return problem
+    return (
+        f"the speech engine stopped while {what}; reinstall audioguide, or install espeak-ng "
+        "with your package manager"
+    )
+
+
+def _espeak_data_problem() -> str | None:
+    """What is wrong with $ESPEAK_DATA_PATH, if the user set it to something espeak-ng
+    cannot use (espeak-ng then ends the process without a word)."""
+    value = os.environ.get(ESPEAK_DATA_ENV)
+    if value is None:
+        return None
+    folder = Path(value)
+    if (folder / "phontab").is_file() or (folder / "espeak-ng-data" / "phontab").is_file():
+        return None
+    return (
+        f"{ESPEAK_DATA_ENV}={value}: no espeak-ng voice data there (no phontab); unset "
+        f"{ESPEAK_DATA_ENV} to use the data that comes with audioguide, or point it at an "
+        "espeak-ng-data folder"
+    )
+
+
+_INFO: dict[str, Any] = {}
+_INFO_LOCK = threading.Lock()
+
+
+def _info() -> dict[str, Any]:
+    """The engine's version and voices, asked of a worker once per process."""
+    with _INFO_LOCK:
+        if not _INFO:
+            problem = _espeak_data_problem()
+            if problem:
+                raise SpeechError(problem)
+            _INFO.update(_request(("info",), START_TIMEOUT_S, "starting"))
+        return _INFO
+
+
+def list_voices() -> list[VoiceInfo]:
+    """The voices espeak-ng offers."""
+    return [VoiceInfo(*fields) for fields in _info()["voices"]]
+
+
+class Pyttsx3Engine:
+    """Speech through pyttsx3 (espeak-ng on Linux, the system voices elsewhere)."""
+
+    def __init__(
+        self, voice: str | None = None, rate_wpm: int = DEFAULT_RATE_WPM, pitch: int = DEFAULT_PITCH
+    ):
+        self.rate_wpm = check_rate(rate_wpm)
+        self.pitch = pitch
+        available = list_voices()
+        if voice is None:
+            voice = DEFAULT_VOICE if any(v.id == DEFAULT_VOICE for v in available) else None
+        else:
+            voice = resolve_voice(voice, available)
+        self.voice = voice
+        self._identity = f"{_info()['version']}/{voice}/{rate_wpm}wpm/p{pitch}"
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    def voices(self) -> list[VoiceInfo]:
+        return list_voices()
+
+    def close(self) -> None:
+        """End the worker processes now, waiting calls included (they raise SpeechError)."""
+        close_workers()
+
+    def synthesize(self, text: str) -> SpeechClip:
+        request = ("synthesize", text, self.voice, self.rate_wpm, self.pitch, CUE_TIMEOUT_S)
+        for _attempt in range(MAX_ATTEMPTS):
+            reply = _request(request, CUE_TIMEOUT_S + REPLY_GRACE_S, f"speaking {text[:60]!r}")
+            clip = self._checked(text, reply)
+            if clip is not None:
+                return clip
+        raise SpeechError(
+            f"the speech engine gave no usable audio for {text[:60]!r} after {MAX_ATTEMPTS} "
+            "tries; try another --voice, or reinstall espeak-ng"
+        )
+
+    def _checked(self, text: str, reply: Any) -> SpeechClip | None:
+        """The worker's clip if it is this text's audio, else None (try again)."""
+        import numpy as np  # here, not at the top: the worker imports this module too
+
+        if reply is None:
+            return None
+        rate, width, channels, frames = reply
+        if width != 2 or not frames or rate <= 0 or channels < 1:
+            return None
+        samples = np.frombuffer(frames, dtype="<i2").copy()
+        if channels > 1:
+            samples = samples[: samples.size - samples.size % channels]
+            samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
+        length_s = samples.size / rate
+        expected = expected_length_s(text, self.rate_wpm)
+        # A clip far off the text's length is the previous cue's audio, or a truncated one.
+        if not (0.2 * expected <= length_s <= 5.0 * expected + 2.0):
+            return None
+        if samples.size == 0 or np.abs(samples).max() < 100:
+            return None
+        return SpeechClip(samples=samples, sample_rate=rate)
+
+
+register_engine(NAME, lambda voice, rate_wpm: Pyttsx3Engine(voice, rate_wpm), list_voices)
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker's side: runs in its own process, owns every workaround
+
+
+class _CueFailed(Exception):
+    """Raised out of the driver's run loop: the cue overran its time, or the driver failed
+    inside espeak's callback (where pyttsx3 would only leave its loop spinning)."""
+
+
+class DriverClock:
+    """The ``time`` module as pyttsx3's espeak driver sees it: every attribute is the real
+    one, except ``sleep``, which waits at most 1 ms and ends a cue that has failed.
+
+    The run loop polls for the end of a cue every 10 ms, and a cue takes about 3 ms to
+    synthesize: polling every 1 ms makes 111 cues take 0.4 s, not 1.2 s.
+    """
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None
+        self.failure: BaseException | None = None
+        self.sleeps = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        if self.failure is not None:
+            raise _CueFailed from self.failure
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise _CueFailed
+        time.sleep(min(seconds, 0.001))
+
+
+class _WorkerEngine:
+    """pyttsx3 and its espeak driver, patched, inside the worker process."""
+
+    def __init__(self) -> None:
+        self.source = _prepare_espeak()
+        self.clock = DriverClock()
+        self.printed = 0
+        try:
+            import pyttsx3
+
+            self.driver_module = patch_driver(self.clock, self._swallow_print)
+            self.engine = pyttsx3.init("espeak" if sys.platform == "linux" else None)
+            self.engine.runAndWait()  # the first run returns early; spend it on nothing
+        except SpeechError:
+            raise
+        except Exception as exc:
+            raise SpeechError(
+                f"the speech engine did not start ({exc}); espeak-ng from {self.source}. "
+                "Reinstall audioguide, or install espeak-ng with your package manager"
+            ) from None
+        # An exception in espeak's callback is only reported here; the clock acts on it.
+        sys.unraisablehook = self._unraisable
+
+    def _swallow_print(self, *args: object, **kwargs: object) -> None:
+        self.printed += 1
+
+    def _unraisable(self, unraisable: Any) -> None:
+        self.clock.failure = unraisable.exc_value or RuntimeError("espeak callback failed")
+
+    def info(self) -> dict[str, Any]:
+        from importlib import metadata
+
+        try:
+            version = f"pyttsx3 {metadata.version('pyttsx3')}/{sys.platform}"
+        except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+            version = f"pyttsx3 ?/{sys.platform}"
+        if sys.platform == "linux":
+            from pyttsx3.drivers import _espeak
+
+            with contextlib.suppress(Exception):  # the version only refines the cache key
+                version += f"/espeak-ng {_espeak.Info(None).decode()}"
+        voices = [
+            (
+                str(v.id),
+                str(v.name),
+                tuple(str(lang) for lang in (v.languages or ())),
+                v.gender,
+            )
+            for v in self.engine.getProperty("voices")
+        ]
+        return {"version": version, "voices": voices, "source": self.source}
+
+    def stats(self) -> dict[str, int]:
+        return {"sleeps": self.clock.sleeps, "printed": self.printed}
+
+    def apply_property(self, name: str, value: object) -> None:
+        """Set a voice property and wait until espeak-ng really uses it.
+
+        With pyttsx3's retrieval mode espeak-ng runs asynchronously: a rate or pitch change is
+        queued in espeak's own command queue, and pyttsx3's ``runAndWait`` cancels that queue
+        before synthesizing, so a change made just before a cue was sometimes dropped (a cue
+        at 200 wpm came out at the previous 100). Reading the property back asks espeak.
+        """
+        if sys.platform != "linux":
+            self.engine.setProperty(name, value)
+            return
+        deadline = time.monotonic() + PROPERTY_WAIT_S
+        while True:
+            current = self.engine.getProperty(name)
+            if current == value:
+                return
+            if time.monotonic() > deadline:
+                raise SpeechError(
+                    f"the speech engine did not accept {name} {value!r} (it stays at "
+                    f"{current!r}); try another --voice or --rate"
+                )
+            self.engine.setProperty(name, value)
+            time.sleep(0.002)
+
+    def synthesize(
+        self, text: str, voice: str | None, rate_wpm: int, pitch: int, timeout_s: float
+    ) -> tuple[int, int, int, bytes] | None:
+        """One cue: (rate, sample width, channels, frames) as the driver wrote them, or None
+        when it wrote nothing readable."""
+        import tempfile
+        import wave
+
+        if voice is not None:
+            self.apply_property("voice", voice)
+        self.apply_property("rate", rate_wpm)
+        self.apply_property("pitch", pitch)
+        with tempfile.TemporaryDirectory(prefix="audioguide-tts-") as tmp:
+            path = Path(tmp) / "cue.wav"
+            self.engine.save_to_file(text, str(path))
+            self.clock.deadline = time.monotonic() + timeout_s
+            self.clock.failure = None
+            try:
+                self.engine.runAndWait()
+            except _CueFailed as exc:
+                raise SpeechError(_cue_failure(text, exc.__cause__, timeout_s, tmp)) from None
+            finally:
+                self.clock.deadline = None
+            if not path.is_file():
+                return None
+            try:
+                with wave.open(str(path), "rb") as wav:
+                    return (
+                        wav.getframerate(),
+                        wav.getsampwidth(),
+                        wav.getnchannels(),
+                        wav.readframes(wav.getnframes()),
+                    )
+            except (wave.Error, EOFError):
+                return None
+
+
+def _cue_failure(text: str, cause: BaseException | None, timeout_s: float, folder: str) -> str:
+    # The driver reports a WAV file it could not write as RuntimeError("Error saving WAV
+    # file: ..."), its OSError as the context.
+    os_error = cause if isinstance(cause, OSError) else getattr(cause, "__context__", None)
+    if isinstance(os_error, OSError):
+        where = str(Path(folder).parent)
+        return (
+            f"the speech engine cannot write its audio for {text[:60]!r} to the temporary "
+            f"folder {where} ({os_error.strerror or os_error}); free some space there, or "
+            "set TMPDIR to a folder with room"
+        )
+    if cause is not None:
+        return f"the speech engine failed on {text[:60]!r} ({cause}); try another --voice"
+    return (
+        f"the speech engine did not finish {text[:60]!r} within {timeout_s:.0f} s and was "
+        "stopped; if the machine is very busy, try again"
+    )
+
+
+def _prepare_espeak() -> str:
+    """Make espeak-ng loadable for pyttsx3; return where it came from."""
+    import ctypes
+    import ctypes.util
+
+    if sys.platform != "linux" or ctypes.util.find_library("espeak-ng"):
+        return "system"
+    try:
+        import espeakng_loader
+    except ImportError:
+        raise SpeechError(
+            "espeak-ng is not installed; reinstall audioguide (pip install .) to get the "
+            "espeakng-loader wheel, or install espeak-ng with your package manager"
+        ) from None
+    from importlib import metadata
+
+    # pyttsx3 asks the dynamic loader for libespeak-ng.so.1; a library already loaded
+    # globally under that soname satisfies the request.
+    ctypes.CDLL(espeakng_loader.get_library_path(), mode=ctypes.RTLD_GLOBAL)
+    os.environ.setdefault(ESPEAK_DATA_ENV, espeakng_loader.get_data_path())
+    return "espeakng-loader " + metadata.version("espeakng-loader")
+
+
+SUPPORTED_PYTTSX3 = (2,)  # the major versions whose driver patch_driver knows
+
+
+def patch_driver(clock: DriverClock, quiet_print: Callable[..., None]) -> Any:
+    """Give pyttsx3's espeak driver module our ``time`` and ``print``; return the module.
+
+    Raises SpeechError when the installed pyttsx3 is not laid out the way this expects (a
+    release that no longer looks ``time`` or ``print`` up in its driver module): the patch
+    would silently do nothing, or break mid-synthesis.
+    """
+    from importlib import metadata
+
+    import pyttsx3.drivers.espeak as driver
+
+    version = metadata.version("pyttsx3")
+    major = int(version.split(".")[0])
+    run_loop = getattr(getattr(driver, "EspeakDriver", None), "startLoop", None)
+    names = getattr(getattr(run_loop, "__code__", None), "co_names", ())
+    callback = getattr(getattr(driver, "EspeakDriver", None), "_onSynth", None)
+    callback_names = getattr(getattr(callback, "__code__", None), "co_names", ())
+    if (
+        major not in SUPPORTED_PYTTSX3
+        or getattr(driver, "time", None) is not time
+        or "time" not in names
+        or "sleep" not in names
+        or "print" not in callback_names
+    ):
+        raise SpeechError(
+            f"pyttsx3 {version} is not a version audioguide knows how to drive; install "
+            "pyttsx3>=2.99,<3 (pip install 'pyttsx3>=2.99,<3')"
+        )
+    driver.time = clock
+    driver.print = quiet_print
+    return driver
+
+
+def serve() -> None:
+    """The worker process's main loop (workers.serve) around one patched pyttsx3."""
+    engine: _WorkerEngine | None = None
+
+    def handle(request: tuple[Any, ...]) -> Any:
+        nonlocal engine
+        if engine is None:
+            engine = _WorkerEngine()
+        kind, *args = request
+        if kind == "start":
+            return None
+        if kind == "info":
+            return engine.info()
+        if kind == "stats":
+            return engine.stats()
+        if kind == "synthesize":
+            return engine.synthesize(*args)
+        raise ValueError(f"unknown request {kind!r}")
+
+    serve_requests(handle)
