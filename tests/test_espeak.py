@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import textwrap
+import threading
+import time
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from audioguide.errors import SpeechError
-from audioguide.speech import DEFAULT_RATE_WPM
+from audioguide.speech import DEFAULT_RATE_WPM, espeak
 from audioguide.speech.engine import expected_length_s
 from audioguide.speech.espeak import Pyttsx3Engine, list_voices
 
@@ -70,3 +78,197 @@ def test_nothing_reaches_the_terminal(short_routine_file, tmp_path):
     assert "Audio saved" not in result.stdout + result.stderr
     assert result.stdout.startswith("Short Test Session")
     assert result.stderr == ""
+
+
+# -- the worker processes: time bounds, a way out, and the driver patch they own -------------
+
+FAILING_WRITES = textwrap.dedent(
+    """
+    import resource, sys
+    from audioguide.cli import main
+    # Files past 4 KiB cannot be written: what a nearly full temporary folder does to the
+    # WAV file pyttsx3's driver writes from espeak's callback (there it used to leave the
+    # driver's run loop spinning for ever).
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+    sys.argv = ["audioguide", *sys.argv[1:]]
+    main()
+    """
+)
+
+
+def test_a_temporary_folder_that_cannot_be_written_ends_in_an_error_not_a_hang(
+    short_routine_file,
+):
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", FAILING_WRITES, "plan", str(short_routine_file), "--no-cache"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: the speech engine cannot write its audio for ")
+    assert "to the temporary folder" in line
+    assert "set TMPDIR to a folder with room" in line
+
+
+def worker_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in children]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+def test_ctrl_c_ends_a_render_whose_speech_worker_is_stuck(short_routine_file, tmp_path):
+    env = {**os.environ, "AUDIOGUIDE_CACHE_DIR": str(tmp_path / "cache")}
+    # A worker that stops answering: SIGSTOP it as soon as it exists, before it replies.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "audioguide", "render", str(short_routine_file), "-o", "out"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stopped: list[int] = []
+    stopped_at = 0.0
+    try:
+        deadline = time.monotonic() + 60
+        while not stopped or time.monotonic() < stopped_at + 1.5:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no speech worker was started"
+            for child in set(worker_pids(proc.pid)) - set(stopped):
+                os.kill(child, signal.SIGSTOP)
+                stopped.append(child)
+                stopped_at = time.monotonic()
+        assert proc.poll() is None  # waiting on the stuck workers...
+        assert not list((tmp_path / "out").glob(".*.partial"))  # ...with no cue mixed yet
+        pressed = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert time.monotonic() - pressed < 10
+    finally:
+        proc.kill()
+        for child in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGCONT)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "Interrupted; nothing was changed."
+    assert "Traceback" not in err
+    for child in stopped:  # the worker was ended, not left behind stopped
+        assert (
+            not Path(f"/proc/{child}").exists()
+            or "zombie" in Path(f"/proc/{child}/status").read_text()
+        )
+
+
+def test_a_worker_that_stops_answering_is_ended_within_the_time_bound(monkeypatch):
+    engine = Pyttsx3Engine()
+    engine.synthesize("Warm up.")
+    monkeypatch.setattr(espeak, "CUE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(espeak, "REPLY_GRACE_S", 0.5)
+    idle = list(espeak._POOL._idle)
+    assert idle
+    for worker in idle:
+        os.kill(worker.process.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(SpeechError, match=r"did not finish speaking 'Hello there\.' in time"):
+        engine.synthesize("Hello there.")
+    assert time.monotonic() - started < 5
+    for worker in idle:
+        assert worker.process.poll() is not None  # ended, not left stopped
+    # The next cue gets a fresh worker.
+    assert engine.synthesize("Hello there.").samples.size > 0
+
+
+def test_close_frees_a_thread_waiting_on_a_stuck_worker():
+    engine = Pyttsx3Engine()
+    engine.synthesize("Warm up.")
+    for worker in espeak._POOL._idle:
+        os.kill(worker.process.pid, signal.SIGSTOP)
+    failures: list[BaseException] = []
+
+    def speak() -> None:
+        try:
+            engine.synthesize("Nobody answers.")
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=speak)
+    thread.start()
+    time.sleep(0.3)
+    assert thread.is_alive()
+    started = time.monotonic()
+    engine.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 5
+    assert len(failures) == 1 and isinstance(failures[0], SpeechError)
+
+
+def test_the_driver_patch_is_in_effect_in_the_worker():
+    Pyttsx3Engine().synthesize("Breathe in.")
+    stats = espeak._request(("stats",), 10.0, "reporting")
+    assert stats["sleeps"] > 0  # the driver's run loop slept through our clock
+    assert stats["printed"] >= 1  # and announced its file through our print
+
+
+def test_the_driver_clock_passes_everything_but_sleep_through():
+    clock = espeak.DriverClock()
+    assert clock.monotonic is time.monotonic
+    assert clock.time is time.time
+    assert clock.perf_counter is time.perf_counter
+    assert clock.strftime is time.strftime
+    started = time.perf_counter()
+    clock.sleep(0.5)
+    assert time.perf_counter() - started < 0.1  # capped at 1 ms
+    clock.deadline = time.monotonic() - 1
+    with pytest.raises(espeak._CueFailed):
+        clock.sleep(0.01)
+
+
+def fake_driver(loop_source: str) -> types.ModuleType:
+    module = types.ModuleType("pyttsx3.drivers.espeak")
+    module.time = time  # type: ignore[attr-defined]
+    exec(loop_source, module.__dict__)
+    return module
+
+
+@pytest.mark.parametrize(
+    "loop_source",
+    [
+        pytest.param(
+            "from time import sleep\nclass EspeakDriver:\n"
+            "    def startLoop(self):\n        sleep(0.01)\n"
+            "    def _onSynth(self):\n        print('saved')\n",
+            id="sleep-imported-by-name",
+        ),
+        pytest.param(
+            "class EspeakDriver:\n    def startLoop(self):\n        time.sleep(0.01)\n"
+            "    def _onSynth(self):\n        import logging; logging.info('saved')\n",
+            id="no-print",
+        ),
+        pytest.param(
+            "class Driver:\n    def loop(self):\n        time.sleep(0.01)\n", id="renamed-class"
+        ),
+    ],
+)
+def test_a_pyttsx3_the_patch_does_not_fit_is_refused(monkeypatch, loop_source):
+    driver = fake_driver(loop_source)
+    drivers = types.ModuleType("pyttsx3.drivers")
+    drivers.espeak = driver  # type: ignore[attr-defined]
+    package = types.ModuleType("pyttsx3")
+    package.drivers = drivers  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pyttsx3", package)
+    monkeypatch.setitem(sys.modules, "pyttsx3.drivers", drivers)
+    monkeypatch.setitem(sys.modules, "pyttsx3.drivers.espeak", driver)
+    with pytest.raises(SpeechError, match=r"install pyttsx3>=2\.99,<3"):
+        espeak.patch_driver(espeak.DriverClock(), lambda *args: None)
+    assert driver.time is time  # nothing was patched
+
+
+def test_the_installed_pyttsx3_is_the_major_version_the_patch_knows():
+    from importlib import metadata
+
+    assert int(metadata.version("pyttsx3").split(".")[0]) in espeak.SUPPORTED_PYTTSX3
