@@ -149,3 +149,96 @@ def test_planned_length_is_the_prepared_length(text):
     clip = Pyttsx3Engine().synthesize(text)
     assert prepared_length(clip) == prepare_clip(clip).shape[0]
     assert prepared_length(clip, 48_000) == prepare_clip(clip, 48_000).shape[0]
+
+
+# -- the preparation's version: what keys the prepared-cue cache ------------------------------
+
+
+class FixedClipEngine:
+    """One fixed, speech-like clip for any text: a buzz with vowel-like formants, noise and
+    the engine's silence around it, from fixed numbers only."""
+
+    identity = "fixed-clip/1"
+
+    def synthesize(self, text: str) -> SpeechClip:
+        rate = 22_050
+        t = np.arange(int(1.3 * rate)) / rate
+        rng = np.random.default_rng(2024)
+        pitch_hz = 110 + 20 * np.sin(2 * np.pi * 0.7 * t)
+        buzz = np.sign(np.sin(2 * np.pi * np.cumsum(pitch_hz) / rate))
+        voiced = buzz * (0.6 + 0.4 * np.sin(2 * np.pi * 3.1 * t)) * np.sin(np.pi * t / t[-1])
+        noise = 0.05 * rng.standard_normal(t.size)
+        pad = np.zeros(int(0.15 * rate))
+        samples = np.concatenate([pad, 0.5 * voiced + noise, pad])
+        return SpeechClip((samples * 20000).astype(np.int16), rate)
+
+    def voices(self) -> list:
+        return []
+
+
+def preparation_digests() -> dict[str, str]:
+    import hashlib
+
+    digests = {}
+    for name in ("none", "warm"):
+        speech = Speech(FixedClipEngine(), cache=None, effect=voice_effect(name))
+        samples = speech.samples("any text")
+        length = speech.length_s("any text")
+        digest = hashlib.sha256(samples.tobytes() + repr(length).encode())
+        digests[name] = digest.hexdigest()[:16]
+    return digests
+
+
+# The prepared cue of FixedClipEngine's clip, by PREPARATION_VERSION. Changing what a cue
+# goes through changes these: bump PREPARATION_VERSION in audioguide/speech/cues.py and add
+# the new digests under the new number, so caches keep no cue prepared the old way.
+PREPARED_DIGESTS = {
+    1: {"none": "27606bb5943b240e", "warm": "b5548d6f7983796c"},
+}
+
+
+def test_a_change_to_the_preparation_comes_with_a_new_preparation_version():
+    from audioguide.speech.cues import PREPARATION_VERSION
+
+    assert PREPARATION_VERSION in PREPARED_DIGESTS, (
+        f"record the digests of PREPARATION_VERSION {PREPARATION_VERSION}: {preparation_digests()}"
+    )
+    assert preparation_digests() == PREPARED_DIGESTS[PREPARATION_VERSION], (
+        "the prepared cue changed: bump PREPARATION_VERSION in audioguide/speech/cues.py and "
+        "record the new digests in PREPARED_DIGESTS"
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "value"),
+    [
+        ("cues", "SPEECH_RMS", 0.11),
+        ("cues", "RESAMPLE_KAISER_BETA", 7.0),
+        ("voice_fx", "SATURATION_DRIVE", 2.1),
+        ("voice_fx", "ROOM_WET_DB", -16.0),
+    ],
+)
+def test_the_digests_see_a_change_to_the_preparation(monkeypatch, module, name, value):
+    from audioguide.speech import cues, voice_fx
+
+    before = preparation_digests()
+    monkeypatch.setattr({"cues": cues, "voice_fx": voice_fx}[module], name, value)
+    caches = (voice_fx.room_impulse, cues._resampler)
+    for cached in caches:
+        cached.cache_clear()
+    try:
+        after = preparation_digests()
+    finally:
+        for cached in caches:
+            cached.cache_clear()
+    assert after != before
+    assert after["warm"] != before["warm"]
+
+
+def test_the_prepared_cue_key_names_the_version_and_no_source_files():
+    from audioguide.speech import cues
+
+    key = cues._preparation_key(warm_voice)
+    assert key is not None
+    assert key.startswith(f"warm_voice/v{cues.PREPARATION_VERSION}/")
+    assert cues._preparation_key(None).startswith(f"none/v{cues.PREPARATION_VERSION}/")
