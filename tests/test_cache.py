@@ -10,6 +10,7 @@ from importlib import metadata
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import SHORT_ROUTINE
 
 from audioguide.cli import cli
 from audioguide.routine import load_routine
@@ -82,16 +83,38 @@ def test_without_a_cache_the_engine_is_asked_every_time(tmp_path, fake_engine):
 
 
 def entry_path(cache: SpeechCache, identity: str, text: str):
-    paths = list(cache.root.rglob(f"{cache.key(identity, text)}.wav"))
+    paths = list(cache.root.rglob(f"{cache.key(identity, text)}.clip"))
     assert len(paths) == 1
     return paths[0]
 
 
-# Damage any cache entry can suffer; each kind of entry adds its own.
+HEADER_BYTES = {"clip": 16 + 32, "cue": 24 + 32}  # fields, then the checksum
+
+
+def zero_body(raw: bytes, kind: str) -> bytes:
+    """A power cut's damage: the header as it was, every sample zero, the right length."""
+    return raw[: HEADER_BYTES[kind]] + b"\0" * (len(raw) - HEADER_BYTES[kind])
+
+
+def random_body(raw: bytes, kind: str) -> bytes:
+    noise = np.random.default_rng(5).integers(0, 256, len(raw) - HEADER_BYTES[kind])
+    return raw[: HEADER_BYTES[kind]] + noise.astype(np.uint8).tobytes()
+
+
+def one_sample_off(raw: bytes, kind: str) -> bytes:
+    return raw[:-1] + bytes([raw[-1] ^ 1])
+
+
+# Damage any cache entry can suffer, as (raw, kind) -> raw; each kind of entry adds its own.
 DAMAGE = [
-    pytest.param(lambda raw: raw[: len(raw) // 2], id="truncated"),
-    pytest.param(lambda raw: b"", id="empty"),
-    pytest.param(lambda raw: b"\0" * len(raw), id="zeroed"),
+    pytest.param(lambda raw, kind: raw[: len(raw) // 2], id="truncated"),
+    pytest.param(lambda raw, kind: b"", id="empty"),
+    pytest.param(lambda raw, kind: b"\0" * len(raw), id="zeroed"),
+    pytest.param(zero_body, id="zeroed-body"),
+    pytest.param(random_body, id="random-body"),
+    pytest.param(one_sample_off, id="one-sample-off"),
+    pytest.param(lambda raw, kind: raw[:10], id="header-cut"),
+    pytest.param(lambda raw, kind: b"XXXX" + raw[4:], id="wrong-magic"),
 ]
 
 
@@ -99,9 +122,8 @@ DAMAGE = [
     "damage",
     [
         *DAMAGE,
-        pytest.param(lambda raw: raw[:30], id="header-cut"),
-        pytest.param(lambda raw: b"not a wav file at all" * 40, id="garbage"),
-        pytest.param(lambda raw: raw[:22] + b"\x02" + raw[23:], id="stereo-header"),
+        pytest.param(lambda raw, kind: b"not a cache entry at all" * 40, id="garbage"),
+        pytest.param(lambda raw, kind: raw[:4] + b"\x01" + raw[5:], id="rate-changed"),
     ],
 )
 def test_a_damaged_entry_is_ignored_and_rewritten(tmp_path, fake_engine, damage):
@@ -109,7 +131,7 @@ def test_a_damaged_entry_is_ignored_and_rewritten(tmp_path, fake_engine, damage)
     Speech(fake_engine, cache).dry("Welcome home.")
     path = entry_path(cache, fake_engine.identity, "Welcome home.")
     good = path.read_bytes()
-    path.write_bytes(damage(good))
+    path.write_bytes(damage(good, "clip"))
     assert cache.get(fake_engine.identity, "Welcome home.") is None
 
     fake_engine.calls.clear()
@@ -174,7 +196,7 @@ def test_two_processes_sharing_the_cache_never_read_a_partial_entry(tmp_path):
         hits, bad = map(int, out.split())
         assert (hits, bad) == (300, 0)
     assert list(tmp_path.rglob("*.tmp")) == []
-    assert len(list(tmp_path.rglob("*.wav"))) == 1
+    assert len(list(tmp_path.rglob("*.clip"))) == 1
 
 
 def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):
@@ -194,19 +216,19 @@ def test_cli_no_cache_writes_nothing_and_cache_clear_empties_it(short_routine_fi
     runner = CliRunner()
     result = runner.invoke(cli, ["plan", str(short_routine_file), "--no-cache"])
     assert result.exit_code == 0, result.output
-    assert not list(root.rglob("*.wav"))
+    assert not list(root.rglob("*.clip"))
 
     result = runner.invoke(cli, ["plan", str(short_routine_file)])
     assert result.exit_code == 0, result.output
     cues = len(speech_texts(load_routine(str(short_routine_file))))
-    assert len(list(root.rglob("*.wav"))) == cues
+    assert len(list(root.rglob("*.clip"))) == cues
 
     result = runner.invoke(cli, ["cache", "info"])
     assert result.output.startswith(f"{root}: {cues} cached cues")
     result = runner.invoke(cli, ["cache", "clear"])
     assert result.exit_code == 0
     assert result.output.startswith(f"Removed {cues} cached cues (")
-    assert not list(root.rglob("*.wav"))
+    assert not list(root.rglob("*.clip"))
 
 
 # -- prepared cues: as mixed, through the voice chain -----------------------------------------
@@ -259,9 +281,7 @@ def test_each_voice_chain_has_its_own_prepared_cues(tmp_path, fake_engine):
     "damage",
     [
         *DAMAGE,
-        pytest.param(lambda raw: raw[:10], id="header-cut"),
-        pytest.param(lambda raw: b"XXXX" + raw[4:], id="wrong-magic"),
-        pytest.param(lambda raw: raw[:8] + b"\xff" * 8 + raw[16:], id="dry-longer-than-cue"),
+        pytest.param(lambda raw, kind: raw[:8] + b"\xff" * 8 + raw[16:], id="dry-longer-than-cue"),
     ],
 )
 def test_a_damaged_prepared_cue_is_prepared_again(tmp_path, fake_engine, damage):
@@ -269,7 +289,135 @@ def test_a_damaged_prepared_cue_is_prepared_again(tmp_path, fake_engine, damage)
     good_samples = Speech(fake_engine, cache).samples("Welcome home.")
     (path,) = prepared_files(cache)
     good = path.read_bytes()
-    path.write_bytes(damage(good))
+    path.write_bytes(damage(good, "cue"))
     again = Speech(fake_engine, cache)
     np.testing.assert_array_equal(again.samples("Welcome home."), good_samples)
     assert path.read_bytes() == good
+
+
+def test_entries_swapped_between_two_keys_are_never_used(tmp_path, fake_engine):
+    cache = SpeechCache(tmp_path)
+    texts = ["Welcome home.", "Breathe out slowly now."]
+    speech = Speech(fake_engine, cache)
+    first = {t: speech.samples(t) for t in texts}
+    clips = [entry_path(cache, fake_engine.identity, t) for t in texts]
+    cues = prepared_files(cache)
+    assert len(cues) == 2
+    for a, b in (clips, cues):
+        raw_a, raw_b = a.read_bytes(), b.read_bytes()
+        a.write_bytes(raw_b)
+        b.write_bytes(raw_a)
+    assert all(cache.get(fake_engine.identity, t) is None for t in texts)
+    fake_engine.calls.clear()
+    again = Speech(fake_engine, cache)
+    for text in texts:
+        np.testing.assert_array_equal(again.samples(text), first[text])
+    assert sorted(fake_engine.calls) == sorted(texts)  # synthesized again, not swapped
+    assert all(cache.get(fake_engine.identity, t) is not None for t in texts)  # rewritten
+
+
+# -- a damaged cache through a real render -----------------------------------------------------
+
+
+def decoded_tracks(folder) -> dict[str, np.ndarray]:
+    import soundfile
+
+    return {
+        p.name: soundfile.read(str(p), dtype="float32")[0]
+        for p in sorted(folder.glob("*.mp3"))
+        if "(full)" not in p.name
+    }
+
+
+@pytest.fixture(scope="module")
+def rendered_once(tmp_path_factory):
+    """A real render of the short routine and the warm cache it left."""
+    root = tmp_path_factory.mktemp("damaged")
+    routine = root / "short.yaml"
+    routine.write_text(SHORT_ROUTINE, encoding="utf-8")
+    cache = root / "cache"
+    run_render(routine, cache, root / "first")
+    return routine, cache, decoded_tracks(root / "first" / "short-test-session")
+
+
+def run_render(routine, cache, out) -> None:
+    env = {**__import__("os").environ, CACHE_ENV: str(cache)}
+    result = subprocess.run(
+        [sys.executable, "-m", "audioguide", "render", str(routine), "-o", str(out), "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def swap_pairs(paths: list, kind: str) -> None:
+    for a, b in zip(paths[0::2], paths[1::2], strict=False):
+        raw_a, raw_b = a.read_bytes(), b.read_bytes()
+        a.write_bytes(raw_b)
+        b.write_bytes(raw_a)
+
+
+@pytest.mark.parametrize("damage", ["zeroed-body", "random-body", "swapped"])
+def test_a_render_with_a_damaged_cache_speaks_the_right_words(rendered_once, tmp_path, damage):
+    import shutil
+
+    routine, warm, expected = rendered_once
+    cache = tmp_path / "cache"
+    shutil.copytree(warm, cache)
+    for kind, suffix in (("clip", ".clip"), ("cue", ".cue")):
+        paths = sorted((cache / "speech").rglob(f"*{suffix}"))
+        assert len(paths) >= 2
+        if damage == "swapped":
+            swap_pairs(paths, kind)
+        else:
+            hurt = zero_body if damage == "zeroed-body" else random_body
+            for path in paths:
+                path.write_bytes(hurt(path.read_bytes(), kind))
+    damaged = {p: p.read_bytes() for p in (cache / "speech").rglob("*") if p.is_file()}
+
+    run_render(routine, cache, tmp_path / "out")
+
+    got = decoded_tracks(tmp_path / "out" / "short-test-session")
+    assert got.keys() == expected.keys()
+    for name, samples in got.items():
+        reference = expected[name]
+        assert samples.shape == reference.shape, name
+        # Speech is there and is the same speech: the first render's audio, sample for sample
+        # within what MP3 rounding leaves (silent, noisy or swapped cues are far from it).
+        assert np.max(np.abs(samples)) > 0.1, name
+        assert np.max(np.abs(samples - reference)) < 1e-3, name
+    for path, before in damaged.items():  # every damaged entry was rewritten whole
+        assert path.read_bytes() != before
+
+
+def test_cache_clear_empties_a_symlinked_cache_folder(tmp_path, monkeypatch, fake_engine):
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    link = tmp_path / "cache-link"
+    link.symlink_to(real, target_is_directory=True)
+    monkeypatch.setenv(CACHE_ENV, str(link))
+    Speech(fake_engine, SpeechCache()).samples("Welcome home.")
+    assert list(real.rglob("*.clip"))
+
+    result = CliRunner().invoke(cli, ["cache", "clear"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Removed 1 cached cues (")
+    assert [p for p in real.rglob("*") if p.is_file()] == []
+    assert link.is_symlink() and link.is_dir()  # the link still leads where it did
+    assert CliRunner().invoke(cli, ["cache", "info"]).output.startswith(f"{link}: 0 cached cues")
+
+
+def test_cache_clear_empties_a_speech_folder_that_is_a_symlink(tmp_path, monkeypatch, fake_engine):
+    real = tmp_path / "other-disk"
+    real.mkdir()
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "speech").symlink_to(real, target_is_directory=True)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    Speech(fake_engine, SpeechCache()).samples("Welcome home.")
+    assert list(real.rglob("*.cue"))
+
+    result = CliRunner().invoke(cli, ["cache", "clear"])
+    assert result.output.startswith("Removed 1 cached cues (")
+    assert [p for p in real.rglob("*") if p.is_file()] == []
+    assert (tmp_path / "cache" / "speech").is_symlink()

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from test_errors import TINY, documented
 
+from audioguide.cli import cli
 from audioguide.errors import SpeechError
 from audioguide.speech import DEFAULT_RATE_WPM, espeak
 from audioguide.speech.engine import expected_length_s
@@ -96,22 +99,63 @@ FAILING_WRITES = textwrap.dedent(
 )
 
 
-def test_a_temporary_folder_that_cannot_be_written_ends_in_an_error_not_a_hang(
-    short_routine_file,
-):
+def test_a_temporary_folder_that_cannot_be_written_ends_in_an_error_not_a_hang(tmp_path):
+    (tmp_path / "routine.yaml").write_text(TINY, encoding="utf-8")
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": "tmp", "AUDIOGUIDE_CACHE_DIR": str(tmp_path / "cache")}
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-c", FAILING_WRITES, "plan", str(short_routine_file), "--no-cache"],
+        [sys.executable, "-c", FAILING_WRITES, "render", "routine.yaml"],
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tmp_path,
+        env=env,
     )
     assert time.monotonic() - started < 30
-    assert result.returncode == 1, result.stderr
-    (line,) = result.stderr.splitlines()
-    assert line.startswith("Error: the speech engine cannot write its audio for ")
-    assert "to the temporary folder" in line
-    assert "set TMPDIR to a folder with room" in line
+    message, status = documented()["temp-folder-full"]
+    assert result.returncode == status, result.stderr
+    assert result.stderr.replace(f"{tmp_path}/", "").splitlines() == [message]
+
+
+@pytest.mark.parametrize(
+    "command", [["voices"], ["plan", "routine.yaml"], ["render", "routine.yaml"]]
+)
+def test_espeak_data_path_pointing_nowhere_is_named_with_the_fix(tmp_path, command):
+    (tmp_path / "routine.yaml").write_text(TINY, encoding="utf-8")
+    env = {
+        **os.environ,
+        "ESPEAK_DATA_PATH": "/nowhere",
+        "AUDIOGUIDE_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "audioguide", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
+    message, status = documented()["espeak-data-missing"]
+    assert (result.returncode, result.stderr.splitlines()) == (status, [message])
+    assert result.stdout == ""
+    assert not (tmp_path / "audioguide-out").exists()
+
+
+def test_a_cue_with_nothing_to_pronounce_is_named_without_advice_to_reinstall(tmp_path):
+    for text in ("...", "-", "\u200b\u200e"):
+        with pytest.raises(SpeechError) as raised:
+            Pyttsx3Engine().synthesize(text)
+        assert f"the cue {text!r} has nothing to pronounce" in str(raised.value)
+        assert "reinstall" not in str(raised.value)
+    (tmp_path / "routine.yaml").write_text(
+        'title: T\nsections:\n  - title: One\n    steps:\n      - say: "..."\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["plan", str(tmp_path / "routine.yaml")])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: ") and "'...'" in line and "reinstall" not in line
 
 
 def worker_pids(pid: int) -> list[int]:

@@ -1,43 +1,48 @@
 """The speech cache: synthesized cues kept on disk between renders.
 
 Keyed by everything that changes the audio (text, engine, version, voice, rate), so a re-render
-at another tempo synthesizes nothing, and the same cue gives the same samples every time (espeak
-can differ by a few milliseconds between runs). Entries are written to a temporary file and
-renamed into place, so two renders at once never see half an entry.
+at another tempo synthesizes nothing, and the same cue gives the same samples every time. Entries
+are written to a temporary file and renamed into place, so two renders at once never see half
+an entry.
 
-Beside each engine clip (a WAV file) the cache keeps the cue as it is mixed: trimmed,
-resampled, levelled and through the voice chain (``PreparedCue``), keyed by the clip's key and
-a digest of the code and settings that prepare it, so a re-render neither synthesizes nor
-prepares any cue.
+Beside each engine clip the cache keeps the cue as it is mixed: trimmed, resampled, levelled and
+through the voice chain (``PreparedCue``), keyed by the clip's key and the version of what
+prepares it, so a re-render neither synthesizes nor prepares any cue.
+
+Every entry carries a SHA-256 of its key, its header and its samples. An entry that fails it
+(a body zeroed by a power cut, random bytes, an entry that belongs to another key) reads as a
+miss: the cue is synthesized or prepared again and the entry rewritten, never used.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import struct
 import sys
 import tempfile
-import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from .engine import SpeechClip
 
 CACHE_ENV = "AUDIOGUIDE_CACHE_DIR"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: entries carry a checksum of their key and samples
 # Sample rates a speech engine plausibly writes; anything else is a damaged header.
 MIN_RATE = 8_000
 MAX_RATE = 96_000
-CLIP_SUFFIX = ".wav"
+CLIP_SUFFIX = ".clip"
 PREPARED_SUFFIX = ".cue"
-_PREPARED_MAGIC = b"AGC1"
+ENTRY_SUFFIXES = (CLIP_SUFFIX, PREPARED_SUFFIX)
+_CLIP_MAGIC = b"AGS2"
+_CLIP_HEADER = struct.Struct("<4sIQ")  # magic, sample rate, samples
+_PREPARED_MAGIC = b"AGC2"
 _PREPARED_HEADER = struct.Struct("<4sfQQ")  # magic, scale, dry length, samples
+_CHECKSUM_BYTES = 32  # SHA-256 of key, header and samples, after the header
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,8 @@ def cache_dir() -> Path:
 
 
 class SpeechCache:
-    """Speech clips on disk as 16-bit WAV files, one per (engine identity, text)."""
+    """Speech clips on disk as 16-bit samples with a checksum, one per (engine identity, text),
+    and beside each the prepared cues made from it."""
 
     def __init__(self, root: Path | None = None):
         self.root = (root or cache_dir()) / "speech"
@@ -87,47 +93,32 @@ class SpeechCache:
         return self.root / key[:2] / f"{key}{suffix}"
 
     def get(self, identity: str, text: str) -> SpeechClip | None:
-        """The cached clip, or None when there is none or the entry is damaged.
-
-        A damaged entry (truncated, wrong format, not a WAV file) reads as a miss, so the
-        caller synthesizes the cue again and ``put`` replaces the entry.
-        """
-        path = self._path(self.key(identity, text))
-        try:
-            with wave.open(str(path), "rb") as wav:
-                rate = wav.getframerate()
-                expected = wav.getnframes()
-                if wav.getnchannels() != 1 or wav.getsampwidth() != 2:
-                    return None
-                frames = wav.readframes(expected)
-        except (OSError, wave.Error, EOFError, ValueError):
+        """The cached clip, or None when there is none or the entry is damaged (then the
+        caller synthesizes the cue again and ``put`` replaces the entry)."""
+        key = self.key(identity, text)
+        entry = _read_entry(self._path(key), key, _CLIP_HEADER)
+        if entry is None:
             return None
-        # A file cut short still opens; its header says how much audio there should be.
-        if not frames or len(frames) != 2 * expected or not MIN_RATE <= rate <= MAX_RATE:
+        (magic, rate, count), body = entry
+        if magic != _CLIP_MAGIC or count == 0 or not MIN_RATE <= rate <= MAX_RATE:
             return None
-        return SpeechClip(np.frombuffer(frames, dtype="<i2").copy(), rate)
+        if len(body) != 2 * count:
+            return None
+        return SpeechClip(np.frombuffer(body, dtype="<i2").astype(np.int16), rate)
 
     def put(self, identity: str, text: str, clip: SpeechClip) -> None:
-        def write(raw: BinaryIO) -> None:
-            with wave.open(raw, "wb") as wav:
-                wav.setnchannels(1)
-                wav.setsampwidth(2)
-                wav.setframerate(clip.sample_rate)
-                wav.writeframes(clip.samples.astype("<i2").tobytes())
-
-        _write_atomic(self._path(self.key(identity, text)), write)
+        key = self.key(identity, text)
+        body = clip.samples.astype("<i2").tobytes()
+        header = _CLIP_HEADER.pack(_CLIP_MAGIC, clip.sample_rate, clip.samples.shape[0])
+        _write_entry(self._path(key), key, header, body)
 
     def get_prepared(self, identity: str, text: str, preparation: str) -> PreparedCue | None:
         """The prepared cue, or None when there is none or the entry is damaged."""
-        path = self._path(self.key(identity, text, preparation), PREPARED_SUFFIX)
-        try:
-            data = path.read_bytes()
-        except OSError:
+        key = self.key(identity, text, preparation)
+        entry = _read_entry(self._path(key, PREPARED_SUFFIX), key, _PREPARED_HEADER)
+        if entry is None:
             return None
-        if len(data) < _PREPARED_HEADER.size:
-            return None
-        magic, scale, dry, count = _PREPARED_HEADER.unpack_from(data)
-        body = memoryview(data)[_PREPARED_HEADER.size :]
+        (magic, scale, dry, count), body = entry
         if magic != _PREPARED_MAGIC or len(body) != 2 * count or not 0 < scale < 1:
             return None
         if not 0 < dry <= count:  # the spoken part lies within the cue
@@ -135,23 +126,34 @@ class SpeechCache:
         return PreparedCue(np.frombuffer(body, dtype="<i2").astype(np.int16), scale, dry)
 
     def put_prepared(self, identity: str, text: str, preparation: str, cue: PreparedCue) -> None:
-        def write(raw: BinaryIO) -> None:
-            count = cue.samples.shape[0]
-            raw.write(_PREPARED_HEADER.pack(_PREPARED_MAGIC, cue.scale, cue.dry_samples, count))
-            raw.write(cue.samples.astype("<i2").tobytes())
-
-        _write_atomic(self._path(self.key(identity, text, preparation), PREPARED_SUFFIX), write)
+        key = self.key(identity, text, preparation)
+        count = cue.samples.shape[0]
+        header = _PREPARED_HEADER.pack(_PREPARED_MAGIC, cue.scale, cue.dry_samples, count)
+        _write_entry(
+            self._path(key, PREPARED_SUFFIX), key, header, cue.samples.astype("<i2").tobytes()
+        )
 
     def clear(self) -> tuple[int, int]:
         """Remove every cached cue, prepared or not (and any temporary file left by a render
-        that was killed mid-write); return (cues, bytes) removed."""
+        that was killed mid-write); return (cues, bytes) removed.
+
+        Removes the folder's contents, following a symlinked cache folder to the real one
+        (the folder itself stays, so a symlink to another disk keeps working).
+        """
         cues = size = 0
-        if self.root.is_dir():
-            for path in self.root.rglob("*"):
-                if path.is_file():
-                    cues += path.suffix == CLIP_SUFFIX
-                    size += path.stat().st_size
-            shutil.rmtree(self.root, ignore_errors=True)
+        if not self.root.is_dir():
+            return 0, 0
+        folders = []
+        for path in sorted(self.root.rglob("*"), reverse=True):  # files before their folders
+            if path.is_dir() and not path.is_symlink():
+                folders.append(path)
+                continue
+            length = path.lstat().st_size
+            path.unlink()
+            cues += path.suffix == CLIP_SUFFIX
+            size += length
+        for folder in folders:
+            folder.rmdir()
         return cues, size
 
     def stats(self) -> tuple[int, int]:
@@ -161,9 +163,44 @@ class SpeechCache:
             for path in self.root.rglob("*"):
                 if path.suffix == CLIP_SUFFIX:
                     files += 1
-                if path.suffix in (CLIP_SUFFIX, PREPARED_SUFFIX):
+                if path.suffix in ENTRY_SUFFIXES:
                     size += path.stat().st_size
         return files, size
+
+
+def _checksum(key: str, header: bytes | memoryview, body: bytes | memoryview) -> bytes:
+    digest = hashlib.sha256(key.encode())
+    digest.update(header)
+    digest.update(body)
+    return digest.digest()
+
+
+def _read_entry(
+    path: Path, key: str, header: struct.Struct
+) -> tuple[tuple[Any, ...], memoryview] | None:
+    """An entry's header fields and body, or None when it is missing, cut short, or its
+    checksum does not match its key, header and body."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    start = header.size + _CHECKSUM_BYTES
+    if len(data) < start:
+        return None
+    view = memoryview(data)
+    raw_header, stored, body = view[: header.size], view[header.size : start], view[start:]
+    if _checksum(key, raw_header, body) != stored:
+        return None
+    return header.unpack(raw_header), body
+
+
+def _write_entry(path: Path, key: str, header: bytes, body: bytes) -> None:
+    def write(raw: BinaryIO) -> None:
+        raw.write(header)
+        raw.write(_checksum(key, header, body))
+        raw.write(body)
+
+    _write_atomic(path, write)
 
 
 def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:

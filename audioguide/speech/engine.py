@@ -149,6 +149,17 @@ def expected_length_s(text: str, rate_wpm: float) -> float:
     return words * 60.0 / rate_wpm
 
 
+def check_pronounceable(text: str) -> str:
+    """``text``, or a SpeechError when it has nothing an engine could pronounce (no letter or
+    digit: ``...``, ``-``, zero-width or direction marks only)."""
+    if not any(ch.isalnum() for ch in text):
+        raise SpeechError(
+            f"the cue {text!r} has nothing to pronounce (no letters or digits); "
+            "give it words, or remove it"
+        )
+    return text
+
+
 def find_voice(wanted: str, available: list[VoiceInfo]) -> str | None:
     """The id of the voice the user meant: an exact id, a language code (``en-gb``) or a name
     (``English (America)``), case-insensitively; None when no voice matches."""

@@ -34,6 +34,7 @@ from .engine import (
     DEFAULT_RATE_WPM,
     SpeechClip,
     VoiceInfo,
+    check_pronounceable,
     check_rate,
     expected_length_s,
     register_engine,
@@ -149,6 +150,7 @@ class Pyttsx3Engine:
         close_workers()
 
     def synthesize(self, text: str) -> SpeechClip:
+        check_pronounceable(text)
         request = ("synthesize", text, self.voice, self.rate_wpm, self.pitch, CUE_TIMEOUT_S)
         for _attempt in range(MAX_ATTEMPTS):
             reply = _request(request, CUE_TIMEOUT_S + REPLY_GRACE_S, f"speaking {text[:60]!r}")
@@ -156,8 +158,9 @@ class Pyttsx3Engine:
             if clip is not None:
                 return clip
         raise SpeechError(
-            f"the speech engine gave no usable audio for {text[:60]!r} after {MAX_ATTEMPTS} "
-            "tries; try another --voice, or reinstall espeak-ng"
+            f"the speech engine gave no usable audio for the cue {text[:60]!r} after "
+            f"{MAX_ATTEMPTS} tries; try another --voice, or reinstall audioguide if every cue "
+            "fails"
         )
 
     def _checked(self, text: str, reply: Any) -> SpeechClip | None:
