@@ -250,6 +250,7 @@ def _prepare_speech(speech: Speech, texts: list[str], jobs: int, report: Progres
     """
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
+        speech.synthesize_missing(texts)  # one batch in the routine's order: reproducible
         futures = [pool.submit(speech.sample_count, text) for text in texts]
         for i, future in enumerate(as_completed(futures)):
             future.result()

@@ -316,3 +316,52 @@ def test_the_installed_pyttsx3_is_the_major_version_the_patch_knows():
     from importlib import metadata
 
     assert int(metadata.version("pyttsx3").split(".")[0]) in espeak.SUPPORTED_PYTTSX3
+
+
+# -- reproducible fresh synthesis ---------------------------------------------------------------
+
+BATCH = [
+    "Welcome. Sit comfortably.",
+    "Breathe in slowly.",
+    "And out.",
+    "Let your shoulders soften and your breath settle.",
+]
+
+
+def test_espeak_sounds_a_cue_differently_after_other_cues():
+    # Why batches exist: the same text, after a different history, is not the same clip.
+    engine = Pyttsx3Engine()
+    (alone,) = engine.synthesize_all(["Breathe in slowly."])
+    for text in BATCH:
+        engine.synthesize(text)
+    after_others = engine.synthesize("Breathe in slowly.")
+    assert not np.array_equal(alone.samples, after_others.samples)
+
+
+def test_a_batch_sounds_the_same_whatever_was_spoken_before():
+    engine = Pyttsx3Engine()
+    first = engine.synthesize_all(BATCH)
+    for text in reversed(BATCH):
+        engine.synthesize(text)
+    engine.synthesize("Something else entirely, said before the batch.")
+    again = engine.synthesize_all(BATCH)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a.samples, b.samples)
+
+
+def test_two_cold_renders_are_byte_identical(short_routine_file, tmp_path):
+    outputs = []
+    for run in ("a", "b"):
+        env = {**os.environ, "AUDIOGUIDE_CACHE_DIR": str(tmp_path / f"cache-{run}")}
+        out = ["--seed", "3", "-q", "-o", str(tmp_path / run)]
+        subprocess.run(
+            [sys.executable, "-m", "audioguide", "render", str(short_routine_file), *out],
+            env=env,
+            check=True,
+            timeout=300,
+        )
+        folder = tmp_path / run / "short"
+        outputs.append({p.name: p.read_bytes() for p in sorted(folder.iterdir())})
+    assert len(outputs[0]) >= 4  # tracks, the full session, the playlist, transcripts
+    assert outputs[0].keys() == outputs[1].keys()
+    assert [n for n in outputs[0] if outputs[0][n] != outputs[1][n]] == []

@@ -132,6 +132,7 @@ class Speech:
         self._held: dict[str, PreparedCue] = {}
         self._preparation = _preparation_key(effect)
         self._dry_samples: dict[str, int] = {}  # lengths of dry cues no longer held
+        self._fresh: dict[str, SpeechClip] = {}  # synthesized by synthesize_missing, not cached
         self.synthesized = 0
 
     def close(self) -> None:
@@ -141,7 +142,44 @@ class Speech:
         if close is not None:
             close()
 
+    def synthesize_missing(self, texts: Iterable[str], *, prepared: bool = True) -> None:
+        """Synthesize, in one batch and in the order given, every cue the cache lacks (only
+        its clip when ``prepared`` is false: a plan needs no prepared cue).
+
+        An engine may sound a cue a little differently depending on what it spoke before
+        (espeak-ng does, by a few samples): one batch in the routine's order gives the same
+        audio every time from the same cache, where cues synthesized on demand by several
+        threads would come in whatever order the threads ran.
+        """
+        identity = self.engine.identity
+        missing = []
+        for text in dict.fromkeys(texts):
+            if text in self._dry or text in self._held or text in self._fresh:
+                continue
+            if self.cache is not None and (
+                self.cache.has(identity, text)
+                or (
+                    prepared
+                    and self._preparation is not None
+                    and self.cache.has(identity, text, self._preparation)
+                )
+            ):
+                continue
+            missing.append(text)
+        if not missing:
+            return
+        many = getattr(self.engine, "synthesize_all", None)
+        clips = many(missing) if many is not None else [self.engine.synthesize(t) for t in missing]
+        for text, clip in zip(missing, clips, strict=True):
+            self.synthesized += 1
+            if self.cache is not None:
+                self.cache.put(identity, text, clip)
+            self._fresh[text] = clip
+
     def _raw(self, text: str) -> SpeechClip:
+        fresh = self._fresh.pop(text, None)
+        if fresh is not None:
+            return fresh
         identity = self.engine.identity
         if self.cache is not None:
             cached = self.cache.get(identity, text)
@@ -206,6 +244,8 @@ class Speech:
 
     def prepare(self, texts: Iterable[str], progress: Callable[[int], None] | None = None) -> None:
         """Learn every cue's length (synthesizing what the cache lacks); mixes nothing."""
+        texts = list(texts)
+        self.synthesize_missing(texts, prepared=False)
         for text in texts:
             self.length_s(text)
             if progress is not None:

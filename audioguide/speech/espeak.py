@@ -20,6 +20,7 @@ system has none, so ``pip install`` is all a user needs.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import sys
@@ -55,7 +56,13 @@ START_TIMEOUT_S = 60.0  # a worker's start: Python, pyttsx3, espeak-ng and its v
 REPLY_GRACE_S = 10.0  # beyond the worker's own bound, before the parent ends it
 ESPEAK_DATA_ENV = "ESPEAK_DATA_PATH"
 
-_POOL = WorkerPool(__name__, START_TIMEOUT_S)
+# One worker: a cue takes about 3 ms to synthesize and a worker about 0.3 s to start, so a
+# second one costs more than it saves (docs/performance.md), and one worker speaking a batch
+# in order gives the same clips whatever the number of cores.
+_POOL = WorkerPool(__name__, START_TIMEOUT_S, size=1)
+_POOL_HAS_SPOKEN = False  # a worker of the pool has synthesized: it carries a history
+_BATCH_LOCK = threading.Lock()
+atexit.register(_POOL.close)
 
 
 def close_workers() -> None:
@@ -149,7 +156,25 @@ class Pyttsx3Engine:
         """End the worker processes now, waiting calls included (they raise SpeechError)."""
         close_workers()
 
+    def synthesize_all(self, texts: list[str]) -> list[SpeechClip]:
+        """Each text's clip, synthesized in this order by a worker that has spoken nothing
+        before: espeak-ng sounds a cue a few samples differently depending on what it spoke
+        earlier in the process, so the same batch gives the same clips every time."""
+        global _POOL_HAS_SPOKEN
+        with _BATCH_LOCK:
+            if _POOL_HAS_SPOKEN:
+                _POOL.close()  # fresh workers, with no history
+            try:
+                return [self._synthesize(text) for text in texts]
+            finally:
+                _POOL_HAS_SPOKEN = True
+
     def synthesize(self, text: str) -> SpeechClip:
+        global _POOL_HAS_SPOKEN
+        _POOL_HAS_SPOKEN = True
+        return self._synthesize(text)
+
+    def _synthesize(self, text: str) -> SpeechClip:
         check_pronounceable(text)
         request = ("synthesize", text, self.voice, self.rate_wpm, self.pitch, CUE_TIMEOUT_S)
         for _attempt in range(MAX_ATTEMPTS):

@@ -13,7 +13,6 @@ by bare packages and a worker starts in a few hundredths of a second, not a few 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import pickle
@@ -152,7 +151,6 @@ class WorkerPool:
         self._starting = 0
         self._changed = threading.Condition()
         self.size = size or default_workers()
-        atexit.register(self.close)
 
     def call(self, request: tuple[Any, ...], timeout_s: float) -> Any:
         """The reply of a worker to ``request``, within ``timeout_s``. Raises WorkerGone when
