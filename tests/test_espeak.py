@@ -159,8 +159,15 @@ def test_a_cue_with_nothing_to_pronounce_is_named_without_advice_to_reinstall(tm
 
 
 def worker_pids(pid: int) -> list[int]:
+    """The speech workers of process ``pid``: children running ``python -c`` (a child
+    stopped between fork and exec would still hold the parent's stdout)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(child) for child in children]
+    workers = []
+    for child in map(int, children):
+        with contextlib.suppress(OSError):
+            if b"\0-c\0" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(child)
+    return workers
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")

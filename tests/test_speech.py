@@ -242,3 +242,24 @@ def test_the_prepared_cue_key_names_the_version_and_no_source_files():
     assert key is not None
     assert key.startswith(f"warm_voice/v{cues.PREPARATION_VERSION}/")
     assert cues._preparation_key(None).startswith(f"none/v{cues.PREPARATION_VERSION}/")
+
+
+def test_cues_the_cache_lacks_are_synthesized_in_one_batch_in_order(tmp_path, fake_engine):
+    from audioguide.speech import SpeechCache
+
+    cache = SpeechCache(tmp_path)
+    texts = ["One two.", "Three.", "Four five six.", "Seven."]
+    Speech(fake_engine, cache).synthesize_missing(texts[1:3])
+    damaged = next(cache.root.rglob("*.clip"))
+    raw = damaged.read_bytes()
+    damaged.write_bytes(raw[:-1] + bytes([raw[-1] ^ 0x40]))  # one of the two, damaged
+    fake_engine.calls.clear()
+    speech = Speech(fake_engine, cache)
+    speech.synthesize_missing([*texts, "Three."])
+    kept = {"Three.", "Four five six."} - set(fake_engine.calls)
+    assert len(kept) == 1  # the whole entry is used as it is...
+    assert fake_engine.calls == [t for t in texts if t not in kept]  # ...the rest, in order
+    fake_engine.calls.clear()
+    for text in texts:
+        speech.samples(text)
+    assert fake_engine.calls == []  # everything the mix needs came from the batch

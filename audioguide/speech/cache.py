@@ -92,12 +92,6 @@ class SpeechCache:
     def _path(self, key: str, suffix: str = CLIP_SUFFIX) -> Path:
         return self.root / key[:2] / f"{key}{suffix}"
 
-    def has(self, identity: str, text: str, preparation: str | None = None) -> bool:
-        """Whether there is an entry for the clip (or with ``preparation``, the prepared cue),
-        without reading or checking it."""
-        key = self.key(identity, text, preparation)
-        return self._path(key, CLIP_SUFFIX if preparation is None else PREPARED_SUFFIX).is_file()
-
     def get(self, identity: str, text: str) -> SpeechClip | None:
         """The cached clip, or None when there is none or the entry is damaged (then the
         caller synthesizes the cue again and ``put`` replaces the entry)."""

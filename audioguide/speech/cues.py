@@ -153,18 +153,21 @@ class Speech:
         """
         identity = self.engine.identity
         missing = []
+        # What the cache holds is read (and checked) here, once: a damaged entry is missing.
         for text in dict.fromkeys(texts):
             if text in self._dry or text in self._held or text in self._fresh:
                 continue
-            if self.cache is not None and (
-                self.cache.has(identity, text)
-                or (
-                    prepared
-                    and self._preparation is not None
-                    and self.cache.has(identity, text, self._preparation)
-                )
-            ):
-                continue
+            if self.cache is not None:
+                if prepared and self._preparation is not None:
+                    cue = self.cache.get_prepared(identity, text, self._preparation)
+                    if cue is not None:
+                        self._held[text] = cue
+                        self._dry_samples[text] = cue.dry_samples
+                        continue
+                clip = self.cache.get(identity, text)
+                if clip is not None:
+                    self._fresh[text] = clip
+                    continue
             missing.append(text)
         if not missing:
             return
