@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from conftest import FakeEngine
 from mutagen.id3 import ID3
 
-from audioguide.cache import SpeechCache
 from audioguide.cli import cli
 from audioguide.errors import ExportError
 from audioguide.feed import feed_xml, find_sessions
@@ -31,7 +30,7 @@ from audioguide.programme import (
     render_programme,
     spread_days,
 )
-from audioguide.speech import Speech
+from audioguide.speech import Speech, SpeechCache
 
 START = datetime.date(2026, 12, 7)  # a Monday
 
