@@ -21,6 +21,7 @@ from .errors import (
     SoundFileError,
     SpeechError,
 )
+from .export import ExportOptions
 from .mix import MixSettings
 from .pipeline import RenderResult, SessionOptions, VoiceOptions, plan_session, render_session
 from .programme import (
@@ -31,7 +32,6 @@ from .programme import (
     render_programme,
 )
 from .routine import Routine, builtin_names, load_routine, parse_routine
-from .session_writer import ExportOptions
 from .timeline import Event, RenderOptions, Timeline, Track, build_timeline
 
 __version__ = "0.1.0"

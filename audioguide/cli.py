@@ -18,9 +18,10 @@ import click
 
 from .breath import PRESETS, BreathPattern, parse_pattern
 from .errors import AudioguideError, OptionError, ServeError
-from .export import DEFAULT_BITRATE_KBPS, MP3_BITRATES_KBPS
+from .export import ExportOptions, session_files
+from .export.ffmpeg import AUDIO_FORMATS, DEFAULT_FORMAT
+from .export.mp3 import DEFAULT_BITRATE_KBPS, MP3_BITRATES_KBPS
 from .feed import FEED_NAME, check_feed_url, find_sessions, write_feed
-from .formats import AUDIO_FORMATS, DEFAULT_FORMAT
 from .mix import DEFAULT_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS, MIN_LOUDNESS_LUFS, MixSettings
 from .pipeline import (
     DEFAULT_OUT_DIR,
@@ -47,7 +48,6 @@ from .routine import (
     builtin_names,
     load_routine,
 )
-from .session_writer import ExportOptions, session_files
 from .speech import (
     DEFAULT_RATE_WPM,
     DEFAULT_VOICE_FX,

@@ -21,7 +21,9 @@ from threadpoolctl import threadpool_limits
 
 from .checks import check_choice, check_flag, check_optional_text, check_whole
 from .errors import ExportError, OptionError
-from .export import staged_folder, write_zip
+from .export import ExportOptions, SessionWriter
+from .export.mp3 import staged_folder, write_zip
+from .export.names import slugify
 from .mix import (
     MixSettings,
     TrackMixer,
@@ -30,10 +32,8 @@ from .mix import (
     track_powers,
     true_peak_ceiling_dbtp,
 )
-from .names import slugify
 from .ownership import check_replaceable, check_zip_replaceable
 from .routine import Routine, load_routine
-from .session_writer import ExportOptions, SessionWriter
 from .speech import (
     DEFAULT_RATE_WPM,
     DEFAULT_VOICE_FX,

@@ -32,13 +32,13 @@ import yaml
 
 from .breath import MAX_BREATHS_PER_MIN, MIN_BREATHS_PER_MIN
 from .errors import AudioguideError, ExportError, OptionError, RoutineError
-from .export import PlaylistEntry, playlist_text
+from .export import session_files
+from .export.mp3 import PlaylistEntry, playlist_text
+from .export.names import safe_name, slugify
 from .feed import PROGRAMME_INDEX
-from .names import safe_name, slugify
 from .ownership import check_replaceable
 from .pipeline import SessionOptions, make_speech, plan_session, render_session
 from .routine import Routine, _read_text, _refuse_language_tags, find_routine, load_routine
-from .session_writer import session_files
 from .speech import Speech
 from .timeline import MAX_MINUTES, MIN_MINUTES, RenderOptions, Timeline
 from .yaml_nodes import LEVELS, NodeReader, RoutineLoader

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .tags import Cue
+from .export.tags import Cue
 
 VTT_SUFFIX = ".vtt"
 SRT_SUFFIX = ".srt"

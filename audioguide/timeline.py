@@ -40,7 +40,7 @@ from .breath import (
 )
 from .checks import check_choice, check_optional_number
 from .errors import OptionError
-from .names import track_filename
+from .export.names import track_filename
 from .phrases import DEFAULT_LANGUAGE, PHRASES
 from .routine import DEFAULT_LEVEL, Routine, Section, at_level
 from .steps import (

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from audioguide import session_writer
 from audioguide.cli import cli
+from audioguide.export import mp3 as session_writer
 from audioguide.ownership import MANIFEST_NAME, write_manifest
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"

@@ -22,11 +22,12 @@ from hypothesis import strategies as st
 from mutagen.id3 import ID3
 from mutagen.mp3 import MP3, BitrateMode
 
-from audioguide import formats
 from audioguide.cli import cli
-from audioguide.cover import COVER_SIZE_PX, cover_png
 from audioguide.errors import ExportError
-from audioguide.export import (
+from audioguide.export import ExportOptions
+from audioguide.export import ffmpeg as formats
+from audioguide.export.cover import COVER_SIZE_PX, cover_png
+from audioguide.export.mp3 import (
     PlaylistEntry,
     TrackEncoder,
     encode_track,
@@ -35,7 +36,7 @@ from audioguide.export import (
     to_pcm16,
     track_mp3,
 )
-from audioguide.mp3frames import (
+from audioguide.export.mp3frames import (
     crc16,
     crc16_combine,
     crc16_fast,
@@ -43,12 +44,11 @@ from audioguide.mp3frames import (
     info_frame,
     parse_header,
 )
+from audioguide.export.sidecars import lrc_text, lrc_timestamp
+from audioguide.export.tags import Chapter, Cue, Gapless, TrackTags, itunsmpb, tag_mp3
 from audioguide.ownership import MANIFEST_NAME
 from audioguide.pipeline import SessionOptions, plan_session, render_session
-from audioguide.session_writer import ExportOptions
 from audioguide.synth import SAMPLE_RATE
-from audioguide.tags import Chapter, Cue, Gapless, TrackTags, itunsmpb, tag_mp3
-from audioguide.transcript import lrc_text, lrc_timestamp
 
 SR = SAMPLE_RATE
 
@@ -491,7 +491,7 @@ def test_a_failure_mid_render_leaves_the_previous_output(
     def failing(*args, **kwargs):
         raise ExportError("disk trouble")
 
-    monkeypatch.setattr("audioguide.session_writer.session_info_frame", failing)
+    monkeypatch.setattr("audioguide.export.session_info_frame", failing)
     with pytest.raises(ExportError, match="disk trouble"):
         render(short_routine_file, tmp_path, fake_speech)
     assert {p.name: p.read_bytes() for p in first.folder.iterdir()} == before

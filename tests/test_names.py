@@ -7,7 +7,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audioguide.names import MAX_NAME_BYTES, safe_name, slugify, track_filename, unique_name
+from audioguide.export.names import MAX_NAME_BYTES, safe_name, slugify, track_filename, unique_name
 
 FAT32_FORBIDDEN = set('/\\:*?"<>|')
 

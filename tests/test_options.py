@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from audioguide import OptionError, RenderOptions, SessionOptions
 from audioguide.cli import FLAGS, cli
+from audioguide.export import ExportOptions
 from audioguide.mix import MixSettings
 from audioguide.pipeline import VoiceOptions
-from audioguide.session_writer import ExportOptions
 
 NAN, INF = math.nan, math.inf
 

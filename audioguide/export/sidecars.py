@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .tags import Cue
-from .timeline import Track
+
+if TYPE_CHECKING:  # the timeline imports names from this package
+    from ..timeline import Track
 
 
 def track_cues(track: Track, origin_s: float | None = None) -> tuple[Cue, ...]:

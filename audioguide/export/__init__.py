@@ -16,15 +16,26 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .checks import check_choice, check_flag, check_whole
+from ..checks import check_choice, check_flag, check_whole
+from ..synth import seconds_to_samples
 from .cover import cover_png
-from .export import (
+from .ffmpeg import (
+    AUDIO_FORMATS,
+    DEFAULT_FORMAT,
+    check_format,
+    encode_file,
+    encode_raw_file,
+    tag_file,
+)
+from .mp3 import (
     DEFAULT_BITRATE_KBPS,
     DEFAULT_OUTPUT_MODE,
     FULL_SESSION_SUFFIX,
+    LAME_QUALITY,
     MP3_BITRATES_KBPS,
     OUTPUT_MODES,
     PlaylistEntry,
@@ -37,21 +48,12 @@ from .export import (
     track_info_frame,
     write_playlist,
 )
-from .feed import write_chapters
-from .formats import (
-    AUDIO_FORMATS,
-    DEFAULT_FORMAT,
-    check_format,
-    encode_file,
-    encode_raw_file,
-    tag_file,
-)
 from .names import safe_name, unique_name
-from .subtitles import write_subtitles
-from .synth import seconds_to_samples
+from .sidecars import lrc_text, track_cues, write_lrc
 from .tags import Chapter, Cue, Gapless, TrackTags, tag_mp3
-from .timeline import Timeline, Track
-from .transcript import lrc_text, track_cues, write_lrc
+
+if TYPE_CHECKING:  # the timeline imports names from here
+    from ..timeline import Timeline, Track
 
 _RAW_SESSION = ".session.pcm"  # the full session's PCM for ffmpeg (formats other than MP3)
 _PIECE_SUFFIX = ".frames"  # a track's frames for the full-session MP3, until it is joined
@@ -187,6 +189,8 @@ class SessionWriter:
                 tag_file(path, fmt, self._tags(track, cues))
         if self.options.writes_tracks:
             write_lrc(path.with_suffix(".lrc"), self._lrc(track.title, cues, track.duration_s))
+            from ..subtitles import write_subtitles  # here: it imports this package
+
             write_subtitles(path, cues, length_s=track.duration_s)
 
     def _next_grid_start(self, track: Track) -> int | None:
@@ -279,5 +283,8 @@ class SessionWriter:
                 raw.unlink(missing_ok=True)
             tag_file(path, fmt, tags)
         write_lrc(path.with_suffix(".lrc"), self._lrc(timeline.title, cues, timeline.total_s))
+        from ..feed import write_chapters  # here: both import this package
+        from ..subtitles import write_subtitles
+
         write_subtitles(path, cues, length_s=timeline.total_s)
         write_chapters(path, timeline.title, timeline.artist, chapters)

@@ -23,7 +23,14 @@ from pathlib import Path
 import lameenc
 import numpy as np
 
-from .errors import ExportError
+from ..errors import ExportError
+from ..ownership import (
+    ZIP_COMMENT,
+    check_replaceable,
+    check_zip_replaceable,
+    write_manifest,
+)
+from ..synth import SAMPLE_RATE
 from .mp3frames import (
     SAMPLES_PER_FRAME,
     FrameHeader,
@@ -33,13 +40,6 @@ from .mp3frames import (
     info_frame,
     parse_header,
 )
-from .ownership import (
-    ZIP_COMMENT,
-    check_replaceable,
-    check_zip_replaceable,
-    write_manifest,
-)
-from .synth import SAMPLE_RATE
 from .tags import Gapless
 
 DEFAULT_BITRATE_KBPS = 96

@@ -33,7 +33,7 @@ from mutagen.id3 import (
     Encoding,
 )
 
-from .phrases import ENGLISH
+from ..phrases import ENGLISH
 
 GENRE = "Meditation"
 LANGUAGE = ENGLISH.tag_language  # the cues audioguide adds are in English (phrases.py)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ExportError
-from .synth import SAMPLE_RATE
+from ..errors import ExportError
+from ..synth import SAMPLE_RATE
 from .tags import GENRE, Chapter, TrackTags, lyrics_text
 
 AUDIO_FORMATS = ("mp3", "m4a", "ogg", "flac", "wav")
