@@ -18,9 +18,14 @@ import click
 
 from .breath import PRESETS, BreathPattern, parse_pattern
 from .errors import AudioguideError, OptionError, ServeError
-from .export import ExportOptions, session_files
-from .export.ffmpeg import AUDIO_FORMATS, DEFAULT_FORMAT
-from .export.mp3 import DEFAULT_BITRATE_KBPS, MP3_BITRATES_KBPS
+from .export import (
+    AUDIO_FORMATS,
+    DEFAULT_BITRATE_KBPS,
+    DEFAULT_FORMAT,
+    MP3_BITRATES_KBPS,
+    ExportOptions,
+    session_files,
+)
 from .feed import FEED_NAME, check_feed_url, find_sessions, write_feed
 from .mix import DEFAULT_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS, MIN_LOUDNESS_LUFS, MixSettings
 from .pipeline import (
@@ -532,11 +537,8 @@ def plan(
     with _user_errors():
         timeline = plan_session(routine, options)
     if as_json:
-        data = timeline.to_dict()
-        # The names render gives the files in this format (the timeline's are for MP3).
-        names = session_files(timeline, audio_format).tracks
-        for track, name in zip(data["tracks"], names, strict=True):
-            track["file"] = name
+        # The files named as render names them in this format.
+        data = timeline.to_dict(session_files(timeline, audio_format).tracks)
         click.echo(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
         return
     click.echo(_plan_text(timeline))

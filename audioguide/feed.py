@@ -31,7 +31,7 @@ from mutagen.id3 import ID3, ID3NoHeaderError
 
 from .errors import OptionError
 from .export.ffmpeg import AUDIO_FORMATS
-from .export.mp3 import FULL_SESSION_SUFFIX
+from .export.names import FULL_SESSION_SUFFIX
 from .export.tags import Chapter
 from .phrases import ENGLISH
 from .subtitles import SRT_SUFFIX, VTT_SUFFIX

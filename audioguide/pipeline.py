@@ -16,14 +16,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from mutagen import MutagenError
 from threadpoolctl import threadpool_limits
 
 from .checks import check_choice, check_flag, check_optional_text, check_whole
 from .errors import ExportError, OptionError
-from .export import ExportOptions, SessionWriter
-from .export.mp3 import staged_folder, write_zip
-from .export.names import slugify
+from .export import ExportOptions, SessionWriter, slugify, staged_folder, write_zip
 from .mix import (
     MixSettings,
     TrackMixer,
@@ -229,7 +226,7 @@ def _render_session(
     if export_options.zip:
         _guard_os(lambda: write_zip(target, zip_path, force=force), target)
     files = tuple(target / p.name for p in written)
-    return RenderResult(target, files, target / writer.names.playlist, timeline)
+    return RenderResult(target, files, target / writer.files.playlist, timeline)
 
 
 def _files_read(routine: Routine, options: SessionOptions) -> tuple[Path, ...]:
@@ -313,11 +310,7 @@ def _guard_os(action: Callable[[], object], target: Path | None = None) -> None:
     """Run ``action``; turn an OS error while writing into an ExportError that says where."""
     try:
         action()
-    except (OSError, MutagenError) as raised:
-        # mutagen wraps the OSError of a failed tag write in its own error.
-        exc = raised if isinstance(raised, OSError) else raised.__context__
-        if not isinstance(exc, OSError):
-            raise
+    except OSError as exc:
         # A failed write() carries no file name; the output folder is what the user can change.
         where = exc.filename or target or "output"
         if exc.errno == errno.ENOSPC:

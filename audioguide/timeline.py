@@ -23,7 +23,7 @@ Rules (see docs/routines.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -40,7 +40,6 @@ from .breath import (
 )
 from .checks import check_choice, check_optional_number
 from .errors import OptionError
-from .export.names import track_filename
 from .phrases import DEFAULT_LANGUAGE, PHRASES
 from .routine import DEFAULT_LEVEL, Routine, Section, at_level
 from .steps import (
@@ -152,7 +151,6 @@ class Track:
 
     index: int
     title: str
-    file: str
     start_s: float
     duration_s: float
     events: tuple[Event, ...]
@@ -184,8 +182,9 @@ class Timeline:
     def events(self) -> list[Event]:
         return [event for track in self.tracks for event in track.events]
 
-    def to_dict(self) -> dict[str, Any]:
-        """The documented JSON shape of ``audioguide plan --json`` (docs/cli.md)."""
+    def to_dict(self, track_files: Sequence[str]) -> dict[str, Any]:
+        """The documented JSON shape of ``audioguide plan --json`` (docs/cli.md), with each
+        track's file named as the export stage names it (the timeline names no files)."""
 
         def event_dict(event: Event) -> dict[str, Any]:
             data = asdict(event)
@@ -207,13 +206,13 @@ class Timeline:
                 {
                     "index": t.index,
                     "title": t.title,
-                    "file": t.file,
+                    "file": file,
                     "start_s": round(t.start_s, 4),
                     "duration_s": round(t.duration_s, 4),
                     "safety": t.safety,
                     "events": [event_dict(e) for e in t.events],
                 }
-                for t in self.tracks
+                for t, file in zip(self.tracks, track_files, strict=True)
             ],
         }
 
@@ -468,7 +467,6 @@ class _Builder:
                 Track(
                     index=index,
                     title=section.title,
-                    file=track_filename(index, section.title),
                     start_s=start,
                     duration_s=self.t - start,
                     events=tuple(self.events),

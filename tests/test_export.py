@@ -24,18 +24,10 @@ from mutagen.mp3 import MP3, BitrateMode
 
 from audioguide.cli import cli
 from audioguide.errors import ExportError
-from audioguide.export import ExportOptions
+from audioguide.export import ExportOptions, SessionWriter, session_files
 from audioguide.export import ffmpeg as formats
 from audioguide.export.cover import COVER_SIZE_PX, cover_png
-from audioguide.export.mp3 import (
-    PlaylistEntry,
-    TrackEncoder,
-    encode_track,
-    full_session_mp3,
-    playlist_text,
-    to_pcm16,
-    track_mp3,
-)
+from audioguide.export.mp3 import EncodedTrack, TrackEncoder, to_pcm16
 from audioguide.export.mp3frames import (
     crc16,
     crc16_combine,
@@ -44,11 +36,12 @@ from audioguide.export.mp3frames import (
     info_frame,
     parse_header,
 )
-from audioguide.export.sidecars import lrc_text, lrc_timestamp
+from audioguide.export.sidecars import PlaylistEntry, lrc_text, lrc_timestamp, playlist_text
 from audioguide.export.tags import Chapter, Cue, Gapless, TrackTags, itunsmpb, tag_mp3
 from audioguide.ownership import MANIFEST_NAME
 from audioguide.pipeline import SessionOptions, plan_session, render_session
 from audioguide.synth import SAMPLE_RATE
+from audioguide.timeline import Timeline, Track
 
 SR = SAMPLE_RATE
 
@@ -86,6 +79,65 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
+def encode_whole(samples: np.ndarray, first_sample: int, bitrate_kbps: int = 96) -> EncodedTrack:
+    """Reference: a track fed to the encoder in one piece."""
+    encoder = TrackEncoder(first_sample, bitrate_kbps)
+    encoder.feed(samples)
+    return encoder.finish()
+
+
+def session_timeline(bounds: list[int]) -> Timeline:
+    """A timeline whose tracks cover session samples ``bounds[i]`` to ``bounds[i + 1]``."""
+    tracks = tuple(
+        Track(index=i, title=f"Part {i}", start_s=a / SR, duration_s=(b - a) / SR, events=())
+        for i, (a, b) in enumerate(itertools.pairwise(bounds), start=1)
+    )
+    total_s = (bounds[-1] - bounds[0]) / SR
+    return Timeline("t", "Test", "audioguide", total_s, tracks, breath="6 breaths/min")
+
+
+def write_session(
+    folder: Path, samples: np.ndarray, bounds: list[int], bitrate_kbps: int = 96
+) -> tuple[list[Path], Path]:
+    """Write ``samples`` (session samples from ``bounds[0]`` on) as MP3 tracks cut at
+    ``bounds``, and the full session, the way a render writes them: (tracks, full file)."""
+    folder.mkdir(exist_ok=True)
+    timeline = session_timeline(bounds)
+    writer = SessionWriter(folder, timeline, ExportOptions(bitrate_kbps=bitrate_kbps))
+    for track, (a, b) in zip(timeline.tracks, itertools.pairwise(bounds), strict=True):
+        writer.write_track(track, samples[a - bounds[0] : b - bounds[0]])
+    *tracks, full = writer.finish()
+    return list(tracks), full
+
+
+def one_track_mp3(
+    folder: Path, samples: np.ndarray, first_sample: int = 0, bitrate_kbps: int = 96
+) -> Path:
+    """The MP3 file of one track of ``samples`` starting at session sample ``first_sample``."""
+    tracks, _ = write_session(
+        folder, samples, [first_sample, first_sample + len(samples)], bitrate_kbps
+    )
+    return tracks[0]
+
+
+def frames_of(encoded: EncodedTrack) -> bytes:
+    return bytes(encoded.audio)
+
+
+def id3_size(data: bytes) -> int:
+    assert data[:3] == b"ID3"
+    size = 0
+    for byte in data[6:10]:
+        size = size << 7 | byte
+    return 10 + size
+
+
+def audio_frames(data: bytes) -> bytes:
+    """An MP3 file's audio frames: after its ID3 tag and its Info frame."""
+    info = id3_size(data)
+    return data[info + parse_header(data, info).size_bytes :]
+
+
 # -- frames and the Info frame -----------------------------------------------------------------
 
 
@@ -117,20 +169,20 @@ def test_any_cut_of_the_input_encodes_to_the_same_frames(first_sample, lengths):
     encoder = TrackEncoder(first_sample)
     for lo, hi in itertools.pairwise(bounds):
         encoder.feed(samples[lo:hi])
-    assert bytes(encoder.finish().audio) == bytes(encode_track(samples, first_sample).audio)
+    assert frames_of(encoder.finish()) == frames_of(encode_whole(samples, first_sample))
 
 
 @pytest.mark.parametrize("first_sample", [0, 575, 577, 1151, 90_001])
 def test_a_track_encoded_in_pieces_is_the_track_encoded_whole(first_sample):
     rng = np.random.default_rng(first_sample)
     samples = (0.2 * rng.standard_normal(3 * SR + 17)).astype(np.float32)
-    whole = encode_track(samples, first_sample)
+    whole = encode_whole(samples, first_sample)
     encoder = TrackEncoder(first_sample)
     # Pieces shorter than the encoder's delay, then longer than its blocks.
     for lo, hi in itertools.pairwise([0, 100, 250, 600, 70_000, samples.size]):
         encoder.feed(samples[lo:hi])
     pieces = encoder.finish()
-    assert bytes(pieces.audio) == bytes(whole.audio)
+    assert frames_of(pieces) == frames_of(whole)
     assert (pieces.delay_samples, pieces.padding_samples, pieces.sample_count) == (
         whole.delay_samples,
         whole.padding_samples,
@@ -138,22 +190,23 @@ def test_a_track_encoded_in_pieces_is_the_track_encoded_whole(first_sample):
     )
 
 
-def test_music_crc_covers_the_audio_frames():
-    encoded = encode_track(np.zeros(SR, dtype=np.float32), first_sample=0)
-    data = track_mp3(encoded)
+def test_music_crc_covers_the_audio_frames(tmp_path):
+    data = one_track_mp3(tmp_path, np.zeros(SR, dtype=np.float32)).read_bytes()
+    data = data[id3_size(data) :]
     info_size = parse_header(data).size_bytes
     at = 4 + 17 + 120 + 32  # the music CRC, just before the tag's own CRC
     assert struct.unpack(">H", data[at : at + 2])[0] == crc16(data[info_size:])
 
 
 def test_info_frame_states_length_delay_and_padding(tmp_path):
-    encoded = encode_track(np.zeros(SR, dtype=np.float32), first_sample=0)
+    encoded = encode_whole(np.zeros(SR, dtype=np.float32), first_sample=0)
+    audio = frames_of(encoded)
     frame = info_frame(
-        encoded.header, audio_frames=encoded.frame_count, audio_bytes=len(encoded.audio),
+        encoded.header, audio_frames=encoded.frame_count, audio_bytes=len(audio),
         delay_samples=700, padding_samples=1000,
     )  # fmt: skip
     assert len(frame) == parse_header(frame).size_bytes
-    info = MP3(write(tmp_path / "a.mp3", frame + encoded.audio)).info
+    info = MP3(write(tmp_path / "a.mp3", frame + audio)).info
     assert info.length == pytest.approx((encoded.frame_count * 1152 - 1700) / SR, abs=1e-9)
     assert info.bitrate_mode == BitrateMode.CBR
     assert info.encoder_info.startswith("LAME")
@@ -174,8 +227,7 @@ def test_a_track_decodes_to_exactly_its_samples_wherever_it_starts(
     marks = [int(0.3 * SR), int(0.7 * SR)]
     for m in marks:
         samples[m : m + 2000] = burst(2000, 440)
-    encoded = encode_track(samples, first_sample, bitrate_kbps)
-    path = write(tmp_path / "t.mp3", track_mp3(encoded))
+    path = one_track_mp3(tmp_path, samples, first_sample, bitrate_kbps)
     decoded, rate = soundfile.read(path, dtype="float32")
     assert rate == SR
     assert decoded.shape == (n,)
@@ -190,7 +242,7 @@ def test_stereo_tracks_keep_their_channels_and_length(tmp_path):
     left = np.zeros(n, dtype=np.float32)
     left[20_000:22_000] = burst(2000, 440)
     samples = np.stack([left, np.zeros(n, dtype=np.float32)], axis=1)
-    path = write(tmp_path / "s.mp3", track_mp3(encode_track(samples, first_sample=1000)))
+    path = one_track_mp3(tmp_path, samples, first_sample=1000)
     decoded, _ = soundfile.read(path, dtype="float32")
     assert decoded.shape == (n, 2)
     assert lag_samples(decoded[:, 0], left[20_000:22_000], 20_000) == 0
@@ -200,26 +252,18 @@ def test_stereo_tracks_keep_their_channels_and_length(tmp_path):
 def test_the_full_session_is_the_tracks_frames_and_plays_them_back_to_back(tmp_path):
     bounds = [0, int(2.37 * SR) + 11, int(5.1 * SR) + 500, int(6.9 * SR) + 3, int(8.5 * SR) + 1]
     samples, marks = session_with_bursts(bounds)
-    tracks = [encode_track(samples[a:b], a) for a, b in itertools.pairwise(bounds)]
-    data, gapless = full_session_mp3(tracks)
-    path = write(tmp_path / "full.mp3", data)
+    tracks, path = write_session(tmp_path / "s", samples, bounds)
     decoded, _ = soundfile.read(path, dtype="float32")
     assert decoded.shape == samples.shape
-    assert gapless.sample_count == samples.shape[0]
     assert MP3(path).info.length == pytest.approx(samples.shape[0] / SR, abs=1e-9)
     for m in marks:
         assert lag_samples(decoded, samples[m : m + 2000], m) == 0
     # The tracks' own files, played one after another, give the same samples.
-    joined = np.concatenate(
-        [
-            soundfile.read(write(tmp_path / "t.mp3", track_mp3(t)), dtype="float32")[0]
-            for t in tracks
-        ]
-    )
+    joined = np.concatenate([soundfile.read(t, dtype="float32")[0] for t in tracks])
     assert np.max(np.abs(joined - decoded)) < 1e-4
     # No second encode: the full file holds each track's frames byte for byte.
-    first = tracks[0]
-    assert first.audio[: int(frame_offsets(first.audio)[3])] in data
+    first = audio_frames(tracks[0].read_bytes())
+    assert first[: int(frame_offsets(first)[3])] in path.read_bytes()
 
 
 def test_pcm16_rounds_and_clips():
@@ -233,8 +277,8 @@ def test_the_decoded_level_is_the_mastered_level(tmp_path, bitrate_kbps):
     # LAME scales its input by a factor that depends on the bit rate (0.95 to 1).
     t = np.arange(SR) / SR
     tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
-    encoded = encode_track(tone, first_sample=0, bitrate_kbps=bitrate_kbps)
-    decoded, _ = soundfile.read(write(tmp_path / "l.mp3", track_mp3(encoded)), dtype="float64")
+    path = one_track_mp3(tmp_path, tone, bitrate_kbps=bitrate_kbps)
+    decoded, _ = soundfile.read(path, dtype="float64")
     middle = slice(SR // 4, 3 * SR // 4)
     rms_ratio = np.sqrt(np.mean(decoded[middle] ** 2)) / np.sqrt(np.mean(tone[middle] ** 2))
     assert 20 * np.log10(rms_ratio) == pytest.approx(0.0, abs=0.05)
@@ -242,7 +286,7 @@ def test_the_decoded_level_is_the_mastered_level(tmp_path, bitrate_kbps):
 
 def test_bad_bitrate_is_refused_with_the_choices():
     with pytest.raises(ExportError, match="--bitrate must be one of 32, 40"):
-        encode_track(np.zeros(100, dtype=np.float32), 0, bitrate_kbps=100)
+        TrackEncoder(0, bitrate_kbps=100)
 
 
 # -- tags ----------------------------------------------------------------------------------------
@@ -263,7 +307,7 @@ def read_id3_frames(path: Path) -> list[tuple[str, bytes]]:
 
 def test_cover_art_does_not_change_the_length_players_read(tmp_path):
     n = 10 * SR
-    path = write(tmp_path / "t.mp3", track_mp3(encode_track(np.zeros(n, np.float32), 0)))
+    path = one_track_mp3(tmp_path, np.zeros(n, np.float32))
     tags = TrackTags("T", "A", "B", 1, 1, cover_png=b"\x89PNG" + bytes(60_000))
     tag_mp3(path, tags)
     assert soundfile.info(str(path)).frames == n
@@ -271,7 +315,7 @@ def test_cover_art_does_not_change_the_length_players_read(tmp_path):
 
 
 def test_chapters_are_stored_in_time_order(tmp_path):
-    path = write(tmp_path / "t.mp3", track_mp3(encode_track(np.zeros(SR, np.float32), 0)))
+    path = one_track_mp3(tmp_path, np.zeros(SR, np.float32))
     # Titles of falling length: mutagen alone stores the shortest frame first.
     titles = ["A very long first chapter title indeed", "Medium second", "3rd", "4"]
     chapters = tuple(Chapter(t, i * 0.2, (i + 1) * 0.2) for i, t in enumerate(titles))
@@ -351,6 +395,9 @@ sections:
 """
 
 
+TRACK_FILES = ["01 - Arrive.mp3", "02 - Breathe.mp3"]  # short_routine_file's
+
+
 def render(routine, tmp_path, fake_speech, **export):
     options = SessionOptions(export=ExportOptions(**export), jobs=2)
     return render_session(str(routine), tmp_path / "out", options, speech=fake_speech)
@@ -364,10 +411,9 @@ def test_every_tag_chapter_and_transcript_matches_the_timeline(
     folder = result.folder
     tracks = timeline.tracks
     full = folder / "Short Test Session (full).mp3"
-    assert [p.name for p in result.files] == [t.file for t in tracks] + [full.name]
+    assert [p.name for p in result.files] == [*TRACK_FILES, full.name]
     assert (folder / "cover.png").read_bytes() == ID3(full).getall("APIC")[0].data
-    for track in tracks:
-        path = folder / track.file
+    for track, path in zip(tracks, result.files, strict=False):
         id3 = ID3(path)
         assert path.read_bytes()[3] == 3  # ID3v2.3
         assert id3["TIT2"].text == [track.title]
@@ -436,7 +482,7 @@ def test_tracks_or_single_writes_only_those(short_routine_file, tmp_path, fake_s
     mp3s = sorted(p.name for p in result.folder.glob("*.mp3"))
     lines = result.playlist.read_text(encoding="utf-8").splitlines()
     if mode == "tracks":
-        assert mp3s == [t.file for t in result.timeline.tracks]
+        assert mp3s == TRACK_FILES
         assert len(lines) == 1 + 2 * len(mp3s)
     else:
         assert mp3s == ["Short Test Session (full).mp3"]
@@ -446,14 +492,6 @@ def test_tracks_or_single_writes_only_those(short_routine_file, tmp_path, fake_s
         assert MP3(result.folder / mp3s[0]).info.length == pytest.approx(
             result.timeline.total_s, abs=1e-4
         )
-
-
-def id3_size(data: bytes) -> int:
-    assert data[:3] == b"ID3"
-    size = 0
-    for byte in data[6:10]:
-        size = size << 7 | byte
-    return 10 + size
 
 
 def test_every_file_states_the_crc_of_its_own_frames(short_routine_file, tmp_path, fake_speech):
@@ -491,7 +529,7 @@ def test_a_failure_mid_render_leaves_the_previous_output(
     def failing(*args, **kwargs):
         raise ExportError("disk trouble")
 
-    monkeypatch.setattr("audioguide.export.session_info_frame", failing)
+    monkeypatch.setattr("audioguide.export.mp3.session_info_frame", failing)
     with pytest.raises(ExportError, match="disk trouble"):
         render(short_routine_file, tmp_path, fake_speech)
     assert {p.name: p.read_bytes() for p in first.folder.iterdir()} == before
@@ -546,7 +584,8 @@ def test_other_formats_hold_tags_and_true_lengths(
 def test_plan_and_render_agree_on_file_names(short_routine_file, tmp_path, fake_speech):
     timeline = plan_session(str(short_routine_file), speech=fake_speech)
     result = render(short_routine_file, tmp_path, fake_speech)
-    assert [p.name for p in result.files[:-1]] == [t.file for t in timeline.tracks]
+    names = session_files(timeline, "mp3").tracks
+    assert [p.name for p in result.files[:-1]] == list(names) == TRACK_FILES
 
 
 @pytest.mark.parametrize("audio_format", ["mp3", "ogg"])

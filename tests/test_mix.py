@@ -45,7 +45,7 @@ def sine(freq_hz: float, seconds: float, amplitude: float, phase: float = 0.0) -
 
 
 def track(events: tuple[Event, ...], duration_s: float, **fields) -> Track:
-    return Track(1, "T", "01 - T.mp3", 0.0, duration_s, events, **fields)
+    return Track(1, "T", 0.0, duration_s, events, **fields)
 
 
 # -- loudness ---------------------------------------------------------------------------------
@@ -231,8 +231,8 @@ def test_ambient_fills_pauses_fades_and_ducks(fake_speech, kind):
 
 
 def test_ambient_continues_across_tracks_from_absolute_time(fake_speech):
-    a = Track(1, "A", "a.mp3", 0.0, 5.0, (), ambient="brown")
-    b = Track(2, "B", "b.mp3", 5.0, 5.0, (), ambient="brown")
+    a = Track(1, "A", 0.0, 5.0, (), ambient="brown")
+    b = Track(2, "B", 5.0, 5.0, (), ambient="brown")
     settings = MixSettings(seed=3)
     xa, xb = mix_track(a, fake_speech, settings), mix_track(b, fake_speech, settings)
     loop = mix._bed_loop("brown", 3)

@@ -370,7 +370,8 @@ def test_a_routine_with_nothing_to_stretch_is_refused():
 
 
 def test_to_dict_keeps_the_documented_fields():
-    data = plan(ANNOUNCED, level="full", minutes=12).to_dict()
+    timeline = plan(ANNOUNCED, level="full", minutes=12)
+    data = timeline.to_dict([f"{t.index}.mp3" for t in timeline.tracks])
     assert {"schema", "name", "title", "artist", "breath", "total_s", "warnings", "tracks"} <= set(
         data
     )

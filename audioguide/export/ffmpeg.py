@@ -1,25 +1,32 @@
-"""Export stage, other formats: M4A (AAC), Ogg Vorbis, FLAC and WAV through ffmpeg.
+"""Export stage, the ffmpeg sink: mastered tracks in, M4A (AAC), Ogg Vorbis, FLAC or WAV out.
 
-MP3 needs nothing but the lameenc wheel (``export``); these need ffmpeg, found on the PATH as
-pydub finds it. Tracks are encoded through pydub; the full session is encoded by ffmpeg
-straight from a raw PCM file, so it never sits in memory, with its chapters given in an
-ffmetadata file. Tags and cover art are written afterwards through mutagen.
+MP3 needs nothing but the lameenc wheel (``mp3``); these need ffmpeg, found on the PATH. Each
+track's samples go, a span at a time, into raw PCM files in the staging folder (its own, and
+its place in the full session's), so no track or session sits in memory and no temporary file
+lands anywhere else; ffmpeg then encodes each file, the full session with its chapters given
+in an ffmetadata file. Tags and cover art are written afterwards (``tags``).
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
+import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ExportError
-from ..synth import SAMPLE_RATE
-from .tags import GENRE, Chapter, TrackTags, lyrics_text
+from ..synth import SAMPLE_RATE, seconds_to_samples
+from .mp3 import to_pcm16
+from .names import SessionFiles
+from .tags import Chapter, SessionTags, tag_file
+
+if TYPE_CHECKING:  # the timeline imports names from this package
+    from ..timeline import Timeline, Track
 
 AUDIO_FORMATS = ("mp3", "m4a", "ogg", "flac", "wav")
 DEFAULT_FORMAT = "mp3"
@@ -30,6 +37,9 @@ _FFMPEG: dict[str, tuple[str, str, bool]] = {
     "flac": ("flac", "flac", False),
     "wav": ("wav", "pcm_s16le", False),
 }
+_SESSION_PCM = ".session.pcm"  # the full session's PCM, until ffmpeg encodes it
+_SESSION_METADATA = ".session.ffmeta"
+_PCM_SUFFIX = ".pcm"  # a track's own PCM, until ffmpeg encodes it
 INSTALL_FFMPEG = (
     "install ffmpeg (Debian/Ubuntu: sudo apt install ffmpeg; macOS: brew install ffmpeg; "
     "Windows: winget install ffmpeg), or use --format mp3, which needs nothing else"
@@ -60,55 +70,105 @@ def _codec_args(audio_format: str, bitrate_kbps: int) -> list[str]:
     return args
 
 
-def encode_file(path: Path, pcm: np.ndarray, audio_format: str, bitrate_kbps: int) -> None:
-    """Encode int16 ``pcm`` (1-D mono or frames x channels) to ``path`` through pydub."""
-    from pydub import AudioSegment  # imported here: pydub warns at import when ffmpeg is absent
+class FfmpegSink:
+    """Writes a session's files in ``audio_format`` into ``folder`` (the staging folder): each
+    track's file if ``tracks``, the full-session file with chapters if ``full``.
 
-    channels = 1 if pcm.ndim == 1 else pcm.shape[1]
-    segment = AudioSegment(
-        data=np.ascontiguousarray(pcm).tobytes(),
-        sample_width=2,
-        frame_rate=SAMPLE_RATE,
-        channels=channels,
-    )
-    muxer, _, _ = _FFMPEG[audio_format]
-    try:
-        segment.export(
-            str(path), format=muxer, parameters=_codec_args(audio_format, bitrate_kbps)
-        ).close()
-    except Exception as exc:  # pydub raises its own CouldntEncodeError or OSError
-        raise ExportError(f"{path.name}: ffmpeg could not encode it ({exc})") from None
+    ``write_track`` may be called from several threads at once, one track each.
+    """
 
+    def __init__(
+        self,
+        folder: Path,
+        timeline: Timeline,
+        files: SessionFiles,
+        tags: SessionTags,
+        *,
+        audio_format: str,
+        bitrate_kbps: int,
+        tracks: bool,
+        full: bool,
+    ) -> None:
+        self.folder = folder
+        self.timeline = timeline
+        self.files = files
+        self.tags = tags
+        self.audio_format = audio_format
+        self.bitrate_kbps = bitrate_kbps
+        self.tracks = tracks
+        self.full = full
+        self._session_pcm = folder / _SESSION_PCM
+        self._channels: int | None = None  # of every track: the full session's PCM is one
 
-def encode_raw_file(
-    path: Path,
-    raw_pcm: Path,
-    channels: int,
-    audio_format: str,
-    bitrate_kbps: int,
-    chapters: Sequence[Chapter] = (),
-) -> None:
-    """Encode a raw int16 PCM file to ``path`` with ffmpeg, with chapters where the format
-    holds them (M4A, Ogg, FLAC)."""
-    ffmpeg = ffmpeg_path()
-    if ffmpeg is None:
-        raise ExportError(f"--format {audio_format} needs ffmpeg: {INSTALL_FFMPEG}")
-    metadata = raw_pcm.with_suffix(".ffmeta")
-    metadata.write_text(ffmetadata(chapters), encoding="utf-8")
-    muxer, _, _ = _FFMPEG[audio_format]
-    command = [
-        ffmpeg, "-nostdin", "-v", "error", "-y",
-        "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", str(channels), "-i", str(raw_pcm),
-        "-i", str(metadata), "-map", "0:a", "-map_metadata", "1", "-map_chapters", "1",
-        *_codec_args(audio_format, bitrate_kbps), "-f", muxer, str(path),
-    ]  # fmt: skip
-    try:
+    def write_track(self, track: Track, spans: Iterable[np.ndarray]) -> None:
+        """Encode one mastered track, given as consecutive spans of float32 samples (mono or
+        frames x channels)."""
+        track_pcm = self.folder / f".{track.index}{_PCM_SUFFIX}"
+        at_byte: int | None = None
+        with contextlib.ExitStack() as files:
+            own = files.enter_context(open(track_pcm, "wb")) if self.tracks else None
+            session = None
+            if self.full:
+                session = os.open(self._session_pcm, os.O_WRONLY | os.O_CREAT, 0o600)
+                files.callback(os.close, session)
+            for span in spans:
+                channels = 1 if span.ndim == 1 else span.shape[1]
+                if self._channels is None:
+                    self._channels = channels
+                elif channels != self._channels:
+                    raise ValueError("every track of a session has the same channels")
+                data = np.ascontiguousarray(to_pcm16(span)).tobytes()
+                if own is not None:
+                    own.write(data)
+                if session is not None:
+                    # Tracks arrive in any order; each goes to its place in one file.
+                    if at_byte is None:
+                        at_byte = seconds_to_samples(track.start_s) * 2 * channels
+                    os.pwrite(session, data, at_byte)
+                    at_byte += len(data)
+        if self.tracks:
+            path = self.folder / self.files.tracks[track.index - 1]
+            try:
+                self._encode(track_pcm, path)
+            finally:
+                track_pcm.unlink(missing_ok=True)
+            tag_file(path, self.audio_format, self.tags.track(track))
+
+    def finish(self) -> None:
+        """Encode the full-session file, if asked for."""
+        if not self.full:
+            return
+        path = self.folder / self.files.full
+        tags = self.tags.full()
+        metadata = self.folder / _SESSION_METADATA
+        metadata.write_text(ffmetadata(tags.chapters), encoding="utf-8")
+        try:
+            self._encode(self._session_pcm, path, metadata)
+        finally:
+            self._session_pcm.unlink(missing_ok=True)
+            metadata.unlink(missing_ok=True)
+        tag_file(path, self.audio_format, tags)
+
+    def _encode(self, raw_pcm: Path, path: Path, metadata: Path | None = None) -> None:
+        """Encode a raw int16 PCM file to ``path``, with the chapters in ``metadata`` (an
+        ffmetadata file) where the format holds them (M4A, Ogg, FLAC)."""
+        ffmpeg = ffmpeg_path()
+        if ffmpeg is None:
+            raise ExportError(f"--format {self.audio_format} needs ffmpeg: {INSTALL_FFMPEG}")
+        muxer, _, _ = _FFMPEG[self.audio_format]
+        command = [
+            ffmpeg, "-nostdin", "-v", "error", "-y",
+            "-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", str(self._channels or 1),
+            "-i", str(raw_pcm),
+        ]  # fmt: skip
+        if metadata is not None:
+            command += ["-i", str(metadata), "-map", "0:a", "-map_metadata", "1"]
+            command += ["-map_chapters", "1"]
+        command += [*_codec_args(self.audio_format, self.bitrate_kbps), "-f", muxer, str(path)]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
-    finally:
-        metadata.unlink(missing_ok=True)
-    if result.returncode != 0:
-        detail = result.stderr.strip().splitlines()[-1:] or ["no message"]
-        raise ExportError(f"{path.name}: ffmpeg could not encode it ({detail[0]})")
+        if result.returncode != 0:
+            detail = result.stderr.strip().splitlines()[-1:] or ["no message"]
+            raise ExportError(f"{path.name}: ffmpeg could not encode it ({detail[0]})")
 
 
 def ffmetadata(chapters: Sequence[Chapter]) -> str:
@@ -129,92 +189,3 @@ def ffmetadata(chapters: Sequence[Chapter]) -> str:
             f"title={escape(chapter.title)}",
         ]
     return "\n".join(lines) + "\n"
-
-
-def tag_file(path: Path, audio_format: str, tags: TrackTags) -> None:
-    """Write ``tags`` the way each container holds them (MP4 atoms, Vorbis comments, ID3)."""
-    if audio_format == "m4a":
-        _tag_mp4(path, tags)
-    elif audio_format in ("ogg", "flac"):
-        _tag_vorbis(path, audio_format, tags)
-    elif audio_format == "wav":
-        from mutagen.wave import WAVE
-
-        from .tags import id3_tags
-
-        wave = WAVE(str(path))
-        wave.add_tags()
-        frames: Any = wave.tags  # mutagen's stubs call it None until tags are added
-        for frame in id3_tags(tags).values():
-            frames.add(frame)
-        wave.save(v2_version=3)
-    else:
-        raise ValueError(audio_format)
-
-
-def _tag_mp4(path: Path, tags: TrackTags) -> None:
-    from mutagen.mp4 import MP4, MP4Cover
-
-    mp4 = MP4(str(path))
-    mp4["\xa9nam"] = [tags.title]
-    mp4["\xa9ART"] = [tags.artist]
-    mp4["\xa9alb"] = [tags.album]
-    mp4["trkn"] = [(tags.track, tags.total)]
-    mp4["\xa9gen"] = [GENRE]
-    if tags.year is not None:
-        mp4["\xa9day"] = [str(tags.year)]
-    if tags.comment:
-        mp4["\xa9cmt"] = [tags.comment]
-    if tags.cues:
-        mp4["\xa9lyr"] = [lyrics_text(tags.cues)]
-    if tags.cover_png is not None:
-        mp4["covr"] = [MP4Cover(tags.cover_png, imageformat=MP4Cover.FORMAT_PNG)]
-    mp4.save()
-
-
-def _tag_vorbis(path: Path, audio_format: str, tags: TrackTags) -> None:
-    from mutagen.flac import FLAC, Picture
-    from mutagen.oggvorbis import OggVorbis
-
-    audio = FLAC(str(path)) if audio_format == "flac" else OggVorbis(str(path))
-    comments = {
-        "TITLE": tags.title,
-        "ARTIST": tags.artist,
-        "ALBUM": tags.album,
-        "TRACKNUMBER": str(tags.track),
-        "TRACKTOTAL": str(tags.total),
-        "GENRE": GENRE,
-    }
-    if tags.year is not None:
-        comments["DATE"] = str(tags.year)
-    if tags.comment:
-        comments["COMMENT"] = tags.comment
-    if tags.cues:
-        comments["LYRICS"] = lyrics_text(tags.cues)
-    # Chapters as the Vorbis comment convention players and ffmpeg read (ffmpeg reads it but
-    # does not write it): CHAPTER001=00:00:00.000, CHAPTER001NAME=title.
-    for number, chapter in enumerate(tags.chapters, start=1):
-        comments[f"CHAPTER{number:03d}"] = _clock(chapter.start_s)
-        comments[f"CHAPTER{number:03d}NAME"] = chapter.title
-    for key, value in comments.items():
-        audio[key] = value
-    if tags.cover_png is not None:
-        picture = Picture()
-        picture.type = 3
-        picture.mime = "image/png"
-        picture.desc = "Cover"
-        picture.data = tags.cover_png
-        if isinstance(audio, FLAC):
-            audio.clear_pictures()
-            audio.add_picture(picture)
-        else:
-            audio["METADATA_BLOCK_PICTURE"] = base64.b64encode(picture.write()).decode("ascii")
-    audio.save()
-
-
-def _clock(seconds: float) -> str:
-    """``HH:MM:SS.mmm``."""
-    milliseconds = round(seconds * 1000)
-    hours, rest = divmod(milliseconds, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"

@@ -1,36 +1,25 @@
-"""Export stage: mastered track samples in, files a phone plays out.
+"""Export stage, the MP3 sink: mastered tracks in, MP3 files a phone plays out.
 
 MP3 through the LAME encoder in the lameenc wheel (no ffmpeg), at a constant bit rate. Each
 track's frames sit on one grid of 1,152-sample frames counted from the session start, so the
 full-session file is the tracks' frames joined (no second encode), and each file starts with a
-Xing/Info frame whose LAME tag gives the exact length and the gapless trim. Other formats go
-through pydub and ffmpeg (``formats``). Tags are in ``tags``, transcripts in ``transcript``.
-The whole folder is written into a temporary folder beside the target and renamed into place
-at the end, so a failure or Ctrl-C leaves the previous output as it was.
+Xing/Info frame (``mp3frames``) whose LAME tag gives the exact length and the gapless trim.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import tempfile
-import zipfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lameenc
 import numpy as np
 
 from ..errors import ExportError
-from ..ownership import (
-    ZIP_COMMENT,
-    check_replaceable,
-    check_zip_replaceable,
-    write_manifest,
-)
-from ..synth import SAMPLE_RATE
+from ..synth import SAMPLE_RATE, seconds_to_samples
 from .mp3frames import (
     SAMPLES_PER_FRAME,
     FrameHeader,
@@ -40,7 +29,11 @@ from .mp3frames import (
     info_frame,
     parse_header,
 )
-from .tags import Gapless
+from .names import SessionFiles
+from .tags import Gapless, SessionTags, tag_mp3
+
+if TYPE_CHECKING:  # the timeline imports names from this package
+    from ..timeline import Timeline, Track
 
 DEFAULT_BITRATE_KBPS = 96
 MP3_BITRATES_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
@@ -59,10 +52,7 @@ LAME_INPUT_SCALE_BY_KBPS = {
 # LAME starts its output this many samples late (its "encoder delay"); a decoder adds 529 more,
 # which gapless decoders trim by themselves (the LAME tag's delay counts beyond them).
 LAME_ENCODER_DELAY_SAMPLES = 576
-# Which files a render writes: one per section, one for the whole session, or both.
-OUTPUT_MODES = ("both", "tracks", "single")
-DEFAULT_OUTPUT_MODE = "both"
-FULL_SESSION_SUFFIX = " (full)"
+_PIECE_SUFFIX = ".frames"  # a track's frames for the full-session file, until it is joined
 
 
 def to_pcm16(samples: np.ndarray, gain: float = 1.0) -> np.ndarray:
@@ -208,28 +198,10 @@ class TrackEncoder:
         )
 
 
-def encode_track(
-    samples: np.ndarray,
-    first_sample: int,
-    bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
-    sample_rate: int = SAMPLE_RATE,
-) -> EncodedTrack:
-    """Encode one whole track (see TrackEncoder)."""
-    encoder = TrackEncoder(first_sample, bitrate_kbps, sample_rate)
-    encoder.feed(samples)
-    return encoder.finish()
-
-
 def grid_start(first_sample: int) -> int:
     """The session's frame-grid point at or before ``first_sample``: where a track's frames
     begin."""
     return first_sample - first_sample % SAMPLES_PER_FRAME
-
-
-def track_mp3(track: EncodedTrack, music_crc: int | None = None) -> bytes:
-    """The track's own file: Info frame, then every frame. ``music_crc``: the CRC of its
-    frames, when already known (``SessionPiece.track_crc``)."""
-    return track_info_frame(track, music_crc) + track.audio
 
 
 def track_info_frame(track: EncodedTrack, music_crc: int | None = None) -> bytes:
@@ -309,125 +281,78 @@ def session_info_frame(pieces: Sequence[SessionPiece]) -> tuple[bytes, Gapless]:
     return info, gapless
 
 
-def full_session_mp3(tracks: Sequence[EncodedTrack]) -> tuple[bytes, Gapless]:
-    """The whole session as one MP3 made of the tracks' frames (in order), no second encode.
-    Returns the file and its gapless trim."""
-    if not tracks:
-        raise ValueError("a session has at least one track")
-    following = [*(t.grid_start for t in tracks[1:]), None]
-    pieces = [session_piece(t, g) for t, g in zip(tracks, following, strict=True)]
-    info, gapless = session_info_frame(pieces)
-    audio = b"".join(memoryview(t.audio)[: p.size] for t, p in zip(tracks, pieces, strict=True))
-    return info + audio, gapless
+class Mp3Sink:
+    """Writes a session's MP3 files into ``folder`` (the staging folder): each track's file if
+    ``tracks``, the full-session file with chapters if ``full``, made of the tracks' frames.
 
-
-@dataclass(frozen=True)
-class PlaylistEntry:
-    file: str
-    title: str
-    duration_s: float
-
-
-def playlist_text(entries: Sequence[PlaylistEntry], artist: str) -> str:
-    """An extended M3U playlist: ``#EXTM3U`` first, plain relative names, LF line ends."""
-    lines = ["#EXTM3U"]
-    for entry in entries:
-        title = " ".join(f"{artist} - {entry.title}".split())  # one line, whatever the title
-        lines.append(f"#EXTINF:{round(entry.duration_s)},{title}")
-        lines.append(entry.file)
-    return "\n".join(lines) + "\n"
-
-
-def write_playlist(path: Path, entries: Sequence[PlaylistEntry], artist: str) -> None:
-    """Write UTF-8 without a BOM, as phone players expect."""
-    path.write_text(playlist_text(entries, artist), encoding="utf-8", newline="\n")
-
-
-def write_zip(folder: Path, zip_path: Path, *, force: bool = False) -> None:
-    """Pack ``folder``'s files into ``zip_path`` under a folder of the same name.
-
-    Audio is already compressed, so it is stored as is; names are stored as UTF-8. Written
-    beside and renamed into place, so an old archive stays whole until the new one is. An
-    existing file is replaced only if a render wrote it (its comment says so), or ``force``.
+    ``write_track`` may be called from several threads at once, one track each, in any order.
     """
-    check_zip_replaceable(zip_path, force=force)
-    fd, temporary = tempfile.mkstemp(prefix=f".{zip_path.name}.", dir=zip_path.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
-            archive.comment = ZIP_COMMENT
-            for path in sorted(folder.iterdir()):
-                if path.is_file() and not path.name.startswith("."):
-                    archive.write(path, f"{folder.name}/{path.name}")
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, zip_path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
+    def __init__(
+        self,
+        folder: Path,
+        timeline: Timeline,
+        files: SessionFiles,
+        tags: SessionTags,
+        *,
+        bitrate_kbps: int,
+        tracks: bool,
+        full: bool,
+    ) -> None:
+        check_bitrate(bitrate_kbps)
+        self.folder = folder
+        self.timeline = timeline
+        self.files = files
+        self.tags = tags
+        self.bitrate_kbps = bitrate_kbps
+        self.tracks = tracks
+        self.full = full
+        self._pieces: dict[int, SessionPiece] = {}
+        self._lock = threading.Lock()
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    def write_track(self, track: Track, spans: Iterable[np.ndarray]) -> None:
+        """Encode one mastered track, given as consecutive spans of float32 samples (mono or
+        frames x channels): only a span is held as samples."""
+        encoder = TrackEncoder(seconds_to_samples(track.start_s), self.bitrate_kbps)
+        for span in spans:
+            encoder.feed(span)
+        encoded = encoder.finish()
+        piece = session_piece(encoded, self._next_grid_start(track))
+        if self.full:
+            # Kept on disk, not in memory, until finish() joins the pieces.
+            frames = memoryview(encoded.audio)[: piece.size]
+            (self.folder / self._piece_name(track)).write_bytes(frames)
+            with self._lock:
+                self._pieces[track.index] = piece
+        if self.tracks:
+            path = self.folder / self.files.tracks[track.index - 1]
+            with open(path, "wb") as out:
+                out.write(track_info_frame(encoded, piece.track_crc))
+                out.write(encoded.audio)
+            tag_mp3(path, self.tags.track(track, gapless=encoded.gapless))
 
+    def _next_grid_start(self, track: Track) -> int | None:
+        tracks = self.timeline.tracks
+        if track.index >= len(tracks):
+            return None
+        return grid_start(seconds_to_samples(tracks[track.index].start_s))
 
-# ---------------------------------------------------------------------------------------------
-# Atomic output folder
+    @staticmethod
+    def _piece_name(track: Track) -> str:
+        return f".{track.index}{_PIECE_SUFFIX}"
 
-
-@contextlib.contextmanager
-def staged_folder(
-    target: Path, *, force: bool = False, keep: Sequence[Path] = ()
-) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``target``; on success it replaces ``target``.
-
-    ``target`` may be replaced only if a render wrote it and nothing was added or changed
-    since (``ownership``), or with ``force``; never if it holds one of the files in ``keep``
-    (what the render reads). That is checked before anything is made and again just before
-    the swap. The finished folder gets a manifest of its files. On any error (or Ctrl-C) the
-    temporary folder is removed and ``target`` is untouched.
-    """
-    check_replaceable(target, force=force, keep=keep)
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp's private 0700 would outlive the rename
-    except OSError as exc:
-        raise ExportError(
-            f"{parent}: cannot write the output here ({exc.strerror}); choose another folder "
-            "with -o DIR"
-        ) from None
-    try:
-        yield staging
-        write_manifest(staging)
-        check_replaceable(target, force=force, keep=keep)  # it may have changed meanwhile
-        _replace_folder(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _replace_folder(staging: Path, target: Path) -> None:
-    old = None
-    if os.path.lexists(target):
-        if not target.is_dir():
-            raise ExportError(f"{target}: exists and is not a folder; move it or choose -o DIR")
-        old = target.with_name(f".{target.name}.{os.getpid()}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        # Also on Ctrl-C between the two renames: put the previous output back in place.
-        if old is not None and not target.exists():
-            os.replace(old, target)
-        raise
-    if old is not None:
-        if old.is_symlink():
-            old.unlink()  # a link replaced with --force: what it pointed to is left alone
-        else:
-            shutil.rmtree(old, ignore_errors=True)
+    def finish(self) -> None:
+        """Join the tracks' frames into the full-session file, if asked for."""
+        if not self.full:
+            return
+        tracks = self.timeline.tracks
+        path = self.folder / self.files.full
+        info, gapless = session_info_frame([self._pieces[t.index] for t in tracks])
+        with open(path, "wb") as out:
+            out.write(info)
+            for track in tracks:
+                piece_path = self.folder / self._piece_name(track)
+                with open(piece_path, "rb") as piece:
+                    shutil.copyfileobj(piece, out, 1 << 20)
+                piece_path.unlink()
+        tag_mp3(path, self.tags.full(gapless))

@@ -1,6 +1,8 @@
-"""File names that Android, iOS and FAT32 cards all accept, made from free-form titles.
+"""Export stage, names: a timeline in, the file names of its session folder out.
 
-Used by the timeline (track files) and the export stage (playlist, full-session file): no path
+Every name is made here, once: the tracks, the full-session file, the playlist and the cover
+(``session_files``), and ``plan --json`` asks for the same ones. Names that Android, iOS and
+FAT32 cards all accept, made from free-form titles: no path
 separators or characters FAT32 refuses, no trailing dots or spaces, short enough for every
 file system (FAT32 counts 255 UTF-16 units, ext4 and APFS 255 UTF-8 bytes), and unique within
 a folder even where case does not count.
@@ -10,7 +12,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from ..timeline import Timeline
+
+FULL_SESSION_SUFFIX = " (full)"
 MAX_NAME_CHARS = 120
 MAX_NAME_BYTES = 200  # UTF-8; leaves room for " (full)", " (2)" and an extension under 255
 # Control characters (C0, C1, line separators) and what FAT32, Windows or a path refuse.
@@ -65,3 +73,27 @@ def slugify(title: str) -> str:
 def track_filename(index: int, title: str, ext: str = "mp3") -> str:
     """``01 - Welcome.mp3``: numbered so every player sorts the tracks in order."""
     return f"{index:02d} - {safe_name(title, fallback=f'Track {index}')}.{ext}"
+
+
+@dataclass(frozen=True)
+class SessionFiles:
+    """Names (in the session folder) of what a render writes."""
+
+    tracks: tuple[str, ...]
+    full: str
+    playlist: str
+    cover: str
+
+
+def session_files(timeline: Timeline, audio_format: str) -> SessionFiles:
+    """Safe names, unique within the folder, for a session written in ``audio_format``."""
+    taken: set[str] = set()
+    tracks = tuple(
+        unique_name(track_filename(t.index, t.title, audio_format), taken) for t in timeline.tracks
+    )
+    title = safe_name(timeline.title, fallback="Session")
+    full = unique_name(f"{title}{FULL_SESSION_SUFFIX}.{audio_format}", taken)
+    playlist = unique_name(f"{title}.m3u8", taken)
+    # Folder art: players that ignore embedded covers (and file browsers) look for this name.
+    cover = unique_name("cover.png", taken)
+    return SessionFiles(tracks, full, playlist, cover)

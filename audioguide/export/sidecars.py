@@ -1,29 +1,18 @@
-"""Transcripts for the export stage: a track's spoken cues in, an ``.lrc`` file out.
+"""Export stage, sidecars: the files beside the audio, a session's tracks and cues in.
 
-Players that show lyrics (and people who read along) see the instruction being spoken. The
-times are the cue starts from the timeline, counted from the start of the file they sit beside.
+The playlist (UTF-8 ``.m3u8``, as phone players read it) and the transcripts beside each audio
+file: ``.lrc`` for players that show lyrics (and people who read along), and any other
+transcript format, each written from the same cues by ``write_transcripts``. The times are the
+cue starts from the timeline, counted from the start of the file they sit beside.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .tags import Cue
-
-if TYPE_CHECKING:  # the timeline imports names from this package
-    from ..timeline import Track
-
-
-def track_cues(track: Track, origin_s: float | None = None) -> tuple[Cue, ...]:
-    """The spoken cues of ``track``, timed from ``origin_s`` (default: the track's start)."""
-    origin_s = track.start_s if origin_s is None else origin_s
-    return tuple(
-        Cue(max(0.0, event.start_s - origin_s), " ".join(event.text.split()))
-        for event in track.events
-        if event.kind == "say" and event.text
-    )
 
 
 def lrc_timestamp(seconds: float) -> str:
@@ -54,3 +43,43 @@ def lrc_text(cues: Sequence[Cue], *, title: str, artist: str, album: str, length
 def write_lrc(path: Path, text: str) -> None:
     """UTF-8 without a BOM, LF line ends."""
     path.write_text(text, encoding="utf-8", newline="\n")
+
+
+def write_transcripts(
+    audio_path: Path,
+    cues: Sequence[Cue],
+    *,
+    title: str,
+    artist: str,
+    album: str,
+    length_s: float,
+) -> None:
+    """Every transcript of the audio file at ``audio_path``, beside it: the same name with
+    each transcript format's extension."""
+    from ..subtitles import write_subtitles  # here: that module imports this package
+
+    text = lrc_text(cues, title=title, artist=artist, album=album, length_s=length_s)
+    write_lrc(audio_path.with_suffix(".lrc"), text)
+    write_subtitles(audio_path, cues, length_s=length_s)
+
+
+@dataclass(frozen=True)
+class PlaylistEntry:
+    file: str
+    title: str
+    duration_s: float
+
+
+def playlist_text(entries: Sequence[PlaylistEntry], artist: str) -> str:
+    """An extended M3U playlist: ``#EXTM3U`` first, plain relative names, LF line ends."""
+    lines = ["#EXTM3U"]
+    for entry in entries:
+        title = " ".join(f"{artist} - {entry.title}".split())  # one line, whatever the title
+        lines.append(f"#EXTINF:{round(entry.duration_s)},{title}")
+        lines.append(entry.file)
+    return "\n".join(lines) + "\n"
+
+
+def write_playlist(path: Path, entries: Sequence[PlaylistEntry], artist: str) -> None:
+    """Write UTF-8 without a BOM, as phone players expect."""
+    path.write_text(playlist_text(entries, artist), encoding="utf-8", newline="\n")

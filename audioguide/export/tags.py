@@ -1,18 +1,24 @@
-"""Tags for the export stage: what a player shows, written into finished MP3 files.
+"""Export stage, tags: a timeline in, what a player shows out, written into finished files.
 
-ID3v2.3 through mutagen (the version every phone reads): title, artist, album, track n/N,
-genre, year, a comment with the breath tempo, cover art, the spoken cues as lyrics (USLT, and
-SYLT with their times), the gapless trim as ``iTunSMPB`` and, for the full session, chapters
-(CTOC + CHAP) at the section starts.
+``SessionTags`` says what each file of a session is (title, artist, album, track n/N, year,
+comment, cover, the spoken cues, chapters for the full session). MP3 gets ID3v2.3 through
+mutagen (the version every phone reads): the cues as lyrics (USLT, and SYLT with their
+times), the gapless trim as ``iTunSMPB`` and, for the full session, chapters (CTOC + CHAP) at
+the section starts. Other containers get their own (MP4 atoms, Vorbis comments, ID3 in WAV).
+mutagen is imported only here, and its errors become ours here.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from mutagen import MutagenError
 from mutagen.id3 import (
     APIC,
     CHAP,
@@ -33,7 +39,12 @@ from mutagen.id3 import (
     Encoding,
 )
 
+from ..errors import ExportError
 from ..phrases import ENGLISH
+from .names import FULL_SESSION_SUFFIX
+
+if TYPE_CHECKING:  # the timeline imports names from this package
+    from ..timeline import Timeline, Track
 
 GENRE = "Meditation"
 LANGUAGE = ENGLISH.tag_language  # the cues audioguide adds are in English (phrases.py)
@@ -81,6 +92,77 @@ class TrackTags:
     cues: tuple[Cue, ...] = ()
     gapless: Gapless | None = None
     chapters: tuple[Chapter, ...] = ()
+
+
+def track_cues(track: Track, origin_s: float | None = None) -> tuple[Cue, ...]:
+    """The spoken cues of ``track``, timed from ``origin_s`` (default: the track's start)."""
+    origin_s = track.start_s if origin_s is None else origin_s
+    return tuple(
+        Cue(max(0.0, event.start_s - origin_s), " ".join(event.text.split()))
+        for event in track.events
+        if event.kind == "say" and event.text
+    )
+
+
+@dataclass(frozen=True)
+class SessionTags:
+    """What every file of one session says about it; ``track`` and ``full`` give each file's."""
+
+    timeline: Timeline
+    year: int
+    cover_png: bytes
+
+    @property
+    def comment(self) -> str:
+        return f"Rendered at {self.timeline.breath}"
+
+    def track(self, track: Track, gapless: Gapless | None = None) -> TrackTags:
+        return TrackTags(
+            title=track.title,
+            artist=self.timeline.artist,
+            album=self.timeline.title,
+            track=track.index,
+            total=len(self.timeline.tracks),
+            year=self.year,
+            comment=self.comment,
+            cover_png=self.cover_png,
+            cues=track_cues(track),
+            gapless=gapless,
+        )
+
+    def full(self, gapless: Gapless | None = None) -> TrackTags:
+        """The full-session file's: one chapter per track, cues timed from its start."""
+        timeline = self.timeline
+        origin_s = timeline.tracks[0].start_s
+        return TrackTags(
+            title=timeline.title,
+            artist=timeline.artist,
+            # An album of its own: in a music app it would otherwise sit among the tracks as a
+            # second "track 1".
+            album=f"{timeline.title}{FULL_SESSION_SUFFIX}",
+            track=1,
+            total=1,
+            year=self.year,
+            comment=self.comment,
+            cover_png=self.cover_png,
+            cues=tuple(cue for t in timeline.tracks for cue in track_cues(t, origin_s)),
+            gapless=gapless,
+            chapters=tuple(
+                Chapter(t.title, t.start_s - origin_s, t.end_s - origin_s) for t in timeline.tracks
+            ),
+        )
+
+
+@contextlib.contextmanager
+def _mutagen_errors(path: Path) -> Iterator[None]:
+    """mutagen's errors as ours. A failed write (a full disk) stays the OSError it wraps, so
+    the caller reports it as it reports every other failed write."""
+    try:
+        yield
+    except MutagenError as exc:
+        if isinstance(exc.__context__, OSError):
+            raise exc.__context__ from None
+        raise ExportError(f"{path.name}: cannot write its tags ({exc})") from None
 
 
 def itunsmpb(gapless: Gapless) -> str:
@@ -153,7 +235,8 @@ def lyrics_text(cues: Sequence[Cue]) -> str:
 
 def tag_mp3(path: Path, tags: TrackTags) -> None:
     """Write ``tags`` into the MP3 at ``path`` as ID3v2.3, chapters in time order."""
-    id3_tags(tags).save(str(path), v2_version=3)
+    with _mutagen_errors(path):
+        id3_tags(tags).save(str(path), v2_version=3)
     if tags.chapters:
         _order_chapters(path)
 
@@ -195,3 +278,95 @@ def _chapter_start_ms(frame: bytes) -> int:
 
 def _syncsafe(data: bytes) -> int:
     return (data[0] << 21) | (data[1] << 14) | (data[2] << 7) | data[3]
+
+
+def tag_file(path: Path, audio_format: str, tags: TrackTags) -> None:
+    """Write ``tags`` the way each container holds them (MP4 atoms, Vorbis comments, ID3)."""
+    with _mutagen_errors(path):
+        if audio_format == "m4a":
+            _tag_mp4(path, tags)
+        elif audio_format in ("ogg", "flac"):
+            _tag_vorbis(path, audio_format, tags)
+        elif audio_format == "wav":
+            _tag_wave(path, tags)
+        else:
+            raise ValueError(audio_format)
+
+
+def _tag_wave(path: Path, tags: TrackTags) -> None:
+    from mutagen.wave import WAVE
+
+    wave = WAVE(str(path))
+    wave.add_tags()
+    frames: Any = wave.tags  # mutagen's stubs call it None until tags are added
+    for frame in id3_tags(tags).values():
+        frames.add(frame)
+    wave.save(v2_version=3)
+
+
+def _tag_mp4(path: Path, tags: TrackTags) -> None:
+    from mutagen.mp4 import MP4, MP4Cover
+
+    mp4 = MP4(str(path))
+    mp4["\xa9nam"] = [tags.title]
+    mp4["\xa9ART"] = [tags.artist]
+    mp4["\xa9alb"] = [tags.album]
+    mp4["trkn"] = [(tags.track, tags.total)]
+    mp4["\xa9gen"] = [GENRE]
+    if tags.year is not None:
+        mp4["\xa9day"] = [str(tags.year)]
+    if tags.comment:
+        mp4["\xa9cmt"] = [tags.comment]
+    if tags.cues:
+        mp4["\xa9lyr"] = [lyrics_text(tags.cues)]
+    if tags.cover_png is not None:
+        mp4["covr"] = [MP4Cover(tags.cover_png, imageformat=MP4Cover.FORMAT_PNG)]
+    mp4.save()
+
+
+def _tag_vorbis(path: Path, audio_format: str, tags: TrackTags) -> None:
+    from mutagen.flac import FLAC, Picture
+    from mutagen.oggvorbis import OggVorbis
+
+    audio = FLAC(str(path)) if audio_format == "flac" else OggVorbis(str(path))
+    comments = {
+        "TITLE": tags.title,
+        "ARTIST": tags.artist,
+        "ALBUM": tags.album,
+        "TRACKNUMBER": str(tags.track),
+        "TRACKTOTAL": str(tags.total),
+        "GENRE": GENRE,
+    }
+    if tags.year is not None:
+        comments["DATE"] = str(tags.year)
+    if tags.comment:
+        comments["COMMENT"] = tags.comment
+    if tags.cues:
+        comments["LYRICS"] = lyrics_text(tags.cues)
+    # Chapters as the Vorbis comment convention players and ffmpeg read (ffmpeg reads it but
+    # does not write it): CHAPTER001=00:00:00.000, CHAPTER001NAME=title.
+    for number, chapter in enumerate(tags.chapters, start=1):
+        comments[f"CHAPTER{number:03d}"] = _clock(chapter.start_s)
+        comments[f"CHAPTER{number:03d}NAME"] = chapter.title
+    for key, value in comments.items():
+        audio[key] = value
+    if tags.cover_png is not None:
+        picture = Picture()
+        picture.type = 3
+        picture.mime = "image/png"
+        picture.desc = "Cover"
+        picture.data = tags.cover_png
+        if isinstance(audio, FLAC):
+            audio.clear_pictures()
+            audio.add_picture(picture)
+        else:
+            audio["METADATA_BLOCK_PICTURE"] = base64.b64encode(picture.write()).decode("ascii")
+    audio.save()
+
+
+def _clock(seconds: float) -> str:
+    """``HH:MM:SS.mmm``."""
+    milliseconds = round(seconds * 1000)
+    hours, rest = divmod(milliseconds, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d}.{rest % 1000:03d}"
