@@ -10,6 +10,7 @@ import json
 import shutil
 import struct
 import subprocess
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -79,9 +80,9 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
-def encode_whole(samples: np.ndarray, first_sample: int, bitrate_kbps: int = 96) -> EncodedTrack:
+def encode_whole(samples: np.ndarray, first_sample: int, folder: Path) -> EncodedTrack:
     """Reference: a track fed to the encoder in one piece."""
-    encoder = TrackEncoder(first_sample, bitrate_kbps)
+    encoder = TrackEncoder(first_sample, folder / "whole.frames")
     encoder.feed(samples)
     return encoder.finish()
 
@@ -121,7 +122,7 @@ def one_track_mp3(
 
 
 def frames_of(encoded: EncodedTrack) -> bytes:
-    return bytes(encoded.audio)
+    return encoded.path.read_bytes()
 
 
 def id3_size(data: bytes) -> int:
@@ -166,18 +167,20 @@ def test_crcs_of_two_parts_combine_into_the_crc_of_both(a, b):
 def test_any_cut_of_the_input_encodes_to_the_same_frames(first_sample, lengths):
     samples = (0.2 * np.random.default_rng(3).standard_normal(SR)).astype(np.float32)
     bounds = [0, *np.minimum(np.cumsum(lengths), samples.size).tolist(), samples.size]
-    encoder = TrackEncoder(first_sample)
-    for lo, hi in itertools.pairwise(bounds):
-        encoder.feed(samples[lo:hi])
-    assert frames_of(encoder.finish()) == frames_of(encode_whole(samples, first_sample))
+    with tempfile.TemporaryDirectory() as folder:
+        encoder = TrackEncoder(first_sample, Path(folder) / "cut.frames")
+        for lo, hi in itertools.pairwise(bounds):
+            encoder.feed(samples[lo:hi])
+        whole = encode_whole(samples, first_sample, Path(folder))
+        assert frames_of(encoder.finish()) == frames_of(whole)
 
 
 @pytest.mark.parametrize("first_sample", [0, 575, 577, 1151, 90_001])
-def test_a_track_encoded_in_pieces_is_the_track_encoded_whole(first_sample):
+def test_a_track_encoded_in_pieces_is_the_track_encoded_whole(tmp_path, first_sample):
     rng = np.random.default_rng(first_sample)
     samples = (0.2 * rng.standard_normal(3 * SR + 17)).astype(np.float32)
-    whole = encode_whole(samples, first_sample)
-    encoder = TrackEncoder(first_sample)
+    whole = encode_whole(samples, first_sample, tmp_path)
+    encoder = TrackEncoder(first_sample, tmp_path / "pieces.frames")
     # Pieces shorter than the encoder's delay, then longer than its blocks.
     for lo, hi in itertools.pairwise([0, 100, 250, 600, 70_000, samples.size]):
         encoder.feed(samples[lo:hi])
@@ -199,7 +202,7 @@ def test_music_crc_covers_the_audio_frames(tmp_path):
 
 
 def test_info_frame_states_length_delay_and_padding(tmp_path):
-    encoded = encode_whole(np.zeros(SR, dtype=np.float32), first_sample=0)
+    encoded = encode_whole(np.zeros(SR, dtype=np.float32), 0, tmp_path)
     audio = frames_of(encoded)
     frame = info_frame(
         encoded.header, audio_frames=encoded.frame_count, audio_bytes=len(audio),
@@ -284,9 +287,22 @@ def test_the_decoded_level_is_the_mastered_level(tmp_path, bitrate_kbps):
     assert 20 * np.log10(rms_ratio) == pytest.approx(0.0, abs=0.05)
 
 
-def test_bad_bitrate_is_refused_with_the_choices():
+def test_bad_bitrate_is_refused_with_the_choices(tmp_path):
     with pytest.raises(ExportError, match="--bitrate must be one of 32, 40"):
-        TrackEncoder(0, bitrate_kbps=100)
+        TrackEncoder(0, tmp_path / "t.frames", bitrate_kbps=100)
+
+
+def test_frames_go_to_disk_as_they_are_made_not_into_memory(tmp_path):
+    # A track's frames (0.72 MB a minute at 96 kbps) would otherwise grow with its length.
+    path = tmp_path / "t.frames"
+    encoder = TrackEncoder(0, path)
+    tone = (0.3 * np.sin(np.arange(SR) * 2 * np.pi * 440 / SR)).astype(np.float32)
+    for second in range(1, 11):
+        encoder.feed(tone)
+        assert path.stat().st_size >= (second - 1) * 12_000  # 96 kbps: 12 kB a second
+    encoded = encoder.finish()
+    assert path.stat().st_size == encoded.offsets[-1] >= 10 * 12_000
+    assert encoded.frame_count == len(encoded.offsets) - 1 > 10 * SR // 1152
 
 
 # -- tags ----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Xing/Info frame (``mp3frames``) whose LAME tag gives the exact length and the ga
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
@@ -23,9 +24,9 @@ from ..synth import SAMPLE_RATE, seconds_to_samples
 from .mp3frames import (
     SAMPLES_PER_FRAME,
     FrameHeader,
+    Mp3FormatError,
     crc16_combine,
     crc16_fast,
-    frame_offsets,
     info_frame,
     parse_header,
 )
@@ -77,17 +78,17 @@ def check_bitrate(bitrate_kbps: int) -> int:
 
 @dataclass(frozen=True, eq=False)
 class EncodedTrack:
-    """One track as MP3 frames on the session's frame grid.
+    """One track as MP3 frames on the session's frame grid, in the file ``path``.
 
     Decoded (after the decoder's own delay), frame ``i`` holds session samples
-    ``grid_start + 1152 * i`` onward. The track's own file plays all ``audio`` minus
+    ``grid_start + 1152 * i`` onward. The track's own file plays all its frames minus
     ``delay_samples`` at the start and ``padding_samples`` at the end: exactly its
     ``sample_count`` samples. The full-session file takes its frames up to the grid point
-    where the next track's frames begin. ``offsets`` holds where each frame starts in
-    ``audio``, and ``len(audio)`` last.
+    where the next track's frames begin. ``offsets`` holds where each frame starts in the
+    file, and the file's size last.
     """
 
-    audio: bytes | bytearray
+    path: Path
     offsets: np.ndarray
     header: FrameHeader
     grid_start: int
@@ -107,6 +108,36 @@ class EncodedTrack:
 
 
 _ENCODE_BLOCK = 1 << 20  # samples (frames) converted and encoded at a time
+_READ_BLOCK = 1 << 20  # bytes of frames read back at a time
+
+
+class _FrameIndex:
+    """Where each frame starts in a stream of MP3 frames given a piece at a time (LAME's
+    output pieces end anywhere, not on frame boundaries); holds only the part of a frame
+    not yet whole."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.header: FrameHeader | None = None
+        self._next = 0  # where the next frame starts, in the whole stream
+        self._size = 0  # bytes given so far
+        self._tail = bytearray()  # the stream from the last frame start not yet read
+
+    def add(self, data: bytes) -> None:
+        tail_start = self._size - len(self._tail)
+        self._tail += data
+        self._size += len(data)
+        while self._size - self._next >= 4:
+            header = parse_header(self._tail, self._next - tail_start)
+            self.header = self.header or header
+            self.starts.append(self._next)
+            self._next += header.size_bytes
+        del self._tail[: min(self._next, self._size) - tail_start]
+
+    def offsets(self) -> np.ndarray:
+        if self._next != self._size:
+            raise Mp3FormatError("the last frame is cut short")
+        return np.asarray([*self.starts, self._size], dtype=np.int64)
 
 
 class TrackEncoder:
@@ -128,10 +159,12 @@ class TrackEncoder:
     def __init__(
         self,
         first_sample: int,
+        path: Path,
         bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
         sample_rate: int = SAMPLE_RATE,
     ) -> None:
         check_bitrate(bitrate_kbps)
+        self.path = path
         self.bitrate_kbps = bitrate_kbps
         self.sample_rate = sample_rate
         self.grid_start = grid_start(first_sample)
@@ -140,9 +173,9 @@ class TrackEncoder:
         self._skip = LAME_ENCODER_DELAY_SAMPLES - self.delay
         self._scale = 1.0 / LAME_INPUT_SCALE_BY_KBPS[bitrate_kbps]
         self._encoder: lameenc.Encoder | None = None
-        # One growing buffer, not a list of pieces joined at the end: a track's frames are
-        # never held twice.
-        self._audio = bytearray()
+        # The frames go to ``path`` as LAME makes them, so memory does not grow with length.
+        self._out = open(path, "wb")  # noqa: SIM115 (closed by finish or close)
+        self._index = _FrameIndex()
         self.sample_count = 0
 
     def _start(self, channels: int) -> lameenc.Encoder:
@@ -158,7 +191,7 @@ class TrackEncoder:
         encoder.silence()
         if self._skip < 0:
             silence = np.zeros((-self._skip, channels), dtype=np.int16)
-            self._audio += self._encode(encoder, silence.tobytes())
+            self._write(self._encode(encoder, silence.tobytes()))
             self._skip = 0
         self._encoder = encoder
         return encoder
@@ -179,18 +212,28 @@ class TrackEncoder:
         self._skip -= skip
         for start in range(skip, samples.shape[0], _ENCODE_BLOCK):
             pcm = to_pcm16(samples[start : start + _ENCODE_BLOCK], self._scale)
-            self._audio += self._encode(encoder, pcm.tobytes())
+            self._write(self._encode(encoder, pcm.tobytes()))
+
+    def _write(self, frames: bytes) -> None:
+        self._out.write(frames)
+        self._index.add(frames)
+
+    def close(self) -> None:
+        """Close the frames' file (``finish`` does; this is for a track given up)."""
+        self._out.close()
 
     def finish(self) -> EncodedTrack:
-        """Flush the encoder: the track's frames."""
-        self._audio += self._encode(self._encoder or self._start(1), None)
-        audio, self._audio = self._audio, bytearray()
-        offsets = frame_offsets(audio)
+        """Flush the encoder: the track's frames, in ``path``."""
+        self._write(self._encode(self._encoder or self._start(1), None))
+        self._out.close()
+        offsets = self._index.offsets()
+        if self._index.header is None:
+            raise Mp3FormatError("the encoder gave no frames")
         frame_count = len(offsets) - 1
         return EncodedTrack(
-            audio=audio,
+            path=self.path,
             offsets=offsets,
-            header=parse_header(audio),
+            header=self._index.header,
             grid_start=self.grid_start,
             delay_samples=self.delay,
             padding_samples=frame_count * SAMPLES_PER_FRAME - self.delay - self.sample_count,
@@ -204,16 +247,32 @@ def grid_start(first_sample: int) -> int:
     return first_sample - first_sample % SAMPLES_PER_FRAME
 
 
-def track_info_frame(track: EncodedTrack, music_crc: int | None = None) -> bytes:
+def track_info_frame(track: EncodedTrack, music_crc: int) -> bytes:
+    """The Info frame of the track's own file; ``music_crc``: the CRC of all its frames."""
     return info_frame(
         track.header,
         audio_frames=track.frame_count,
-        audio_bytes=len(track.audio),
+        audio_bytes=int(track.offsets[-1]),
         delay_samples=track.delay_samples,
         padding_samples=track.padding_samples,
-        music_crc=crc16_fast(track.audio) if music_crc is None else music_crc,
+        music_crc=music_crc,
         lame_quality=LAME_QUALITY,
     )
+
+
+def _file_crc(path: Path, start: int, stop: int) -> int:
+    """``crc16`` of bytes ``start`` to ``stop`` of the file, read a block at a time."""
+    crc = 0
+    with open(path, "rb") as file:
+        file.seek(start)
+        at = start
+        while at < stop:
+            block = file.read(min(_READ_BLOCK, stop - at))
+            if not block:
+                raise Mp3FormatError(f"{path.name}: shorter than its frames")
+            crc = crc16_combine(crc, crc16_fast(block), len(block))
+            at += len(block)
+    return crc
 
 
 @dataclass(frozen=True)
@@ -241,14 +300,13 @@ def session_piece(track: EncodedTrack, next_grid_start: int | None) -> SessionPi
         if not 0 <= take <= track.frame_count:
             raise ValueError("tracks must be given in order, each where the last one ends")
     size = int(track.offsets[take])
-    audio = memoryview(track.audio)
-    crc = crc16_fast(audio[:size])
-    rest = audio[size:]
+    end = int(track.offsets[-1])
+    crc = _file_crc(track.path, 0, size)
     return SessionPiece(
         frames=take,
         size=size,
         crc=crc,
-        track_crc=crc16_combine(crc, crc16_fast(rest), len(rest)),
+        track_crc=crc16_combine(crc, _file_crc(track.path, size, end), end - size),
         header=track.header,
         delay_samples=track.delay_samples,
         padding_samples=track.padding_samples,
@@ -313,23 +371,28 @@ class Mp3Sink:
     def write_track(self, track: Track, spans: Iterable[np.ndarray]) -> None:
         """Encode one mastered track, given as consecutive spans of float32 samples (mono or
         frames x channels): only a span is held as samples."""
-        encoder = TrackEncoder(seconds_to_samples(track.start_s), self.bitrate_kbps)
-        for span in spans:
-            encoder.feed(span)
-        encoded = encoder.finish()
+        # The frames wait in the staging folder, not in memory, until the files are joined.
+        frames = self.folder / self._piece_name(track)
+        encoder = TrackEncoder(seconds_to_samples(track.start_s), frames, self.bitrate_kbps)
+        try:
+            for span in spans:
+                encoder.feed(span)
+            encoded = encoder.finish()
+        finally:
+            encoder.close()
         piece = session_piece(encoded, self._next_grid_start(track))
-        if self.full:
-            # Kept on disk, not in memory, until finish() joins the pieces.
-            frames = memoryview(encoded.audio)[: piece.size]
-            (self.folder / self._piece_name(track)).write_bytes(frames)
-            with self._lock:
-                self._pieces[track.index] = piece
         if self.tracks:
             path = self.folder / self.files.tracks[track.index - 1]
-            with open(path, "wb") as out:
+            with open(path, "wb") as out, open(frames, "rb") as audio:
                 out.write(track_info_frame(encoded, piece.track_crc))
-                out.write(encoded.audio)
+                shutil.copyfileobj(audio, out, _READ_BLOCK)
             tag_mp3(path, self.tags.track(track, gapless=encoded.gapless))
+        if self.full:
+            os.truncate(frames, piece.size)  # what the full-session file takes of the track
+            with self._lock:
+                self._pieces[track.index] = piece
+        else:
+            frames.unlink()
 
     def _next_grid_start(self, track: Track) -> int | None:
         tracks = self.timeline.tracks
@@ -353,6 +416,6 @@ class Mp3Sink:
             for track in tracks:
                 piece_path = self.folder / self._piece_name(track)
                 with open(piece_path, "rb") as piece:
-                    shutil.copyfileobj(piece, out, 1 << 20)
+                    shutil.copyfileobj(piece, out, _READ_BLOCK)
                 piece_path.unlink()
         tag_mp3(path, self.tags.full(gapless))
