@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import unicodedata
 
+import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from audioguide.cli import cli
 from audioguide.export.names import MAX_NAME_BYTES, safe_name, slugify, track_filename, unique_name
 
 FAT32_FORBIDDEN = set('/\\:*?"<>|')
@@ -57,3 +61,20 @@ def test_any_title_gives_a_safe_name(title):
     assert name == name.strip(" .")
     assert len(name.encode("utf-8")) <= MAX_NAME_BYTES
     assert name not in (".", "..")
+
+
+def sections_routine(tmp_path, count: int) -> str:
+    path = tmp_path / f"many-{count}.yaml"
+    parts = "".join(f"  - title: Part {i}\n    steps: [pause: 1]\n" for i in range(1, count + 1))
+    path.write_text(f"title: Many\nsections:\n{parts}", encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize(("count", "first", "last"), [(99, "01", "99"), (100, "001", "100")])
+def test_track_numbers_are_padded_so_every_track_sorts_in_order(tmp_path, count, first, last):
+    result = CliRunner().invoke(cli, ["plan", sections_routine(tmp_path, count), "--json"])
+    assert result.exit_code == 0, result.output
+    files = [track["file"] for track in json.loads(result.output)["tracks"]]
+    assert files[0] == f"{first} - Part 1.mp3"
+    assert files[-1] == f"{last} - Part {count}.mp3"
+    assert sorted(files) == files  # as a player or a file browser sorts them

@@ -70,9 +70,11 @@ def slugify(title: str) -> str:
     return slug[:60].strip("-") or "session"
 
 
-def track_filename(index: int, title: str, ext: str = "mp3") -> str:
-    """``01 - Welcome.mp3``: numbered so every player sorts the tracks in order."""
-    return f"{index:02d} - {safe_name(title, fallback=f'Track {index}')}.{ext}"
+def track_filename(index: int, title: str, ext: str = "mp3", total: int = 1) -> str:
+    """``01 - Welcome.mp3``: numbered so every player sorts the tracks in order, with as many
+    digits as ``total`` (the session's track count) needs, and two at least."""
+    digits = max(2, len(str(total)))
+    return f"{index:0{digits}d} - {safe_name(title, fallback=f'Track {index}')}.{ext}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ def session_files(timeline: Timeline, audio_format: str) -> SessionFiles:
     """Safe names, unique within the folder, for a session written in ``audio_format``."""
     taken: set[str] = set()
     tracks = tuple(
-        unique_name(track_filename(t.index, t.title, audio_format), taken) for t in timeline.tracks
+        unique_name(track_filename(t.index, t.title, audio_format, len(timeline.tracks)), taken)
+        for t in timeline.tracks
     )
     title = safe_name(timeline.title, fallback="Session")
     full = unique_name(f"{title}{FULL_SESSION_SUFFIX}.{audio_format}", taken)
