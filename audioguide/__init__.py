@@ -12,7 +12,11 @@ Every options object checks its fields when it is made and raises OptionError na
 field, so a bad value fails where it is given.
 """
 
-from .breath import PRESETS, BreathPattern, parse_pattern
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import (
     AudioguideError,
     ExportError,
@@ -21,18 +25,49 @@ from .errors import (
     SoundFileError,
     SpeechError,
 )
-from .export import ExportOptions
-from .mix import MixSettings
-from .pipeline import RenderResult, SessionOptions, VoiceOptions, plan_session, render_session
-from .programme import (
-    Programme,
-    ProgrammePlan,
-    load_programme,
-    plan_programme,
-    render_programme,
-)
-from .routine import Routine, builtin_names, load_routine, parse_routine
-from .timeline import Event, RenderOptions, Timeline, Track, build_timeline
+
+if TYPE_CHECKING:
+    from .breath import PRESETS, BreathPattern, parse_pattern
+    from .export import ExportOptions
+    from .mix import MixSettings
+    from .pipeline import RenderResult, SessionOptions, VoiceOptions, plan_session, render_session
+    from .programme import (
+        Programme,
+        ProgrammePlan,
+        load_programme,
+        plan_programme,
+        render_programme,
+    )
+    from .routine import Routine, builtin_names, load_routine, parse_routine
+    from .timeline import Event, RenderOptions, Timeline, Track, build_timeline
+
+# Imported when first used, so that ``import audioguide`` (which the command does before it
+# can handle Ctrl-C) does not import numpy and the rest.
+_LAZY = {
+    **dict.fromkeys(("PRESETS", "BreathPattern", "parse_pattern"), "breath"),
+    "ExportOptions": "export",
+    "MixSettings": "mix",
+    **dict.fromkeys(
+        ("RenderResult", "SessionOptions", "VoiceOptions", "plan_session", "render_session"),
+        "pipeline",
+    ),
+    **dict.fromkeys(
+        ("Programme", "ProgrammePlan", "load_programme", "plan_programme", "render_programme"),
+        "programme",
+    ),
+    **dict.fromkeys(("Routine", "builtin_names", "load_routine", "parse_routine"), "routine"),
+    **dict.fromkeys(("Event", "RenderOptions", "Timeline", "Track", "build_timeline"), "timeline"),
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

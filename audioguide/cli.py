@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import datetime
 import json
+import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from .breath import PRESETS, BreathPattern, parse_pattern
-from .errors import AudioguideError, OptionError, ServeError
+from .errors import AudioguideError, Interrupted, OptionError, ServeError
 from .export import (
     AUDIO_FORMATS,
     DEFAULT_BITRATE_KBPS,
@@ -93,9 +94,10 @@ def _user_errors() -> Iterator[None]:
         raise click.ClickException(message) from None
     except AudioguideError as exc:
         raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        click.echo("Interrupted; nothing was changed.", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        with suppress(OSError):  # the terminal may be gone (SIGHUP)
+            click.echo("Interrupted; nothing was changed.", err=True)
+        sys.exit(128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT))
 
 
 def _pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> BreathPattern | None:
@@ -460,6 +462,8 @@ def render(routine: str, out_dir: Path, quiet: bool, feed_url: str | None, **kwa
         else:
             result = render_session(routine, out_dir, options)
         feed = write_feed(out_dir, feed_url) if feed_url else None
+    for warning in result.warnings:  # even with --quiet: a folder was left behind
+        click.echo(f"Warning: {warning}", err=True)
     if quiet:
         return
     timeline = result.timeline
@@ -938,4 +942,7 @@ def cache_info() -> None:
 
 
 def main() -> None:
-    cli(prog_name="audioguide")
+    """The ``audioguide`` command (``__main__.main``, which handles signals from the start)."""
+    from .__main__ import main as run
+
+    run()

@@ -51,3 +51,12 @@ class ExportError(AudioguideError):
 
 class ServeError(AudioguideError):
     """Serving a folder failed: nothing rendered there, the port is taken, an extra is missing."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that stops a run (Ctrl-C, SIGTERM, SIGHUP), raised in the main thread so that
+    everything cleans up as on Ctrl-C; the process exits with 128 + ``signum``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

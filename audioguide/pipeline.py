@@ -113,6 +113,7 @@ class RenderResult:
     files: tuple[Path, ...]
     playlist: Path
     timeline: Timeline
+    warnings: tuple[str, ...] = ()  # what the render could not clean up after itself
 
 
 def _routine(routine: Routine | str) -> Routine:
@@ -205,7 +206,8 @@ def _render_session(
     # Room for the encoder's overshoot.
     ceiling = true_peak_ceiling_dbtp(export_options.bitrate_kbps)
 
-    with staged_folder(target, force=force, keep=keep) as staging:
+    cleanup: list[str] = []
+    with staged_folder(target, force=force, keep=keep, warnings=cleanup) as staging:
         writer = SessionWriter(staging, timeline, export_options)
 
         def write(track: Track) -> None:
@@ -226,7 +228,9 @@ def _render_session(
     if export_options.zip:
         _guard_os(lambda: write_zip(target, zip_path, force=force), target)
     files = tuple(target / p.name for p in written)
-    return RenderResult(target, files, target / writer.files.playlist, timeline)
+    return RenderResult(
+        target, files, target / writer.files.playlist, timeline, warnings=tuple(cleanup)
+    )
 
 
 def _files_read(routine: Routine, options: SessionOptions) -> tuple[Path, ...]:

@@ -33,8 +33,8 @@ import yaml
 from .breath import MAX_BREATHS_PER_MIN, MIN_BREATHS_PER_MIN
 from .errors import AudioguideError, ExportError, OptionError, RoutineError
 from .export import session_files
-from .export.mp3 import PlaylistEntry, playlist_text
 from .export.names import safe_name, slugify
+from .export.sidecars import PlaylistEntry, playlist_text
 from .feed import PROGRAMME_INDEX
 from .ownership import check_replaceable
 from .pipeline import SessionOptions, make_speech, plan_session, render_session
@@ -492,7 +492,7 @@ def session_digest(timeline: Timeline, options: SessionOptions, speech: Speech) 
     digest means the same audio; the files' dates play no part."""
     export = {k: v for k, v in dataclasses.asdict(options.export).items() if k != "force"}
     data = {
-        "timeline": timeline.to_dict(),
+        "timeline": timeline.to_dict(session_files(timeline).tracks),
         "voice": dataclasses.asdict(options.voice),
         "mix": dataclasses.asdict(options.mix),
         "export": export,

@@ -8,9 +8,12 @@ left as it was with no temporary folder behind.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
+import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from click.testing import CliRunner
 
 from audioguide.cli import cli
 from audioguide.export import mp3 as session_writer
+from audioguide.export.staging import STAGING_MARKER
 from audioguide.ownership import MANIFEST_NAME, write_manifest
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
@@ -165,7 +169,18 @@ def documented() -> dict[str, tuple[str, int]]:
     return rows
 
 
-FAULT_CASES = ("output-not-writable", "disk-full", "interrupted")
+FAULT_CASES = (
+    "output-not-writable",
+    "disk-full",
+    "interrupted",
+    "terminated",
+    "hangup",
+    "old-not-movable",
+    "interrupted-at-start",
+    "stdout-full",
+)
+CURRENT_UMASK = os.umask(0o022)  # read once, here too
+os.umask(CURRENT_UMASK)
 # Checked by tests/test_espeak.py, in processes of their own (an environment, a file limit).
 SPEECH_CASES = ("espeak-data-missing", "temp-folder-full")
 
@@ -337,13 +352,96 @@ LONG = "title: Long\nsections:\n" + "".join(
 )
 
 
-def test_ctrl_c_from_the_terminal(workdir):
-    """A real SIGINT to a real render: exit 130, one line, previous output intact."""
+def previous_render_of_long(workdir: Path) -> Path:
+    """A previous render's folder in out/routine/ for a routine that takes a while."""
     (workdir / "routine.yaml").write_text(LONG, encoding="utf-8")
     folder = workdir / "out" / "routine"
     folder.mkdir(parents=True)
     (folder / "01 - Old.mp3").write_bytes(b"the previous render")
     write_manifest(folder)
+    return folder
+
+
+def render_until_encoding(workdir: Path) -> subprocess.Popen[str]:
+    """A real render in a subprocess, once it is writing into its staging folder."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "audioguide", "render", "routine.yaml", "-o", "out"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((workdir / "out").glob(".routine.*.partial")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the render never started writing: {proc.communicate()}")
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize(
+    ("case", "signum"),
+    [("interrupted", signal.SIGINT), ("terminated", signal.SIGTERM), ("hangup", signal.SIGHUP)],
+)
+def test_a_signal_in_the_middle_of_encoding(workdir, case, signum):
+    """A real signal to a real render (Ctrl-C, kill, the terminal closed): one line, the
+    previous output intact, no staging folder left behind."""
+    folder = previous_render_of_long(workdir)
+    proc = render_until_encoding(workdir)
+    try:
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    message, status = documented()[case]
+    assert (proc.returncode, err.strip().splitlines()[-1]) == (status, message), err
+    assert "Traceback" not in err
+    assert_left_intact(folder)
+
+
+def staging_marker(folder: Path, pid: int) -> None:
+    (folder / STAGING_MARKER).write_text(
+        json.dumps({"pid": pid, "host": socket.gethostname()}), encoding="utf-8"
+    )
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_next_render_removes_what_a_killed_render_left_and_nothing_else(workdir):
+    folder = previous_render_of_long(workdir)
+    proc = render_until_encoding(workdir)
+    proc.kill()  # SIGKILL: nothing can clean up
+    proc.communicate(timeout=60)
+    (left,) = (workdir / "out").glob(".routine.*.partial")
+    # Not ours to remove: a look-alike without our marker, and one of a render still running.
+    foreign = workdir / "out" / ".routine.mine.partial"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("a user's")
+    running = workdir / "out" / ".routine.running.partial"
+    running.mkdir()
+    staging_marker(running, os.getpid())
+    (workdir / "routine.yaml").write_text(TINY, encoding="utf-8")
+    code, output = run(["render", "routine.yaml", "-o", "out", "-q", "--force"])
+    assert code == 0, output
+    assert not left.exists()
+    assert (foreign / "notes.txt").read_text() == "a user's"
+    assert running.is_dir()
+    assert sorted(p.name for p in folder.parent.iterdir()) == sorted(
+        [".routine.mine.partial", ".routine.running.partial", "routine"]
+    )
+
+
+def test_ctrl_c_during_start_up(workdir):
+    """Ctrl-C while the interpreter is still importing: one line, exit 130."""
+    (workdir / "routine.yaml").write_text(TINY, encoding="utf-8")
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc to see when the imports are under way")
     proc = subprocess.Popen(
         [sys.executable, "-m", "audioguide", "render", "routine.yaml", "-o", "out"],
         cwd=workdir,
@@ -352,20 +450,124 @@ def test_ctrl_c_from_the_terminal(workdir):
         text=True,
     )
     try:
-        # Wait until the render is writing into its staging folder, then press Ctrl-C.
-        deadline = time.monotonic() + 120
-        while not list((workdir / "out").glob(".routine.*.partial")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the render never started writing"
-            time.sleep(0.05)
+        # As soon as numpy's library is loaded, the imports are under way.
+        deadline = time.monotonic() + 60
+        while "numpy" not in Path(f"/proc/{proc.pid}/maps").read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.002)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == documented()["interrupted"][0]
-    assert "Traceback" not in err
-    assert_left_intact(folder)
+    message, status = documented()["interrupted-at-start"]
+    assert (proc.returncode, err.strip()) == (status, message)
+    assert not (workdir / "out").exists()
+
+
+def test_standard_output_on_a_full_device(workdir):
+    """``audioguide render ... > /dev/full``: the render is written, then one line."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    (workdir / "routine.yaml").write_text(TINY, encoding="utf-8")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "audioguide", "render", "routine.yaml", "-o", "out"],
+            cwd=workdir,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    message, status = documented()["stdout-full"]
+    assert (proc.returncode, proc.stderr.strip()) == (status, message)
+    assert (workdir / "out" / "routine" / MANIFEST_NAME).is_file()  # the render was done
+
+
+def test_previous_output_that_cannot_be_moved_aside(previous, monkeypatch):
+    real_replace = os.replace
+
+    def refuse(src, dst):
+        if Path(src).resolve() == previous.resolve():
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    check_fault("old-not-movable", previous)
+
+
+def test_previous_output_that_cannot_all_be_deleted_is_named(previous, monkeypatch):
+    real_unlink = os.unlink
+
+    def refuse(path, *args, **kwargs):
+        if os.fspath(path).endswith("01 - Old.mp3"):
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    code, output = run(["render", "routine.yaml", "-o", "out"])
+    assert code == 0, output
+    (old,) = (previous.parent).glob(".routine.*.old")
+    assert str(os.getpid()) not in old.name  # made by mkdtemp, not named after the process
+    warning = f"Warning: out/{old.name}: the previous output, moved aside, could not all be "
+    warning += "removed (Operation not permitted); the next render removes it, or delete it"
+    assert any(line.startswith(warning) for line in output.splitlines()), output
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    staging_marker(old, dead_pid())  # as if that render were another process, now gone
+    code, output = run(["render", "routine.yaml", "-o", "out", "-q"])
+    assert code == 0, output
+    assert not old.exists()  # ours: the next render removes it
+
+
+def test_a_fresh_render_that_fails_leaves_no_folder(workdir, monkeypatch):
+    (workdir / "routine.yaml").write_text(TINY, encoding="utf-8")
+    real_write_bytes = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        if ".partial" in str(self.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    code, output = run(["render", "routine.yaml", "-o", "new/out"])
+    assert code == 1, output
+    assert last_line(output).startswith("Error: new/out/routine: the disk is full")
+    assert sorted(p.name for p in workdir.iterdir()) == ["a-file", "broken.wav", "routine.yaml"]
+
+
+def test_the_umask_is_read_once_not_changed_by_a_render(previous, monkeypatch):
+    # Setting the umask to read it is process-wide: another thread creating a file meanwhile
+    # would get the wrong mode.
+    def umask(mask: int) -> int:
+        raise AssertionError("os.umask called during a render")
+
+    monkeypatch.setattr(os, "umask", umask)
+    code, output = run(["render", "routine.yaml", "-o", "out", "--zip", "-q"])
+    assert code == 0, output
+    assert (previous / "cover.png").stat().st_mode & 0o777 == 0o666 & ~CURRENT_UMASK
+
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("audio_format", ["flac", "wav"])
+@pytest.mark.parametrize("disk_full", [False, True])
+def test_other_formats_leave_nothing_in_the_temporary_folder(
+    previous, monkeypatch, tmp_path_factory, audio_format, disk_full
+):
+    temporary = tmp_path_factory.mktemp("tmpdir")
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    if disk_full:  # ffmpeg fails as it does when the disk fills
+        tools = tmp_path_factory.mktemp("tools")
+        (tools / "ffmpeg").write_text("#!/bin/sh\necho 'No space left on device' >&2\nexit 1\n")
+        (tools / "ffmpeg").chmod(0o755)
+        monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    code, output = run(["render", "routine.yaml", "-o", "out", "--format", audio_format])
+    assert code == (1 if disk_full else 0), output
+    assert "Traceback" not in output
+    assert list(temporary.iterdir()) == []
+    assert not list(previous.parent.glob(".routine.*"))
 
 
 def test_a_title_never_writes_outside_the_output_folder(workdir):

@@ -87,7 +87,7 @@ class SessionFiles:
     cover: str
 
 
-def session_files(timeline: Timeline, audio_format: str) -> SessionFiles:
+def session_files(timeline: Timeline, audio_format: str = "mp3") -> SessionFiles:
     """Safe names, unique within the folder, for a session written in ``audio_format``."""
     taken: set[str] = set()
     tracks = tuple(
