@@ -9,7 +9,6 @@ import itertools
 from functools import lru_cache
 
 import numpy as np
-import pyloudnorm
 import pytest
 from conftest import FakeEngine
 from hypothesis import given, settings
@@ -19,13 +18,12 @@ from scipy import signal
 from audioguide import mix
 from audioguide.dynamics import hot_samples, limit, overshoot_bound, true_peak
 from audioguide.errors import RoutineError, SoundFileError
+from audioguide.loudness import block_powers, integrated_loudness
 from audioguide.mix import (
     DUCK_DB,
     MixSettings,
-    block_powers,
     db_to_gain,
     duck_gain,
-    integrated_loudness,
     master,
     master_gain_db,
     mix_track,
@@ -49,39 +47,6 @@ def track(events: tuple[Event, ...], duration_s: float, **fields) -> Track:
 
 
 # -- loudness ---------------------------------------------------------------------------------
-
-
-def test_loudness_of_a_sine_worked_by_hand():
-    # BS.1770: a full-scale 997 Hz sine in one channel reads -3.01 LUFS; at half scale
-    # (-6.02 dB) it reads -9.03 LUFS.
-    x = sine(997.0, 10.0, 0.5)
-    assert integrated_loudness(x) == pytest.approx(-9.03, abs=0.05)
-
-
-def test_loudness_matches_pyloudnorm_on_speechlike_bursts():
-    rng = np.random.default_rng(0)
-    noise = rng.standard_normal(30 * SR).astype(np.float32) * 0.1
-    gate = (np.sin(2 * np.pi * 0.3 * np.arange(noise.size) / SR) > 0).astype(np.float32)
-    x = noise * (gate + 0.01)
-    expected = pyloudnorm.Meter(SR).integrated_loudness(x.astype(np.float64))
-    assert integrated_loudness(x) == pytest.approx(expected, abs=0.05)
-
-
-def test_block_powers_are_the_same_in_chunks_as_in_one_piece():
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal(SR * 30 + 123).astype(np.float32)  # several chunks
-    powers = block_powers(x)
-    assert powers.shape == ((x.size // 4410) - 3,)
-    k = signal.lfilter(*_k_weighting_ba(), x.astype(np.float64))
-    direct = np.mean(k[4410 * 5 : 4410 * 5 + 17640] ** 2)
-    assert powers[5] == pytest.approx(direct, rel=1e-5)  # block_powers filters in float32
-
-
-def _k_weighting_ba():
-    sos = mix._k_weighting(SR)
-    b = np.polymul(sos[0, :3], sos[1, :3])
-    a = np.polymul(sos[0, 3:], sos[1, 3:])
-    return b, a
 
 
 def test_album_gain_is_one_gain_for_the_session():
@@ -443,14 +408,6 @@ def test_any_cut_of_a_track_into_ranges_mixes_to_the_whole(lengths):
     pieces = [mixer.mix(int(a), int(b)) for a, b in itertools.pairwise(bounds.tolist())]
     stop = int(bounds[-1])
     assert np.array_equal(np.concatenate(pieces), whole[:stop])
-
-
-def test_loudness_blocks_fed_in_pieces_are_the_blocks_of_the_whole():
-    x = np.random.default_rng(1).standard_normal(7 * SR).astype(np.float32) * 0.1
-    meter = mix.BlockMeter()
-    for lo in range(0, x.size, 12_345):  # not a whole number of 100 ms hops
-        meter.feed(x[lo : lo + 12_345])
-    np.testing.assert_allclose(meter.powers(), block_powers(x), rtol=1e-12)
 
 
 def test_a_track_mastered_in_spans_is_the_track_mastered_whole(fake_speech, spans_track):
