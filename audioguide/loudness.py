@@ -32,24 +32,42 @@ def _k_weighting(sample_rate: int) -> np.ndarray:
     )
 
 
+class KWeighting:
+    """The BS.1770 K-weighting filter (a high shelf, then a high pass) with its state carried
+    from one piece to the next: ``filter`` on consecutive pieces is the filter of them joined.
+
+    ``state`` (sections x 2) is what the filter carries into the next piece.
+    """
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+        # Filtered in float32 (3x faster; energies within 1e-7 of float64).
+        from scipy import signal  # on first use: 0.45 s that only audio work needs
+
+        self._sosfilt = signal.sosfilt
+        self._sos = _k_weighting(sample_rate).astype(np.float32)
+        self.state = np.zeros((self._sos.shape[0], 2), dtype=np.float32)
+
+    def filter(self, samples: np.ndarray) -> np.ndarray:
+        """The next piece, K-weighted; float32."""
+        x = samples.astype(np.float32, copy=False)
+        y, self.state = self._sosfilt(self._sos, x, zi=self.state)
+        return np.asarray(y, dtype=np.float32)
+
+
 class BlockMeter:
     """Mean square of the K-weighted signal in 400 ms blocks every 100 ms (BS.1770 eq. 1), of
     samples fed in pieces of any length: the same blocks as measuring them joined.
 
     Filtered with carried filter state, a few MB at a time, so memory stays small for any
-    length: a block is four hops, so block powers are sums of per-hop energies.
+    length: a block is four hops, so block powers are sums of per-hop energies (summed in
+    float64).
     """
 
     def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
         self.hop = round(HOP_S * sample_rate)
         self.block = round(BLOCK_S * sample_rate)
         assert self.block % self.hop == 0
-        # Filtered in float32 (3x faster; energies within 1e-7 of float64), summed in float64.
-        from scipy import signal  # on first use: 0.45 s that only audio work needs
-
-        self._sosfilt = signal.sosfilt
-        self._sos = _k_weighting(sample_rate).astype(np.float32)
-        self._state = np.zeros((self._sos.shape[0], 2), dtype=np.float32)
+        self._filter = KWeighting(sample_rate)
         self._energies: list[np.ndarray] = []
         self._rest = np.zeros(0, dtype=np.float32)  # filtered samples short of a whole hop
 
@@ -57,8 +75,7 @@ class BlockMeter:
         hop = self.hop
         chunk = hop * _LOUDNESS_CHUNK_HOPS
         for start in range(0, samples.shape[0], chunk):
-            x = samples[start : start + chunk].astype(np.float32, copy=False)
-            y, self._state = self._sosfilt(self._sos, x, zi=self._state)
+            y = self._filter.filter(samples[start : start + chunk])
             if self._rest.size:
                 y = np.concatenate((self._rest, y))
             whole = y.shape[0] - y.shape[0] % hop
