@@ -89,3 +89,15 @@ def test_the_k_weighting_never_decays_into_subnormal_numbers():
         y = weighting.filter(x[lo : lo + piece])
         assert subnormal_count(y) == 0, f"subnormal outputs in samples {lo} to {lo + piece}"
         assert subnormal_count(weighting.state) == 0, f"subnormal state after sample {lo}"
+
+
+def test_the_guard_is_the_same_in_pieces_and_changes_no_audible_sample():
+    x = sound_then_silence(silence_s=1.0)
+    whole = loudness.with_subnormal_guard(x)
+    pieces = [loudness.with_subnormal_guard(x[lo : lo + 999], lo) for lo in range(0, x.size, 999)]
+    assert np.array_equal(np.concatenate(pieces), whole)
+    assert whole.dtype == np.float32
+    loud = np.abs(x) > 1e-6
+    assert np.array_equal(whole[loud], x[loud])
+    assert np.all(np.abs(whole[~loud] - x[~loud]) <= 1.01 * loudness.SUBNORMAL_GUARD)
+    assert np.all(np.sign(whole[x.size - 4 :]) == [1, -1, 1, -1])  # alternating in silence
