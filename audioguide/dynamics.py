@@ -6,6 +6,11 @@ track: a point of the oversampled signal is a weighted sum of the 21 samples aro
 can exceed a threshold only near a sample above ``threshold / overshoot_bound()``; only there is
 anything oversampled (``hot_samples``). For a 20-minute session of speech that is a few per
 cent of the samples.
+
+numpy alone: the oversampling filter is scipy's firwin rebuilt (``kaiser_lowpass``), the
+gain's minimum and moving average are scipy.ndimage's rebuilt (``moving_minimum``,
+``moving_average``); tests/test_dynamics.py checks all three against scipy. Nothing here is
+recursive, so nothing decays into subnormal floats: silence stays exact zeros.
 """
 
 from __future__ import annotations
@@ -23,14 +28,19 @@ _HALF_TAPS = 10 * OVERSAMPLE
 _REACH = _HALF_TAPS // OVERSAMPLE  # input samples either side that feed an output point
 
 
+def kaiser_lowpass(taps: int, cutoff: float, beta: float) -> np.ndarray:
+    """A windowed-sinc low pass, float64, unit gain at DC: scipy.signal.firwin(taps, cutoff,
+    window=("kaiser", beta)) with ``cutoff`` relative to the Nyquist rate, in numpy alone."""
+    m = np.arange(taps) - (taps - 1) / 2
+    h = cutoff * np.sinc(cutoff * m) * np.kaiser(taps, beta)
+    return h / h.sum()
+
+
 @lru_cache(maxsize=1)
 def _polyphase() -> np.ndarray:
     """scipy's resample_poly(x, 4, 1) filter, rebuilt so its worst-case gain is known exactly:
     oversampled point 4i+p is the dot product of row p with x[i-10 : i+11]."""
-    from scipy import signal  # imported on first use: 0.45 s that only audio work needs
-
-    upsampler = signal.firwin(2 * _HALF_TAPS + 1, 1.0 / OVERSAMPLE, window=("kaiser", 5.0))
-    upsampler *= OVERSAMPLE
+    upsampler = kaiser_lowpass(2 * _HALF_TAPS + 1, 1.0 / OVERSAMPLE, 5.0) * OVERSAMPLE
     polyphase = np.zeros((OVERSAMPLE, 2 * _REACH + 1))
     for j in range(-_REACH, _REACH + 1):
         for p in range(OVERSAMPLE):
@@ -130,6 +140,42 @@ def true_peak(samples: np.ndarray) -> float:
     return max(best, float(oversampled_envelope(x, hot).max())) if hot.size else best
 
 
+def _edge_padded(x: np.ndarray, half: int, multiple: int = 1) -> np.ndarray:
+    """``x`` with ``half`` copies of its first and last values either side, and more of the
+    last up to a whole number of ``multiple``."""
+    size = x.shape[0] + 2 * half
+    extra = -size % multiple
+    return np.concatenate((np.full(half, x[0]), x, np.full(half + extra, x[-1])))
+
+
+def moving_minimum(x: np.ndarray, width: int) -> np.ndarray:
+    """The minimum of each ``width`` (odd) values centred on each of ``x``, the ends extended
+    with the end values: scipy.ndimage.minimum_filter1d(x, width, mode="nearest").
+
+    In two running minima over blocks of ``width`` (van Herk, Gil and Werman), so the cost
+    does not grow with the width: every window is the tail of one block and the head of the
+    next."""
+    half = width // 2
+    n = x.shape[0]
+    padded = _edge_padded(x, half, width).reshape(-1, width)
+    ahead = np.minimum.accumulate(padded, axis=1).reshape(-1)
+    behind = np.minimum.accumulate(padded[:, ::-1], axis=1)[:, ::-1].reshape(-1)
+    return np.minimum(behind[:n], ahead[width - 1 : width - 1 + n])
+
+
+def moving_average(x: np.ndarray, width: int) -> np.ndarray:
+    """The mean of each ``width`` (odd) values centred on each of ``x``, the ends extended
+    with the end values: scipy.ndimage.uniform_filter1d(x, width, mode="nearest"), float64.
+
+    Running sums of the values less the first: a limiter's gain is 1 but near peaks, so the
+    sums stay small and exact where the gain is 1."""
+    half = width // 2
+    origin = float(x[0])
+    deviations = _edge_padded(x.astype(np.float64) - origin, half)
+    sums = np.concatenate(([0.0], np.cumsum(deviations)))
+    return (sums[width:] - sums[:-width]) / width + origin
+
+
 def limit(
     samples: np.ndarray,
     ceiling: float,
@@ -153,8 +199,6 @@ def limit(
     """
     if in_place and samples.dtype != np.float32:
         raise TypeError("in_place limiting needs float32 samples")
-    from scipy import ndimage  # on first use, as scipy.signal above
-
     x = samples if in_place else samples.astype(np.float32, copy=True)
     n = x.shape[0]
     width = max(3, round(LIMITER_WINDOW_S * sample_rate)) | 1
@@ -189,8 +233,7 @@ def limit(
             a, b = max(0, int(part[0]) - margin), min(n, int(part[-1]) + margin + 1)
             need = np.ones(b - a)
             need[part - a] = needs
-            gain = ndimage.minimum_filter1d(need, width, mode="nearest")
-            gain = ndimage.uniform_filter1d(gain, width, mode="nearest")
+            gain = moving_average(moving_minimum(need, width), width)
             x[a:b] *= gain.astype(np.float32)
             rechecked.append(a + candidates(x[a:b]))
         hot = np.concatenate(rechecked)
