@@ -322,8 +322,3 @@ def gated_loudness(powers: np.ndarray) -> float:
     relative = -0.691 + 10 * np.log10(gated.mean()) + RELATIVE_GATE_LU
     gated = powers[(loudness > ABSOLUTE_GATE_LUFS) & (loudness > relative)]
     return float(-0.691 + 10 * np.log10(gated.mean()))
-
-
-def integrated_loudness(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    """BS.1770 integrated loudness (LUFS) of mono ``samples``, as measured on the one channel."""
-    return gated_loudness(block_powers(samples, sample_rate))

@@ -151,15 +151,10 @@ def _chime_sound(settings: MixSettings, track: Track) -> np.ndarray:
     return load_sound(path or default_sound_path(INTERVAL_BELL_FILE))
 
 
-def mix_track(track: Track, speech: Speech, settings: MixSettings) -> np.ndarray:
-    """Mix one track, before mastering: float32 mono samples, silent where nothing happens."""
-    mixer = TrackMixer(track, speech, settings)
-    return mixer.mix(0, mixer.length)
-
-
 class TrackMixer:
-    """One track's mix, a range at a time: ``mix(lo, hi)`` is ``mix_track(...)[lo:hi]``,
-    sample for sample, so a long track can be mixed, mastered and encoded a span at a time.
+    """One track's mix, a range at a time: ``mix(lo, hi)`` is samples ``lo`` to ``hi`` of
+    the track mixed whole (``mix(0, length)``), sample for sample, so a long track can be
+    mixed, mastered and encoded a span at a time.
 
     The events sounding in a range are found from their extents; each event's sound is made
     once and kept while later ranges can still reach it (ranges are expected in order; an
@@ -388,27 +383,6 @@ def true_peak_ceiling_dbtp(bitrate_kbps: int | None = None) -> float:
     return TRUE_PEAK_CEILING_DBTP
 
 
-def master(
-    samples: np.ndarray,
-    gain_db: float,
-    *,
-    ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP,
-    in_place: bool = False,
-) -> np.ndarray:
-    """Apply the session gain and the true-peak limiter; float32, within [-1, 1].
-
-    ``in_place`` masters float32 ``samples`` in their own buffer (the renderer's, which it
-    no longer needs unmastered), so a long track is held once, not three times.
-    """
-    gain = np.float32(db_to_gain(gain_db))
-    if in_place:
-        samples *= gain
-        x = samples
-    else:
-        x = samples * gain
-    return limit(x, db_to_gain(ceiling_dbtp), in_place=True)
-
-
 # The limiter's gain at a sample depends on samples a few limiter windows around it (each of
 # its passes reaches LIMITER_WINDOW_S plus the oversampling filter further), so a span
 # limited with this much of the track on either side comes out as limiting the whole track.
@@ -422,8 +396,9 @@ def mastered_spans(
     ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP,
     span: int = SPAN_SAMPLES,
 ) -> Iterator[np.ndarray]:
-    """The track mixed and mastered a span at a time, in order: joined, they are
-    ``master(mix_track(...), gain_db)``, while only a span (and its context) is held."""
+    """The track mixed and mastered a span at a time, in order: joined, they are the whole
+    track mixed, times the session gain, through the true-peak limiter at ``ceiling_dbtp``,
+    while only a span (and its context) is held."""
     gain = np.float32(db_to_gain(gain_db))
     ceiling = db_to_gain(ceiling_dbtp)
     context = LIMITER_CONTEXT_SAMPLES

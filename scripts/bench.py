@@ -210,8 +210,10 @@ def mastered_session(cache_dir: Path):  # type: ignore[no-untyped-def]
     """The 20-minute session as the render makes it: (timeline, speech, settings, gain_db,
     mastered int16 tracks)."""
     os.environ["AUDIOGUIDE_CACHE_DIR"] = str(cache_dir)
+    import numpy as np
+
     from audioguide.export import to_pcm16
-    from audioguide.mix import block_powers, master, master_gain_db, mix_track
+    from audioguide.mix import TrackMixer, master_gain_db, mastered_spans, track_powers
     from audioguide.pipeline import SessionOptions, make_speech
     from audioguide.routine import load_routine
     from audioguide.timeline import build_timeline, speech_texts
@@ -223,9 +225,12 @@ def mastered_session(cache_dir: Path):  # type: ignore[no-untyped-def]
         speech.dry(text)
     timeline = build_timeline(routine, speech.length_s, options.render)
     settings = options.mix
-    powers = [block_powers(mix_track(t, speech, settings)) for t in timeline.tracks]
+    powers = [track_powers(TrackMixer(t, speech, settings)) for t in timeline.tracks]
     gain_db = master_gain_db(powers, settings.loudness_lufs)
-    tracks = [to_pcm16(master(mix_track(t, speech, settings), gain_db)) for t in timeline.tracks]
+    tracks = [
+        to_pcm16(np.concatenate(list(mastered_spans(TrackMixer(t, speech, settings), gain_db))))
+        for t in timeline.tracks
+    ]
     return timeline, speech, settings, gain_db, tracks
 
 
@@ -264,7 +269,7 @@ def naive_s(timeline, speech, settings, out: Path) -> float:  # type: ignore[no-
     from pydub import AudioSegment
 
     from audioguide.export import DEFAULT_BITRATE_KBPS, LAME_QUALITY, to_pcm16
-    from audioguide.mix import mix_track
+    from audioguide.mix import TrackMixer
     from audioguide.synth import SAMPLE_RATE
 
     AudioSegment.converter = imageio_ffmpeg.get_ffmpeg_exe()
@@ -287,7 +292,8 @@ def naive_s(timeline, speech, settings, out: Path) -> float:  # type: ignore[no-
             alone = dataclasses.replace(
                 track, events=(event,), start_s=event.start_s, duration_s=event.duration_s
             )
-            piece = segment(mix_track(alone, speech, settings))
+            mixer = TrackMixer(alone, speech, settings)
+            piece = segment(mixer.mix(0, mixer.length))
             at_ms = (event.start_s - track.start_s) * 1000.0
             if at_ms >= len(audio):
                 audio += silence_ms(at_ms - len(audio)) + piece

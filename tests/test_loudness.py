@@ -10,10 +10,16 @@ import pytest
 from scipy import signal
 
 from audioguide import loudness
-from audioguide.loudness import block_powers, integrated_loudness
+from audioguide.loudness import block_powers, gated_loudness
 from audioguide.synth import SAMPLE_RATE
 
 SR = SAMPLE_RATE
+
+
+def integrated_loudness(samples: np.ndarray) -> float:
+    """BS.1770 integrated loudness of mono samples on their one channel, as the render
+    measures a session: block powers, then the gates."""
+    return gated_loudness(block_powers(samples))
 
 
 def sine(freq_hz: float, seconds: float, amplitude: float, phase: float = 0.0) -> np.ndarray:

@@ -18,15 +18,13 @@ from scipy import signal
 from audioguide import mix
 from audioguide.dynamics import hot_samples, limit, overshoot_bound, true_peak
 from audioguide.errors import RoutineError, SoundFileError
-from audioguide.loudness import block_powers, integrated_loudness
+from audioguide.loudness import block_powers, gated_loudness
 from audioguide.mix import (
     DUCK_DB,
     MixSettings,
     db_to_gain,
     duck_gain,
-    master,
     master_gain_db,
-    mix_track,
     track_span,
 )
 from audioguide.routine import parse_routine
@@ -44,6 +42,24 @@ def sine(freq_hz: float, seconds: float, amplitude: float, phase: float = 0.0) -
 
 def track(events: tuple[Event, ...], duration_s: float, **fields) -> Track:
     return Track(1, "T", 0.0, duration_s, events, **fields)
+
+
+def mix_track(track: Track, speech: Speech, settings: MixSettings) -> np.ndarray:
+    """The whole track mixed in one range: what the render's spans must join into."""
+    mixer = mix.TrackMixer(track, speech, settings)
+    return mixer.mix(0, mixer.length)
+
+
+def reference_master(
+    samples: np.ndarray, gain_db: float, ceiling_dbtp: float = mix.TRUE_PEAK_CEILING_DBTP
+) -> np.ndarray:
+    """A whole track mastered at once, as the render's mastered spans must join into: the
+    session gain, then the true-peak limiter."""
+    return limit(samples * np.float32(db_to_gain(gain_db)), db_to_gain(ceiling_dbtp))
+
+
+def loudness_lufs(samples: np.ndarray) -> float:
+    return gated_loudness(block_powers(samples))
 
 
 # -- loudness ---------------------------------------------------------------------------------
@@ -121,14 +137,14 @@ def test_the_ceiling_leaves_room_for_low_bit_rates():
     assert mix.true_peak_ceiling_dbtp(None) == mix.true_peak_ceiling_dbtp(96) == -1.7
     assert mix.true_peak_ceiling_dbtp(32) < mix.true_peak_ceiling_dbtp(64) < -1.7
     x = sine(440.0, 1.0, 0.5)
-    y = master(x, 6.0, ceiling_dbtp=mix.true_peak_ceiling_dbtp(32))
+    y = reference_master(x, 6.0, ceiling_dbtp=mix.true_peak_ceiling_dbtp(32))
     assert true_peak(y) <= db_to_gain(-2.6)
 
 
 def test_master_keeps_silence_silent():
     x = np.zeros(3 * SR, dtype=np.float32)
     x[SR : SR + 1000] = sine(440.0, 1000 / SR, 0.5)
-    y = master(x, 12.0)
+    y = reference_master(x, 12.0)
     assert not y[:SR].any() and not y[SR + 1000 :].any()
     assert true_peak(y) <= db_to_gain(mix.TRUE_PEAK_CEILING_DBTP)
 
@@ -190,7 +206,7 @@ def test_ambient_fills_pauses_fades_and_ducks(fake_speech, kind):
     free = rms(bed_only[lo + SR : hi - SR // 2])
     assert 20 * np.log10(under / free) == pytest.approx(DUCK_DB, abs=1.5)
     # The bed is quiet: its loop measures AMBIENT_LOUDNESS_LUFS, 19 LU under the voice.
-    assert integrated_loudness(mix._bed_loop(kind, 0)) == pytest.approx(
+    assert loudness_lufs(mix._bed_loop(kind, 0)) == pytest.approx(
         mix.AMBIENT_LOUDNESS_LUFS, abs=0.01
     )
 
@@ -262,7 +278,7 @@ def test_an_ambient_file_is_looped_and_levelled(fake_speech, tmp_path):
     x = mix_track(tr, fake_speech, MixSettings())
     loop = mix._bed_loop(str(path), 0)
     assert loop.size == 4 * SR  # five seconds, one crossfaded into the start
-    assert integrated_loudness(loop) == pytest.approx(mix.AMBIENT_LOUDNESS_LUFS, abs=0.01)
+    assert loudness_lufs(loop) == pytest.approx(mix.AMBIENT_LOUDNESS_LUFS, abs=0.01)
     # Between the fades the track plays the loop, going round from session time 2 s.
     assert np.array_equal(x[2 * SR : 6 * SR], np.roll(loop, -2 * SR))
 
@@ -415,7 +431,7 @@ def test_a_track_mastered_in_spans_is_the_track_mastered_whole(fake_speech, span
     ceiling_dbtp = mix.true_peak_ceiling_dbtp(96)
     gain_db = 24.0  # pushes every cue and bell far into the limiter
     mixed = mix_track(spans_track, fake_speech, settings)
-    whole = master(mixed, gain_db, ceiling_dbtp=ceiling_dbtp)
+    whole = reference_master(mixed, gain_db, ceiling_dbtp)
     mixer = mix.TrackMixer(spans_track, fake_speech, settings)
     spans = mix.mastered_spans(mixer, gain_db, ceiling_dbtp=ceiling_dbtp, span=20_011)
     joined = np.concatenate(list(spans))
