@@ -58,7 +58,9 @@ def test_a_stream_cut_short_is_refused():
     assert frame_offsets(b"").tolist() == [0]
 
 
-@pytest.mark.parametrize("size", [4_096, 4_097, 8_191, 65_536, 65_537, 300_001])
+@pytest.mark.parametrize(
+    "size", [4_096, 4_097, 8_191, 65_536, 65_537, 300_001, 1 << 20, (1 << 21) + 3, 2_500_001]
+)
 def test_the_vectorized_crc_is_the_byte_by_byte_crc(size):
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     assert crc16_fast(data) == crc16(data)

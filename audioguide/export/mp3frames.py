@@ -153,6 +153,7 @@ def crc16(data: bytes, crc: int = 0) -> int:
 
 
 _CRC_ROW_BYTES = 64  # bytes each row of the vectorized CRC takes, two at a time
+_CRC_CHUNK_BYTES = 1 << 20  # bytes of a track taken at a time
 
 
 @lru_cache(maxsize=1)
@@ -179,29 +180,46 @@ def _map_tables(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def crc16_fast(data: bytes | bytearray | memoryview) -> int:
-    """``crc16(data)`` for megabytes of audio, with numpy: about 2 ns a byte.
+    """``crc16(data)`` for megabytes of audio, with numpy: about 2 ns a byte, a megabyte at a
+    time (so a long track's frames are never copied whole).
 
-    The CRC is linear with a zero start, and zero bytes in front of the data leave it zero:
-    so the data, zero-padded in front, is viewed as rows of 64 bytes, a power of two of
-    them; every row's CRC is computed side by side (two bytes a lookup), then pairs of
-    neighbours are folded, crc(A + B) = advance(crc(A), len(B)) ^ crc(B), level by level,
-    where advancing over zero bytes is a linear map on the 16 bits, the same for every pair
-    of a level, applied through two lookup tables and squared for the next level.
+    The CRC is linear with a zero start: each megabyte's CRC (``_crc16_rows``) is folded into
+    the CRC so far, crc(A + B) = advance(crc(A), len(B)) ^ crc(B), where advancing over a
+    megabyte of zero bytes is one fixed linear map on the 16 bits.
     """
     size = len(data)
     if size < 4096:
         return crc16(bytes(data))
+    view = np.frombuffer(data, dtype=np.uint8)
+    over_chunk = _zero_advance(_CRC_CHUNK_BYTES)
+    crc = 0
+    for start in range(0, size, _CRC_CHUNK_BYTES):
+        part = view[start : start + _CRC_CHUNK_BYTES]
+        if part.size == _CRC_CHUNK_BYTES:
+            crc = _apply(over_chunk, crc) ^ _crc16_rows(part)
+        else:
+            crc = _apply(_zero_advance(part.size), crc) ^ _crc16_rows(part)
+    return crc
+
+
+def _crc16_rows(data: np.ndarray) -> int:
+    """``crc16`` of bytes (uint8): zero bytes in front of the data leave a zero-start CRC
+    zero, so the data, zero-padded in front, is viewed as rows of 64 bytes, a power of two
+    of them; every row's CRC is computed side by side (two bytes a lookup), then pairs of
+    neighbours are folded, level by level, where advancing over a row's zero bytes is a
+    linear map, the same for every pair of a level, applied through two lookup tables and
+    squared for the next level."""
     width = _CRC_ROW_BYTES
-    rows = 1 << int(np.ceil(np.log2(-(-size // width))))
+    rows = 1 << max(0, int(np.ceil(np.log2(-(-data.size // width)))))
     padded = np.zeros(rows * width, dtype=np.uint8)
-    padded[rows * width - size :] = np.frombuffer(data, dtype=np.uint8)
+    padded[rows * width - data.size :] = data
     # Column j: bytes 2j and 2j + 1 of every row, little end first, contiguous.
     words = np.ascontiguousarray(padded.view("<u2").reshape(rows, width // 2).T)
     table = _crc16_pairs()
     crcs = np.zeros(rows, dtype=np.intp)
     for column in words:
         crcs = table.take(crcs ^ column)
-    columns = np.array([_advance(1 << bit, width) for bit in range(16)], dtype=np.uint16)
+    columns = np.array(_zero_advance(width), dtype=np.uint16)
     while crcs.size > 1:
         low, high = _map_tables(columns)
         left, right = crcs[0::2], crcs[1::2]
@@ -225,21 +243,27 @@ def _apply(columns: list[int], crc: int) -> int:
     return out
 
 
+@lru_cache(maxsize=64)
+def _zero_advance(zero_bytes: int) -> list[int]:
+    """The linear map of running a CRC through ``zero_bytes`` zero bytes, as each of the 16
+    bits' image; built by squaring, a few dozen small steps for any length."""
+    step = [_advance(1 << bit, 1) for bit in range(16)]  # one zero byte
+    total = [1 << bit for bit in range(16)]  # no bytes yet: the identity
+    while zero_bytes:
+        if zero_bytes & 1:
+            total = [_apply(step, column) for column in total]
+        step = [_apply(step, column) for column in step]
+        zero_bytes >>= 1
+    return total
+
+
 def crc16_combine(crc_a: int, crc_b: int, length_b: int) -> int:
     """``crc16(a + b)`` from ``crc16(a)``, ``crc16(b)`` and ``len(b)``, without the data.
 
     With a zero start the CRC is linear: crc(a + b) is crc(a) run through ``len(b)`` zero
-    bytes, xor crc(b). Running through zeros is a linear map on the 16 bits; its power for
-    ``len(b)`` bytes is built by squaring, a few dozen small steps for any length.
+    bytes, xor crc(b).
     """
-    step = [_advance(1 << bit, 1) for bit in range(16)]  # one zero byte
-    total = [1 << bit for bit in range(16)]  # no bytes yet: the identity
-    while length_b:
-        if length_b & 1:
-            total = [_apply(step, column) for column in total]
-        step = [_apply(step, column) for column in step]
-        length_b >>= 1
-    return _apply(total, crc_a) ^ crc_b
+    return _apply(_zero_advance(length_b), crc_a) ^ crc_b
 
 
 def info_frame(
