@@ -355,8 +355,6 @@ def track_powers(mixer: TrackMixer) -> np.ndarray:
     return meter.powers()
 
 
-
-
 def master_gain_db(powers: list[np.ndarray], loudness_lufs: float, channels: int = 1) -> float:
     """The one gain (dB) that brings a session with these block powers to ``loudness_lufs``
     (stereo-equivalent). Zero for a silent session.
