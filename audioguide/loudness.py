@@ -6,7 +6,7 @@ and ``gated_loudness`` turns block powers into integrated loudness with the BS.1
 
 numpy alone: the K-weighting's coefficients come from the cookbook formulas (``biquad``) and
 the filter runs a block of samples at a time as matrix products (``KWeighting``), so a render
-needs neither scipy.signal (1 s of CPU and 65 MB to import) nor pyloudnorm. Every recursive
+needs neither scipy.signal (1 s of CPU and about 50 MB to import) nor pyloudnorm. Every recursive
 filter here is kept out of subnormal floats (``with_subnormal_guard``).
 """
 
