@@ -102,12 +102,12 @@ def resample_blocks(
     sample sees the cut; joined, the blocks are the signal resampled whole (to rounding).
     Memory follows ``block``, not the signal.
     """
-    from scipy import signal
-
     if up == down:
         for x in blocks:
             yield np.asarray(x, dtype=np.float64)
         return
+    from scipy import signal  # only to resample: a sound at the session rate needs none
+
     window = _resampler(up, down)
     step = down * max(1, -(-block // down))
     # The filter reaches half its length either side of an output sample, in the upsampled

@@ -439,3 +439,30 @@ def test_a_track_mastered_in_spans_is_the_track_mastered_whole(fake_speech, span
     assert np.max(np.abs(joined - whole)) < 1e-6
     assert true_peak(joined) <= db_to_gain(ceiling_dbtp)
     assert true_peak(whole) > 0.9 * db_to_gain(ceiling_dbtp)  # the limiter had work to do
+
+
+def test_mixing_measuring_and_mastering_import_no_scipy_signal():
+    # scipy.signal costs a render 1 s of CPU and 50 MB to import: the warm path has no use
+    # for it (the loudness filter and the limiter are numpy, the shipped sounds need no
+    # resampling). Checked in a fresh interpreter, as a render starts.
+    import subprocess
+    import sys
+
+    program = """
+import sys
+import numpy as np
+from audioguide import mix
+from audioguide.timeline import Event, Track
+events = (Event("bell", 0.5, 4.0), Event("breath", 5.0, 4.0, phase="inhale"),
+          Event("chime", 9.0, 3.0), Event("breath", 12.0, 6.0, phase="exhale"))
+track = Track(1, "T", "01 - T.mp3", 0.0, 20.0, events)
+mixer = mix.TrackMixer(track, None, mix.MixSettings())
+gain_db = mix.master_gain_db([mix.track_powers(mixer)], -16.0)
+mastered = np.concatenate(list(mix.mastered_spans(mixer, gain_db)))
+assert mastered.any()
+print(sorted(m for m in ("scipy.signal", "scipy.ndimage", "pyloudnorm") if m in sys.modules))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
