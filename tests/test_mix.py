@@ -455,7 +455,7 @@ from audioguide import mix
 from audioguide.timeline import Event, Track
 events = (Event("bell", 0.5, 4.0), Event("breath", 5.0, 4.0, phase="inhale"),
           Event("chime", 9.0, 3.0), Event("breath", 12.0, 6.0, phase="exhale"))
-track = Track(1, "T", "01 - T.mp3", 0.0, 20.0, events)
+track = Track(1, "T", 0.0, 20.0, events)
 mixer = mix.TrackMixer(track, None, mix.MixSettings())
 gain_db = mix.master_gain_db([mix.track_powers(mixer)], -16.0)
 mastered = np.concatenate(list(mix.mastered_spans(mixer, gain_db)))

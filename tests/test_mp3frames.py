@@ -5,11 +5,14 @@ tests/test_export.py checks the Info frame and the files a render writes.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from audioguide.export import encode_track
-from audioguide.mp3frames import (
+from audioguide.export.mp3 import TrackEncoder
+from audioguide.export.mp3frames import (
     Mp3FormatError,
     _predicted_offsets,
     _walked_offsets,
@@ -25,7 +28,10 @@ def lame_stream(bitrate_kbps: int, channels: int = 1, seconds: float = 3.0) -> b
     rng = np.random.default_rng(bitrate_kbps)
     shape = (round(seconds * SAMPLE_RATE),) if channels == 1 else (round(seconds * SAMPLE_RATE), 2)
     samples = (rng.standard_normal(shape) * 0.1).astype(np.float32)
-    return bytes(encode_track(samples, 1_000, bitrate_kbps).audio)
+    with tempfile.TemporaryDirectory() as folder:
+        encoder = TrackEncoder(1_000, Path(folder) / "track.frames", bitrate_kbps)
+        encoder.feed(samples)
+        return encoder.finish().path.read_bytes()
 
 
 @pytest.mark.parametrize(("bitrate_kbps", "channels"), [(32, 1), (96, 1), (128, 2), (320, 2)])
