@@ -8,9 +8,10 @@ an explicit ``rng: np.random.Generator``; the same generator state gives the sam
 Sound files (a user's bell or ambient bed, and the bowls shipped in ``sounds/``) are read in
 ``sounds``; the session rate, fades and resampling are ``audio``'s.
 
-scipy.signal is imported inside the functions that filter (here, in ``speech``, ``mix`` and
-``dynamics`` too): it takes half a second to import, which commands that make no audio
-(``--help``, ``validate``, ``plan``, ``list``) should not wait for.
+scipy.signal is imported inside the functions that filter (here, in the voice chain and the
+resampler): it takes half a second to import, which commands that make no audio (``--help``,
+``validate``, ``plan``, ``list``) and a warm render (``loudness`` and ``dynamics`` filter in
+numpy) should not wait for.
 """
 
 from __future__ import annotations

@@ -216,17 +216,18 @@ def test_a_change_to_the_preparation_comes_with_a_new_preparation_version():
     ("module", "name", "value"),
     [
         ("cues", "SPEECH_RMS", 0.11),
-        ("cues", "RESAMPLE_KAISER_BETA", 7.0),
+        ("audio", "RESAMPLE_KAISER_BETA", 7.0),
         ("voice_fx", "SATURATION_DRIVE", 2.1),
         ("voice_fx", "ROOM_WET_DB", -16.0),
     ],
 )
 def test_the_digests_see_a_change_to_the_preparation(monkeypatch, module, name, value):
+    from audioguide import audio
     from audioguide.speech import cues, voice_fx
 
     before = preparation_digests()
-    monkeypatch.setattr({"cues": cues, "voice_fx": voice_fx}[module], name, value)
-    caches = (voice_fx.room_impulse, cues._resampler)
+    monkeypatch.setattr({"cues": cues, "voice_fx": voice_fx, "audio": audio}[module], name, value)
+    caches = (voice_fx.room_impulse, audio._resampler)
     for cached in caches:
         cached.cache_clear()
     try:

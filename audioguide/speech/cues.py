@@ -11,12 +11,12 @@ construction. The voice effect (voice_fx) then colours each prepared cue.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from math import gcd
 
 import numpy as np
 import scipy
 
+from ..audio import resample
 from ..dynamics import limit
 from ..synth import SAMPLE_RATE, apply_fades
 from . import voice_fx
@@ -25,32 +25,7 @@ from .engine import SpeechClip, SpeechEngine
 from .voice_fx import EDGE_FADE_S, VOICE_PEAK_OVER_RMS_DB, voiced_rms
 
 SPEECH_RMS = 0.1  # -20 dBFS over the voiced part of each cue
-# The resampler's low-pass: scipy's default (41 taps for 22.05 -> 44.1 kHz) passes the image of
-# a 10 kHz tone at -20 dB; 65 taps cut at 0.9 of the engine's Nyquist with a Kaiser window of
-# beta 8 take it to -79 dB, for 60% more time (0.2 s per minute of speech here).
-RESAMPLE_TAPS_PER_PHASE = 32
-RESAMPLE_CUTOFF = 0.9
-RESAMPLE_KAISER_BETA = 8.0
 SILENCE_THRESHOLD = 10 ** (-45 / 20)  # relative to the cue's peak
-
-
-@lru_cache(maxsize=8)
-def _resampler(up: int, down: int) -> np.ndarray:
-    from scipy import signal
-
-    factor = max(up, down)
-    taps = RESAMPLE_TAPS_PER_PHASE * factor + 1
-    return signal.firwin(taps, RESAMPLE_CUTOFF / factor, window=("kaiser", RESAMPLE_KAISER_BETA))
-
-
-def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Polyphase resampling with a steep anti-aliasing low-pass; float32 out."""
-    from scipy import signal
-
-    g = gcd(from_rate, to_rate)
-    up, down = to_rate // g, from_rate // g
-    out = signal.resample_poly(samples, up, down, window=_resampler(up, down))
-    return out.astype(np.float32)
 
 
 def _trimmed(clip: SpeechClip) -> np.ndarray:
