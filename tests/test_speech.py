@@ -267,3 +267,16 @@ def test_cues_the_cache_lacks_are_synthesized_in_one_batch_in_order(tmp_path, fa
     for text in texts:
         speech.samples(text)
     assert fake_engine.calls == []  # everything the mix needs came from the batch
+
+
+def test_the_voice_eq_never_computes_in_subnormal_floats():
+    """A cue followed by a long silence: unguarded, the EQ's output decays through the subnormal
+    floats (40x slower on some CPUs) and stays there."""
+    from audioguide.speech.voice_fx import equalize
+
+    t = np.arange(22_050) / SAMPLE_RATE
+    cue = (0.3 * np.sin(2 * np.pi * 180 * t) * np.hanning(t.size)).astype(np.float32)
+    out = equalize(np.concatenate([cue, np.zeros(20 * SAMPLE_RATE, np.float32)]))
+    assert out.dtype == np.float32
+    magnitude = np.abs(out)
+    assert not np.any(magnitude < np.finfo(np.float32).smallest_normal)

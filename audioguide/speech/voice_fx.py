@@ -44,14 +44,21 @@ ROOM_WET_DB = -17.0  # energy of the room relative to the dry voice: felt more t
 ROOM_SEED = 1_411  # one fixed room: the voice sounds the same whatever --seed is
 
 
+def equalize(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The voice chain's EQ (VOICE_EQ), float32.
+
+    Guarded: the filter's state would otherwise decay into subnormal floats in every pause
+    after a sound, which some CPUs compute 40 times slower (loudness.with_subnormal_guard).
+    """
+    from scipy import signal
+
+    sections = _voice_eq(sample_rate).astype(np.float32)
+    return signal.sosfilt(sections, with_subnormal_guard(samples)).astype(np.float32)
+
+
 @lru_cache(maxsize=4)
 def _voice_eq(sample_rate: int) -> np.ndarray:
-    return np.array(
-        [
-            biquad(kind, gain_db, q, corner_hz, sample_rate)
-            for kind, gain_db, q, corner_hz in VOICE_EQ
-        ]
-    )
+    return np.array([biquad(*section, sample_rate) for section in VOICE_EQ])
 
 
 @lru_cache(maxsize=4)
@@ -98,9 +105,7 @@ def warm_voice(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarra
     # result is written as 16-bit audio anyway.
     dry = samples.astype(np.float32)
     level = voiced_rms(dry)
-    # Guarded: the EQ's state would otherwise decay into subnormal floats in every pause,
-    # which some CPUs compute 40 times slower (loudness.with_subnormal_guard).
-    x = signal.sosfilt(_voice_eq(sample_rate).astype(np.float32), with_subnormal_guard(dry))
+    x = equalize(dry, sample_rate)
     x = np.tanh(np.float32(SATURATION_DRIVE) * x) / np.float32(SATURATION_DRIVE)
     shaped = voiced_rms(x)
     if shaped > 0:
