@@ -27,7 +27,7 @@ from .export import (
     ExportOptions,
     session_files,
 )
-from .feed import FEED_NAME, check_feed_url, find_sessions, write_feed
+from .export.feed import FEED_NAME, check_feed_url, find_sessions, write_feed
 from .mix import DEFAULT_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS, MIN_LOUDNESS_LUFS, MixSettings
 from .pipeline import (
     DEFAULT_OUT_DIR,

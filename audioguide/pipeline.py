@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 from .checks import check_choice, check_flag, check_optional_text, check_whole
 from .errors import ExportError, OptionError
 from .export import ExportOptions, SessionWriter, slugify, staged_folder, write_zip
+from .export.ownership import check_replaceable, check_zip_replaceable
 from .mix import (
     MixSettings,
     TrackMixer,
@@ -29,7 +30,6 @@ from .mix import (
     track_powers,
     true_peak_ceiling_dbtp,
 )
-from .ownership import check_replaceable, check_zip_replaceable
 from .routine import Routine, load_routine
 from .speech import (
     DEFAULT_RATE_WPM,

@@ -33,10 +33,10 @@ import yaml
 from .breath import MAX_BREATHS_PER_MIN, MIN_BREATHS_PER_MIN
 from .errors import AudioguideError, ExportError, OptionError, RoutineError
 from .export import session_files
+from .export.feed import PROGRAMME_INDEX
 from .export.names import safe_name, slugify
+from .export.ownership import check_replaceable
 from .export.sidecars import PlaylistEntry, playlist_text
-from .feed import PROGRAMME_INDEX
-from .ownership import check_replaceable
 from .pipeline import SessionOptions, make_speech, plan_session, render_session
 from .routine import Routine, _read_text, _refuse_language_tags, find_routine, load_routine
 from .speech import Speech

@@ -31,7 +31,7 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route, Router
 
 from .errors import ServeError
-from .feed import (
+from .export.feed import (
     CHAPTERS_TYPE,
     FEED_NAME,
     FEED_TYPE,
@@ -43,7 +43,7 @@ from .feed import (
     page_listing,
     read_session,
 )
-from .ownership import MANIFEST_NAME
+from .export.ownership import MANIFEST_NAME
 
 TOKEN_FILE = ".audioguide-token"
 WEB_DIR = Path(__file__).with_name("web")

@@ -26,8 +26,8 @@ from click.testing import CliRunner
 
 from audioguide.cli import cli
 from audioguide.export import mp3 as session_writer
+from audioguide.export.ownership import MANIFEST_NAME, write_manifest
 from audioguide.export.staging import STAGING_MARKER
-from audioguide.ownership import MANIFEST_NAME, write_manifest
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 # | `case` | bad input | `message` | exit |

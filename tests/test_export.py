@@ -37,9 +37,9 @@ from audioguide.export.mp3frames import (
     info_frame,
     parse_header,
 )
+from audioguide.export.ownership import MANIFEST_NAME
 from audioguide.export.sidecars import PlaylistEntry, lrc_text, lrc_timestamp, playlist_text
 from audioguide.export.tags import Chapter, Cue, Gapless, TrackTags, itunsmpb, tag_mp3
-from audioguide.ownership import MANIFEST_NAME
 from audioguide.pipeline import SessionOptions, plan_session, render_session
 from audioguide.synth import SAMPLE_RATE
 from audioguide.timeline import Timeline, Track

@@ -17,7 +17,7 @@ from mutagen.id3 import ID3
 from mutagen.mp3 import MP3
 
 from audioguide.cli import cli
-from audioguide.ownership import MANIFEST_NAME
+from audioguide.export.ownership import MANIFEST_NAME
 
 TOLERANCE_S = 0.010
 LENGTH_TOLERANCE_S = 0.1

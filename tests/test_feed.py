@@ -20,9 +20,8 @@ from mutagen.id3 import ID3, CTOCFlags
 from mutagen.mp3 import MP3
 
 from audioguide.cli import cli
-from audioguide.export.sidecars import lrc_timestamp
+from audioguide.export.sidecars import lrc_timestamp, srt_text, vtt_text
 from audioguide.export.tags import Cue
-from audioguide.subtitles import srt_text, vtt_text
 
 feedparser = pytest.importorskip("feedparser", reason="the feed tests need: pip install '.[test]'")
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from audioguide.cli import cli
-from audioguide.ownership import MANIFEST_NAME
+from audioguide.export.ownership import MANIFEST_NAME
 
 TINY = """\
 title: Tiny

@@ -19,7 +19,7 @@ from mutagen.id3 import ID3
 
 from audioguide.cli import cli
 from audioguide.errors import ExportError
-from audioguide.feed import feed_xml, find_sessions
+from audioguide.export.feed import feed_xml, find_sessions
 from audioguide.programme import (
     INDEX_NAME,
     PROGRAMME_FIELDS,

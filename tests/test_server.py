@@ -23,7 +23,7 @@ from conftest import SHORT_ROUTINE, Served  # noqa: E402
 
 from audioguide import server  # noqa: E402
 from audioguide.cli import cli  # noqa: E402
-from audioguide.feed import find_sessions, read_session  # noqa: E402
+from audioguide.export.feed import find_sessions, read_session  # noqa: E402
 from audioguide.server import TOKEN_FILE  # noqa: E402
 
 FULL = "Short Test Session (full).mp3"

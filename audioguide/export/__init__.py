@@ -21,6 +21,7 @@ import numpy as np
 
 from ..checks import check_choice, check_flag, check_whole
 from .cover import cover_png
+from .feed import write_chapters
 from .ffmpeg import AUDIO_FORMATS, DEFAULT_FORMAT, FfmpegSink, check_format
 from .mp3 import (
     DEFAULT_BITRATE_KBPS,
@@ -174,8 +175,6 @@ class SessionWriter:
                 album=timeline.title,
                 length_s=timeline.total_s,
             )
-            from ..feed import write_chapters  # here: the feed module imports this package
-
             write_chapters(path, timeline.title, timeline.artist, self.tags.full().chapters)
             written.append(path)
             if not self.options.writes_tracks:

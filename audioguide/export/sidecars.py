@@ -1,8 +1,9 @@
 """Export stage, sidecars: the files beside the audio, a session's tracks and cues in.
 
 The playlist (UTF-8 ``.m3u8``, as phone players read it) and the transcripts beside each audio
-file: ``.lrc`` for players that show lyrics (and people who read along), and any other
-transcript format, each written from the same cues by ``write_transcripts``. The times are the
+file: ``.lrc`` for players that show lyrics (and people who read along), WebVTT for a browser's
+``<track>`` element and SRT, the two a podcast feed's ``podcast:transcript`` offers, each written
+from the same cues by ``write_transcripts``. The times are the
 cue starts from the timeline, counted from the start of the file they sit beside.
 """
 
@@ -13,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .tags import Cue
+
+VTT_SUFFIX = ".vtt"
+SRT_SUFFIX = ".srt"
 
 
 def lrc_timestamp(seconds: float) -> str:
@@ -56,8 +60,6 @@ def write_transcripts(
 ) -> None:
     """Every transcript of the audio file at ``audio_path``, beside it: the same name with
     each transcript format's extension."""
-    from ..subtitles import write_subtitles  # here: that module imports this package
-
     text = lrc_text(cues, title=title, artist=artist, album=album, length_s=length_s)
     write_lrc(audio_path.with_suffix(".lrc"), text)
     write_subtitles(audio_path, cues, length_s=length_s)
@@ -83,3 +85,58 @@ def playlist_text(entries: Sequence[PlaylistEntry], artist: str) -> str:
 def write_playlist(path: Path, entries: Sequence[PlaylistEntry], artist: str) -> None:
     """Write UTF-8 without a BOM, as phone players expect."""
     path.write_text(playlist_text(entries, artist), encoding="utf-8", newline="\n")
+
+
+# WebVTT and SRT: for a browser's <track> element and a feed's podcast:transcript. A cue is
+# shown from its start until the next cue starts, the last one until the end of the file.
+
+
+def _cue_spans(cues: Sequence[Cue], length_s: float) -> list[tuple[int, int, str]]:
+    """(start_ms, end_ms, one-line text) per cue; an end never before its start."""
+    if not cues:
+        return []  # a part with no speech (a bell, a pause) has an empty transcript
+    starts_ms = [round(cue.start_s * 1000) for cue in cues]
+    ends_ms = [*starts_ms[1:], max(round(length_s * 1000), starts_ms[-1] if starts_ms else 0)]
+    return [
+        (start_ms, max(start_ms, end_ms), " ".join(cue.text.split()))
+        for cue, start_ms, end_ms in zip(cues, starts_ms, ends_ms, strict=True)
+    ]
+
+
+def _timestamp(ms: int, fraction_mark: str) -> str:
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}{fraction_mark}{millis:03d}"
+
+
+def _vtt_escape(text: str) -> str:
+    # "-->" is left as it is: inside a cue's text WebVTT reads it as text.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def vtt_text(cues: Sequence[Cue], *, length_s: float) -> str:
+    """A WebVTT file: the header, then one numbered cue per spoken instruction."""
+    blocks = ["WEBVTT"]
+    for number, (start_ms, end_ms, text) in enumerate(_cue_spans(cues, length_s), start=1):
+        timing = f"{_timestamp(start_ms, '.')} --> {_timestamp(end_ms, '.')}"
+        blocks.append(f"{number}\n{timing}\n{_vtt_escape(text)}")
+    return "\n\n".join(blocks) + "\n"
+
+
+def srt_text(cues: Sequence[Cue], *, length_s: float) -> str:
+    """A SubRip file: numbered cues with ``hh:mm:ss,mmm`` times."""
+    blocks = [
+        f"{number}\n{_timestamp(start_ms, ',')} --> {_timestamp(end_ms, ',')}\n{text}"
+        for number, (start_ms, end_ms, text) in enumerate(_cue_spans(cues, length_s), start=1)
+    ]
+    return "\n\n".join(blocks) + "\n" if blocks else ""
+
+
+def write_subtitles(audio_path: Path, cues: Sequence[Cue], *, length_s: float) -> None:
+    """Write ``.vtt`` and ``.srt`` beside ``audio_path``: UTF-8 without a BOM, LF line ends."""
+    for suffix, text in (
+        (VTT_SUFFIX, vtt_text(cues, length_s=length_s)),
+        (SRT_SUFFIX, srt_text(cues, length_s=length_s)),
+    ):
+        audio_path.with_suffix(suffix).write_text(text, encoding="utf-8", newline="\n")

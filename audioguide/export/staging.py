@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import ExportError
-from ..ownership import (
+from .ownership import (
     ZIP_COMMENT,
     check_replaceable,
     check_zip_replaceable,

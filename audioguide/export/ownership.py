@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import ExportError
+from ..errors import ExportError
 
 MANIFEST_NAME = ".audioguide.json"
 MANIFEST_FORMAT = 1

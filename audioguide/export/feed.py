@@ -29,12 +29,12 @@ import mutagen
 from mutagen import MutagenError
 from mutagen.id3 import ID3, ID3NoHeaderError
 
-from .errors import OptionError
-from .export.ffmpeg import AUDIO_FORMATS
-from .export.names import FULL_SESSION_SUFFIX
-from .export.tags import Chapter
-from .phrases import ENGLISH
-from .subtitles import SRT_SUFFIX, VTT_SUFFIX
+from ..errors import OptionError
+from ..phrases import ENGLISH
+from .ffmpeg import AUDIO_FORMATS
+from .names import FULL_SESSION_SUFFIX
+from .sidecars import SRT_SUFFIX, VTT_SUFFIX
+from .tags import Chapter
 
 FEED_NAME = "feed.xml"
 PROGRAMME_INDEX = "programme.json"  # a programme's index (programme.py), beside its sessions
