@@ -46,6 +46,7 @@ from .programme import (
     render_programme,
 )
 from .routine import (
+    AMBIENT_KINDS,
     DEFAULT_LEVEL,
     LEVELS,
     MAX_MOVES_PER_MIN,
@@ -64,7 +65,7 @@ from .speech import (
     all_voices,
     cache_dir,
 )
-from .synth import AMBIENT_KINDS, BREATH_SOUNDS
+from .synth import BREATH_SOUNDS
 from .timeline import MAX_MINUTES, MIN_MINUTES, Event, RenderOptions, Timeline, check_routine
 
 T = TypeVar("T")
@@ -495,6 +496,7 @@ def render(routine: str, out_dir: Path, quiet: bool, feed_url: str | None, **kwa
 @click.pass_context
 def plan(
     ctx: click.Context,
+    /,
     routine: str,
     as_json: bool,
     audio_format: str,

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .synth import SAMPLE_RATE
+from .audio import SAMPLE_RATE
 
 LIMITER_WINDOW_S = 0.02  # the gain leans into a peak over 20 ms and lets go over 20 ms
 

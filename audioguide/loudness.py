@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .synth import SAMPLE_RATE
+from .audio import SAMPLE_RATE
 
 BLOCK_S = 0.4
 HOP_S = 0.1

@@ -26,10 +26,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from .audio import db_to_gain
+from .audio import SAMPLE_RATE, apply_fades, db_to_gain, raised_cosine, seconds_to_samples
 from .checks import check_choice, check_flag, check_number, check_optional_text, check_whole
 from .dynamics import limit
 from .loudness import BlockMeter, block_powers, gated_loudness
+from .routine import AMBIENT_KINDS
 from .sounds import (
     DEFAULT_BELL_FILE,
     INTERVAL_BELL_FILE,
@@ -40,17 +41,12 @@ from .sounds import (
 )
 from .speech import Speech
 from .synth import (
-    AMBIENT_KINDS,
     BREATH_SOUNDS,
     DEFAULT_BREATH_SOUND,
-    SAMPLE_RATE,
     ambient_loop,
-    apply_fades,
     breath_guide,
     fit_ring,
     loop_span,
-    raised_cosine,
-    seconds_to_samples,
     tick,
 )
 from .timeline import Event, Track

@@ -45,7 +45,6 @@ from .routine import DEFAULT_LEVEL, Routine, Section, at_level
 from .steps import (
     DEFAULT_MOVES_PER_MIN,
     DEFAULT_SAY_PAUSE_S,
-    LEVELS,
     MAX_MOVES_PER_MIN,
     MIN_MOVES_PER_MIN,
     Bell,
@@ -56,6 +55,7 @@ from .steps import (
     Say,
     Step,
 )
+from .yaml_nodes import LEVELS
 
 LEAD_IN_S = 1.0
 TAIL_S = 1.5

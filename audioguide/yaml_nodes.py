@@ -53,7 +53,7 @@ class RoutineLoader(yaml.SafeLoader):
         self.depth += 1
         try:
             if self.depth > MAX_YAML_DEPTH:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise RoutineError(
                     f"the routine is nested more than {MAX_YAML_DEPTH} levels deep; a routine "
                     "needs only a few (look for brackets that never close)",

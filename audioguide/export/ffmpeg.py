@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..audio import SAMPLE_RATE, seconds_to_samples
 from ..errors import ExportError
-from ..synth import SAMPLE_RATE, seconds_to_samples
 from .mp3 import to_pcm16
 from .names import SessionFiles
 from .tags import Chapter, SessionTags, tag_file

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 import lameenc
 import numpy as np
 
+from ..audio import SAMPLE_RATE, seconds_to_samples
 from ..errors import ExportError
-from ..synth import SAMPLE_RATE, seconds_to_samples
 from .mp3frames import (
     SAMPLES_PER_FRAME,
     FrameHeader,

@@ -5,8 +5,9 @@ engine is a module of its own (``espeak``). ``cache`` keeps synthesized and prep
 disk, ``cues`` prepares them for mixing (``Speech``), and ``voice_fx`` colours them.
 """
 
+from ..audio import resample
 from .cache import CACHE_ENV, PreparedCue, SpeechCache, cache_dir
-from .cues import Speech, prepare_clip, prepared_length, resample
+from .cues import Speech, prepare_clip, prepared_length
 from .engine import (
     DEFAULT_ENGINE,
     DEFAULT_RATE_WPM,

@@ -16,9 +16,8 @@ from math import gcd
 import numpy as np
 import scipy
 
-from ..audio import resample
+from ..audio import SAMPLE_RATE, apply_fades, resample
 from ..dynamics import limit
-from ..synth import SAMPLE_RATE, apply_fades
 from . import voice_fx
 from .cache import PreparedCue, SpeechCache
 from .engine import SpeechClip, SpeechEngine

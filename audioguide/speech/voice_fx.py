@@ -13,9 +13,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..audio import SAMPLE_RATE, apply_fades
 from ..dynamics import limit
 from ..loudness import biquad, with_subnormal_guard
-from ..synth import SAMPLE_RATE, apply_fades
 
 EDGE_FADE_S = 0.008
 # Voice peaks held to 10 dB over the voiced level (-10 dBFS at SPEECH_RMS, about 15 dB over
