@@ -36,6 +36,7 @@ from .pipeline import (
     VoiceOptions,
     plan_session,
     render_session,
+    voice_rows,
 )
 from .programme import (
     DAYS_IN_WEEK,
@@ -62,7 +63,6 @@ from .speech import (
     MIN_RATE_WPM,
     VOICE_FX,
     SpeechCache,
-    all_voices,
     cache_dir,
 )
 from .synth import BREATH_SOUNDS
@@ -600,9 +600,10 @@ def _plan_text(timeline: Timeline) -> str:
     fitted = ""
     if timeline.target_s is not None:
         fitted = f", fitted to {format_duration(timeline.target_s)}"
+    voice = f", voice {timeline.voice}" if timeline.voice else ""
     lines = [
         f"{timeline.title}  ({format_duration(timeline.total_s)}{fitted}, {timeline.breath}, "
-        f"level {timeline.level})",
+        f"level {timeline.level}{voice})",
         "",
     ]
     for track in timeline.tracks:
@@ -809,19 +810,25 @@ def validate(files: tuple[str, ...]) -> None:
 @cli.command()
 @click.option("--all", "show_all", is_flag=True, help="List every language, not only English.")
 def voices(show_all: bool) -> None:
-    """List the voices every speech engine offers.
+    """List the voices for --voice: engine, id, language, sample rate, source and licence.
+
+    The default voice (used without --voice) is marked with *.
 
     \b
     Example:
         audioguide voices
         audioguide render back-pain --voice gmw/en-gb-x-rp
+        audioguide render back-pain --voice en_US-joe-medium
     """
     with _user_errors():
-        found = all_voices()
-    for engine, voice in found:
-        languages = ", ".join(voice.languages)
-        if show_all or any(lang.startswith("en") for lang in voice.languages):
-            click.echo(f"{engine:<8} {voice.id:<28} {voice.name}  [{languages}]")
+        rows = voice_rows()
+    for default, engine, voice_id, language, rate, source, licence in rows:
+        if show_all or language.lower().startswith(("en", "?")):
+            mark = "*" if default else " "
+            click.echo(
+                f"{mark} {engine:<9} {voice_id:<24} {language:<14} {rate:<10} {source}; "
+                f"licence: {licence}"
+            )
 
 
 @cli.command()

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from . import piper_engine
 from .checks import check_choice, check_flag, check_optional_text, check_whole
-from .errors import ExportError, OptionError
+from .errors import ExportError, OptionError, SpeechError
 from .export import ExportOptions, SessionWriter, slugify, staged_folder, write_zip
 from .export.ownership import check_replaceable, check_zip_replaceable
 from .mix import (
@@ -30,6 +32,7 @@ from .mix import (
     track_powers,
     true_peak_ceiling_dbtp,
 )
+from .pronounce import LEXICONS, Pronouncing
 from .routine import Routine, load_routine
 from .speech import (
     DEFAULT_RATE_WPM,
@@ -40,13 +43,17 @@ from .speech import (
     Speech,
     SpeechCache,
     SpeechEngine,
+    VoiceInfo,
     make_engine,
     voice_effect,
 )
+from .speech.espeak import DEFAULT_VOICE as DEFAULT_ESPEAK_VOICE
+from .speech.espeak import list_voices
 from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_texts
 
 DEFAULT_OUT_DIR = "audioguide-out"
 MAX_JOBS = 64
+VOICE_ENV = "AUDIOGUIDE_VOICE"
 T = TypeVar("T")
 
 Progress = Callable[[str, float, float], None]
@@ -120,11 +127,90 @@ def _routine(routine: Routine | str) -> Routine:
     return routine if isinstance(routine, Routine) else load_routine(routine)
 
 
+def choose_engine(voice: str | None, rate_wpm: int, workers: int) -> SpeechEngine:
+    """The engine for ``--voice``: an installed Piper voice (by name or package), a Piper
+    ``.onnx`` file, or else an espeak-ng voice; with no voice, the best installed (Piper's
+    when the ``natural`` extra and a voice are there). Each speaks through its engine's
+    pronunciation table, and must speak the routine's language. $AUDIOGUIDE_VOICE, when
+    set, is the voice used without ``--voice``."""
+    engine: SpeechEngine
+    voice = voice or os.environ.get(VOICE_ENV) or None
+    if voice is None and piper_engine.default_voice() is None:
+        engine, lexicon = make_engine(None, None, rate_wpm), LEXICONS["espeak-ng"]
+    elif voice is None or piper_engine.looks_like_path(voice) or _is_piper_voice(voice):
+        piper = piper_engine.PiperEngine(voice, rate_wpm=rate_wpm, workers=workers)
+        piper_engine.check_language(piper.checked)
+        engine, lexicon = piper, LEXICONS["piper"]
+    else:
+        espeak = make_engine(None, voice, rate_wpm)
+        _check_espeak_language(espeak)
+        engine, lexicon = espeak, LEXICONS["espeak-ng"]
+    return Pronouncing(engine, lexicon)
+
+
+def _is_piper_voice(voice: str) -> bool:
+    return piper_engine.piper_version() is not None and piper_engine.find_voice(voice) is not None
+
+
+def _check_espeak_language(engine: SpeechEngine) -> None:
+    chosen = getattr(engine, "voice", None)  # a stand-in engine (tests) may name none
+    info: VoiceInfo | None = next((v for v in engine.voices() if v.id == chosen), None)
+    if info is None or not info.languages:
+        return
+    language = piper_engine.ROUTINE_LANGUAGE
+    if not any(lang.lower().startswith(language) for lang in info.languages):
+        raise SpeechError(
+            f"--voice {chosen}: the voice speaks {', '.join(info.languages)} and the "
+            f"routine is in {piper_engine.language_name(language)}; choose a voice of that "
+            "language (audioguide voices)"
+        )
+
+
+def voice_label(engine: SpeechEngine) -> str:
+    """Which voice spoke, for the plan and the tags: ``piper:en_US-joe-medium``,
+    ``espeak-ng:gmw/en-us``, or the engine's identity for any other engine."""
+    inner = engine.engine if isinstance(engine, Pronouncing) else engine
+    label = getattr(inner, "label", None)  # Piper's
+    if isinstance(label, str):
+        return label
+    if inner.identity.startswith("pyttsx3"):
+        name = "espeak-ng" if sys.platform == "linux" else "pyttsx3"
+        return f"{name}:{getattr(inner, 'voice', None) or 'default'}"
+    return inner.identity
+
+
+ESPEAK_LICENCE = "GPL-3.0-or-later (espeak-ng)"
+
+
+def voice_rows() -> list[tuple[bool, str, str, str, str, str, str]]:
+    """Every voice for ``audioguide voices``: (default?, engine, id, language, sample rate,
+    source, licence), the Piper voices first."""
+    chosen = os.environ.get(VOICE_ENV)
+    default = piper_engine.default_voice()
+    piper_default = None if chosen else default.name if default is not None else None
+    rows = [(row[1] in (chosen, piper_default), *row) for row in piper_engine.voice_rows()]
+    source = "espeak-ng" if sys.platform == "linux" else "the system's voices"
+    espeak_default = chosen or (DEFAULT_ESPEAK_VOICE if default is None else None)
+    for voice in list_voices():
+        rows.append(
+            (
+                voice.id == espeak_default,
+                "espeak-ng" if sys.platform == "linux" else "pyttsx3",
+                voice.id,
+                voice.languages[0] if voice.languages else "?",
+                "22.05 kHz" if sys.platform == "linux" else "?",
+                source,
+                ESPEAK_LICENCE if sys.platform == "linux" else "the system's",
+            )
+        )
+    return rows
+
+
 def make_speech(options: SessionOptions, engine: SpeechEngine | None = None) -> Speech:
-    """The speech source for these options: the engine that has the voice (the default
-    engine without one), unless an engine is given."""
+    """The speech source for these options: the engine the voice names (the best installed
+    when it names none) unless one is given."""
     voice = options.voice
-    engine = engine or make_engine(None, voice.voice, voice.rate_wpm)
+    engine = engine or choose_engine(voice.voice, voice.rate_wpm, max(1, options.jobs))
     cache = SpeechCache() if options.use_cache else None
     return Speech(engine, cache, effect=voice_effect(voice.voice_fx))
 
@@ -140,7 +226,8 @@ def plan_session(
     routine = _routine(routine)
     speech = speech or make_speech(options)
     speech.prepare(speech_texts(routine, options.render))
-    return build_timeline(routine, speech.length_s, options.render)
+    timeline = build_timeline(routine, speech.length_s, options.render)
+    return replace(timeline, voice=voice_label(speech.engine))
 
 
 def render_session(
@@ -186,7 +273,12 @@ def _render_session(
     texts = speech_texts(routine, options.render)
     report = progress or (lambda stage, done, total: None)
     _prepare_speech(speech, texts, max(1, options.jobs), report)
+    # Every cue is prepared: an engine's workers (Piper's, 300 MB each) end before the mix.
+    close = getattr(speech.engine, "close", None)
+    if close is not None:
+        close()
     timeline = build_timeline(routine, speech.length_s, options.render)
+    timeline = replace(timeline, voice=voice_label(speech.engine))
     settings = options.mix
     tracks = timeline.tracks
     jobs = max(1, min(options.jobs, len(tracks)))

@@ -178,6 +178,7 @@ class Timeline:
     warnings: tuple[str, ...] = field(default=())
     level: str = DEFAULT_LEVEL
     target_s: float | None = None
+    voice: str = ""  # which voice speaks it, e.g. "piper:en_US-joe-medium"; set by the pipeline
 
     def events(self) -> list[Event]:
         return [event for track in self.tracks for event in track.events]
@@ -202,6 +203,7 @@ class Timeline:
             "warnings": list(self.warnings),
             "level": self.level,
             "target_s": None if self.target_s is None else round(self.target_s, 4),
+            "voice": self.voice,
             "tracks": [
                 {
                     "index": t.index,

@@ -114,7 +114,9 @@ class SessionTags:
 
     @property
     def comment(self) -> str:
-        return f"Rendered at {self.timeline.breath}"
+        """The breath it was rendered at and the voice that speaks."""
+        voice = f", voice {self.timeline.voice}" if self.timeline.voice else ""
+        return f"Rendered at {self.timeline.breath}{voice}"
 
     def track(self, track: Track, gapless: Gapless | None = None) -> TrackTags:
         return TrackTags(

