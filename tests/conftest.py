@@ -40,6 +40,9 @@ class FakeEngine:
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Never touch the user's cache folder from a test."""
     monkeypatch.setenv("AUDIOGUIDE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    # espeak-ng unless a test asks for another voice: the suite's timings and expectations are
+    # espeak's; tests/test_piper.py speaks with Piper on purpose.
+    monkeypatch.setenv("AUDIOGUIDE_VOICE", "gmw/en-us")
 
 
 @pytest.fixture
@@ -84,13 +87,15 @@ def short_routine_file(tmp_path):
 def rendered_short(tmp_path_factory: pytest.TempPathFactory):
     """SHORT_ROUTINE rendered once, with the real speech engine and encoder, into a folder of
     its own (``<folder>/short/``): what ``audioguide serve`` serves in the tests. Read only."""
-    from audioguide.pipeline import SessionOptions, render_session
+    from audioguide.pipeline import SessionOptions, VoiceOptions, render_session
 
     work = tmp_path_factory.mktemp("rendered")
     routine = work / "short.yaml"
     routine.write_text(SHORT_ROUTINE, encoding="utf-8")
-    # No cache: a session-wide fixture comes before the per-test isolated cache.
-    return render_session(routine, work / "out", SessionOptions(use_cache=False, jobs=2))
+    # No cache: a session-wide fixture comes before the per-test isolated cache (and before
+    # its AUDIOGUIDE_VOICE, so the voice is named here).
+    options = SessionOptions(voice=VoiceOptions(voice="gmw/en-us"), use_cache=False, jobs=2)
+    return render_session(routine, work / "out", options)
 
 
 class Served:

@@ -55,9 +55,9 @@ def test_readme_lists_every_command():
 
 def test_readme_quick_start_is_two_commands():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "pip install . && audioguide render back-pain" in readme
+    assert "pip install '.[natural]' && audioguide render back-pain" in readme
     ci = (ROOT / ".ci/run").read_text(encoding="utf-8")
-    test_command = "pip install '.[test,serve]' && pytest"
+    test_command = "pip install '.[test,serve,natural]' && pytest"
     assert test_command in readme and test_command in ci
 
 

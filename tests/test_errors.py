@@ -157,6 +157,20 @@ ROUTINE_CASES: dict[str, tuple[str | bytes | None, list[str]]] = {
     "bell-option-missing": (TINY, ["--bell-file", "nosuch.wav"]),
     "ambient-missing": (TINY, ["--ambient", "nosuch.wav"]),
     "output-not-a-folder": (TINY, ["-o", "a-file/out"]),
+    "voice-unknown": (TINY, ["--voice", "nosuch"]),
+    "voice-wrong-language": (TINY, ["--voice", "de"]),
+    "voice-missing-model": (TINY, ["--voice", "missing.onnx"]),
+    "voice-not-a-model": (TINY, ["--voice", "broken.onnx"]),
+}
+# Cases that need the natural extra (Piper); skipped with the reason where it is missing.
+PIPER_CASES = {"voice-missing-model", "voice-not-a-model"}
+PIPER_CONFIG = {
+    "audio": {"sample_rate": 22050},
+    "espeak": {"voice": "en-us"},
+    "language": {"code": "en_US"},
+    "phoneme_type": "espeak",
+    "num_symbols": 4,
+    "phoneme_id_map": {"_": [0], "^": [1], "$": [2], "a": [3]},
 }
 
 
@@ -240,11 +254,15 @@ def workdir(tmp_path, monkeypatch) -> Path:
     for name, data in SOUND_FILES.items():
         (tmp_path / name).write_bytes(data)
     (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x01not a model" * 64)
+    (tmp_path / "broken.onnx.json").write_text(json.dumps(PIPER_CONFIG), encoding="utf-8")
     return tmp_path
 
 
 @pytest.mark.parametrize("case", sorted(ROUTINE_CASES))
 def test_bad_input_gets_the_documented_error(case, workdir):
+    if case in PIPER_CASES:
+        pytest.importorskip("piper", reason="Piper is not installed: pip install '.[natural]'")
     message, status = documented()[case]
     text, extra = ROUTINE_CASES[case]
     if isinstance(text, bytes):
@@ -583,7 +601,7 @@ def test_a_title_never_writes_outside_the_output_folder(workdir):
     assert code == 0, output
     everything = {p.relative_to(workdir).as_posix() for p in workdir.rglob("*")}
     outside = {p for p in everything if not p.startswith("inside") and p not in ("routine.yaml",)}
-    assert outside == {*SOUND_FILES, "a-file"}
+    assert outside == {*SOUND_FILES, "a-file", "broken.onnx", "broken.onnx.json"}
     folder = workdir / "inside" / "out" / "routine"
     names = sorted(p.name for p in folder.iterdir() if p.suffix == ".mp3")
     assert len(names) == 4  # three tracks and the full session

