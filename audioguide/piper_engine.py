@@ -59,7 +59,7 @@ CLAUSE_MARKS = frozenset(",;:")
 # relative to the clause's peak, with a little room kept for the breath of the consonants.
 EDGE_THRESHOLD = 10 ** (-40 / 20)
 EDGE_MARGIN_S = 0.03
-PEAK_LEVEL = 10 ** (-1 / 20)  # the whole cue's peak; speech.py levels the voice after this
+PEAK_LEVEL = 10 ** (-1 / 20)  # the whole cue's peak; speech/cues.py levels the voice after this
 MIN_LENGTH_SCALE = 0.5
 MAX_LENGTH_SCALE = 3.0
 

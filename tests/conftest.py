@@ -36,13 +36,21 @@ class FakeEngine:
         return [VoiceInfo("fake", "Fake", ("en",))]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def espeak_by_default():
+    """espeak-ng unless a test asks for another voice, for every fixture and test alike: the
+    suite's timings and expectations are espeak's; tests/test_piper.py speaks with Piper on
+    purpose (where the natural extra is installed, Piper is the default voice)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("AUDIOGUIDE_VOICE", "gmw/en-us")
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Never touch the user's cache folder from a test."""
     monkeypatch.setenv("AUDIOGUIDE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    # espeak-ng unless a test asks for another voice: the suite's timings and expectations are
-    # espeak's; tests/test_piper.py speaks with Piper on purpose.
-    monkeypatch.setenv("AUDIOGUIDE_VOICE", "gmw/en-us")
 
 
 @pytest.fixture
