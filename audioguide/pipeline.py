@@ -19,7 +19,6 @@ from typing import TypeVar
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import piper_engine
 from .checks import check_choice, check_flag, check_optional_text, check_whole
 from .errors import ExportError, OptionError, SpeechError
 from .export import ExportOptions, SessionWriter, slugify, staged_folder, write_zip
@@ -47,6 +46,7 @@ from .speech import (
     make_engine,
     voice_effect,
 )
+from .speech import piper as piper_engine
 from .speech.espeak import DEFAULT_VOICE as DEFAULT_ESPEAK_VOICE
 from .speech.espeak import list_voices
 from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_texts

@@ -1,8 +1,8 @@
-"""Measure a Piper voice's pace on the built-in routines' cues, for piper_engine's constants.
+"""Measure a Piper voice's pace on the built-in routines' cues, for audioguide.speech.piper.
 
 Every spoken cue of every built-in routine (default options) is synthesized at two length
 scales, one ONNX thread per process, and the seconds of speech per word (the model's clauses,
-edges trimmed, without the pauses piper_engine adds) are fitted as a + b * length_scale. The
+edges trimmed, without the pauses the engine adds) are fitted as a + b * length_scale. The
 pauses add a fixed time per word, counted here too. Prints the constants and the words a minute
 the voice reads at length scale 1.0.
 
@@ -15,9 +15,9 @@ import argparse
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
-from audioguide import piper_engine as pe
 from audioguide.pronounce import PIPER
 from audioguide.routine import builtin_names, load_routine
+from audioguide.speech import piper as pe
 from audioguide.timeline import RenderOptions, speech_texts
 
 SCALES = (1.0, 1.5)

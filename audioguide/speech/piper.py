@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SpeechError
-from .speech.engine import DEFAULT_RATE_WPM, SpeechClip, VoiceInfo, check_rate
+from ..errors import SpeechError
+from .engine import DEFAULT_RATE_WPM, SpeechClip, VoiceInfo, check_rate, register_engine
 
 ENTRY_POINT_GROUP = "audioguide.voices"
 EXTRA_HINT = "pip install 'audioguide[natural]'"
@@ -576,3 +576,17 @@ def voice_rows(describe_file: Callable[[VoiceFile], CheckedVoice] = check_voice)
             )
         )
     return rows
+
+
+def _installed_voice_infos() -> list[VoiceInfo]:
+    if piper_version() is None:
+        return []
+    return [VoiceInfo(v.label, v.name, (_language(v),)) for v in installed_voices()]
+
+
+# Registered under NAME like every engine, so make_engine("piper") and all_voices() know it.
+# The pipeline's choose_engine adds the choice of the default voice, the worker count and the
+# pronunciation table.
+register_engine(
+    "piper", lambda voice, rate_wpm: PiperEngine(voice, rate_wpm=rate_wpm), _installed_voice_infos
+)
