@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeAlias
 
 MIN_BREATHS_PER_MIN = 2.0
 MAX_BREATHS_PER_MIN = 20.0
@@ -148,6 +149,60 @@ def check_breaths_per_min(value: float) -> float:
             f"per minute (got {value:g}){TEMPO_HINT}"
         )
     return value
+
+
+@dataclass(frozen=True)
+class TempoCurve:
+    """A tempo that moves from ``start_bpm`` to ``end_bpm`` breaths a minute across a span of
+    breathing (the session's, or one part's), in even steps from one cycle to the next: of
+    ``cycles`` cycles, cycle ``k`` (from 0) breathes at ``start + (end - start) * k / (cycles
+    - 1)``, so the first cycle is at the start tempo and the last at the end tempo. Written
+    ``6:4.5``. Each cycle lasts ``60 / its tempo`` seconds, its phases in the pattern's ratio.
+    """
+
+    start_bpm: float
+    end_bpm: float
+
+    def at(self, k: int, cycles: int) -> float:
+        """The tempo of cycle ``k`` of ``cycles`` (past the last: the end tempo)."""
+        if cycles <= 1:
+            return self.start_bpm
+        return self.start_bpm + (self.end_bpm - self.start_bpm) * min(k, cycles - 1) / (cycles - 1)
+
+    def __str__(self) -> str:
+        return f"{self.start_bpm:g}:{self.end_bpm:g}"
+
+
+Tempo: TypeAlias = float | TempoCurve
+"""A steady tempo in breaths a minute, or a curve."""
+
+TEMPO_FORMS = "a number of breaths a minute (6), or start:end for a tempo that slows (6:4.5)"
+
+
+def parse_tempo(text: str) -> Tempo:
+    """Parse ``6`` (steady) or ``6:4.5`` (a curve from 6 to 4.5), each end checked to be in
+    range (so never NaN or infinite). Raises ValueError saying what is accepted."""
+    parts = str(text).split(":")
+    try:
+        if len(parts) > 2:
+            raise ValueError
+        ends = [float(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a tempo: give {TEMPO_FORMS}") from None
+    start, end = (check_breaths_per_min(value) for value in (ends[0], ends[-1]))
+    return start if end == start else TempoCurve(start, end)
+
+
+def start_tempo(tempo: Tempo) -> float:
+    """The tempo a session starts at: a steady tempo, or a curve's start."""
+    return tempo.start_bpm if isinstance(tempo, TempoCurve) else tempo
+
+
+def describe_tempo(tempo: Tempo) -> str:
+    """``6 breaths/min`` or ``6 to 4.5 breaths/min``."""
+    if isinstance(tempo, TempoCurve):
+        return f"{tempo.start_bpm:g} to {tempo.end_bpm:g} breaths/min"
+    return f"{tempo:g} breaths/min"
 
 
 def check_cycle_s(pattern: BreathPattern) -> None:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .breath import PRESETS, BreathPattern, parse_pattern
+from .breath import PRESETS, BreathPattern, Tempo, describe_tempo, parse_pattern, parse_tempo
 from .errors import AudioguideError, Interrupted, OptionError, ServeError
 from .export import (
     AUDIO_FORMATS,
@@ -110,13 +110,23 @@ def _pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> B
         raise click.BadParameter(str(exc)) from None
 
 
+def _tempo(ctx: click.Context, param: click.Parameter, value: str | None) -> Tempo | None:
+    if value is None:
+        return None
+    try:
+        return parse_tempo(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _timing_options(func: Callable[..., T]) -> Callable[..., T]:
     options = [
         click.option(
             "--breath-tempo",
-            type=float,
-            metavar="BPM",
-            help="Breaths per minute for every breathing part, 2 to 20 (5 gives 12 s breaths). "
+            callback=_tempo,
+            metavar="BPM[:END]",
+            help="Breaths per minute for every breathing part, 2 to 20 (5 gives 12 s breaths); "
+            "START:END (6:4.5) slows the breath evenly, cycle by cycle, across the session. "
             "The routine's inhale:exhale ratio is kept.",
         ),
         click.option(
@@ -588,7 +598,7 @@ def _plural(count: int, noun: str) -> str:
 def _session_line(session: ProgrammeSession) -> str:
     """``Mon 2026-12-07  Week 1, day 1  10:00  back-pain-quick, gentle, 6 breaths/min``"""
     tempo = session.render.breaths_per_min
-    breath = f"{tempo:g} breaths/min" if tempo is not None else session.timeline.breath
+    breath = describe_tempo(tempo) if tempo is not None else session.timeline.breath
     return (
         f"{session.date:%a %Y-%m-%d}  {session.title:<15} "
         f"{format_duration(session.timeline.total_s):>6}  {session.routine_name}, "
@@ -637,9 +647,13 @@ def _event_lines(events: tuple[Event, ...]) -> list[str]:
         if breath_run:
             cycles = sum(1 for e in breath_run if e.phase == breath_run[0].phase)
             span = breath_run[-1].end_s - breath_run[0].start_s
+            tempos = [e.breaths_per_min for e in breath_run if e.breaths_per_min is not None]
+            tempo = f"{tempos[0]:.3g}"
+            if f"{tempos[-1]:.3g}" != tempo:
+                tempo += f" to {tempos[-1]:.3g}"
             lines.append(
                 f"   {_clock(breath_run[0].start_s)}  breathe  {cycles} cycles, "
-                f"{format_duration(span)}"
+                f"{format_duration(span)}, {tempo} breaths/min"
             )
             lines.extend(cue_lines)
             breath_run.clear()

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from .breath import MAX_BREATHS_PER_MIN, MIN_BREATHS_PER_MIN
+from .breath import Tempo, TempoCurve
 from .errors import AudioguideError, ExportError, OptionError, RoutineError
 from .export import session_files
 from .export.feed import PROGRAMME_INDEX
@@ -40,6 +40,7 @@ from .export.sidecars import PlaylistEntry, playlist_text
 from .pipeline import SessionOptions, make_speech, plan_session, render_session
 from .routine import Routine, _read_text, _refuse_language_tags, find_routine, load_routine
 from .speech import Speech
+from .steps import read_tempo
 from .timeline import MAX_MINUTES, MIN_MINUTES, RenderOptions, Timeline
 from .yaml_nodes import LEVELS, NodeReader, RoutineLoader
 
@@ -72,7 +73,7 @@ class WeekSettings:
     routines: tuple[str, ...]
     minutes: float | None
     level: str
-    breaths_per_min: float | None
+    breaths_per_min: Tempo | None
     line: int = 0
     index: int = 0  # its place in the file's progression list
 
@@ -149,7 +150,7 @@ class ProgrammePlan:
                     "routine": s.routine_name,
                     "minutes": s.render.minutes,
                     "level": s.render.level,
-                    "breaths_per_min": s.render.breaths_per_min,
+                    "breaths_per_min": _tempo_json(s.render.breaths_per_min),
                     "breath": s.timeline.breath,
                     "total_s": round(s.timeline.total_s, 4),
                     "digest": s.digest,
@@ -373,12 +374,8 @@ class _ProgrammeParser:
             if "level" in fields:
                 changes["level"] = n.choice(fields["level"][1], f"{where}.level", LEVELS)
             if "breath_tempo" in fields:
-                changes["breaths_per_min"] = n.number(
-                    fields["breath_tempo"][1],
-                    f"{where}.breath_tempo",
-                    MIN_BREATHS_PER_MIN,
-                    MAX_BREATHS_PER_MIN,
-                    "breaths per minute",
+                changes["breaths_per_min"] = read_tempo(
+                    n, fields["breath_tempo"][1], f"{where}.breath_tempo"
                 )
             last = replace(last, **changes)
             entries.append(last)
@@ -484,6 +481,11 @@ def _session_options(
 ) -> SessionOptions:
     # Each session is dated: its tags carry the year it is played, not the year it was made.
     return replace(options, render=render, export=replace(options.export, year=date.year))
+
+
+def _tempo_json(tempo: Tempo | None) -> float | str | None:
+    """A steady tempo as a number, a curve as it is written (``6:5``)."""
+    return str(tempo) if isinstance(tempo, TempoCurve) else tempo
 
 
 def session_digest(timeline: Timeline, options: SessionOptions, speech: Speech) -> str:

@@ -20,10 +20,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .breath import BreathPattern
+from .breath import BreathPattern, Tempo
 from .errors import RoutineError
 from .steps import (
-    BREATHS_PER_MIN,
     COMMON_FIELDS,
     DEFAULT_BELL_RING_S,
     DEFAULT_COUNT_TO,
@@ -41,6 +40,7 @@ from .steps import (
     STEP_KINDS,
     Bell,
     Breathe,
+    BreathTempo,
     Context,
     Move,
     Overrides,
@@ -154,7 +154,7 @@ class Routine:
     sections: tuple[Section, ...]
     description: str = ""
     artist: str = DEFAULT_ARTIST
-    breaths_per_min: float | None = None
+    breaths_per_min: Tempo | None = None  # a TempoCurve spans the session's breathing
     pattern: BreathPattern | None = None
     source: str = ""
     moves_per_min: float | None = None
@@ -328,8 +328,8 @@ class _Parser(NodeReader):
     def context(self, depth: int) -> Context:
         return Context(self, depth, self.steps)
 
-    def tempo(self, node: Node, where: str) -> float:
-        return BREATHS_PER_MIN.read(self.context(0), node, where)
+    def tempo(self, node: Node, where: str) -> Tempo:
+        return BreathTempo().read(self.context(0), node, where)
 
     def move_tempo(self, node: Node, where: str) -> float:
         return MOVES_PER_MIN.read(self.context(0), node, where)
@@ -354,7 +354,7 @@ class _Parser(NodeReader):
         title = read("title", self.text, "")
         description = read("description", lambda n, w: self.text(n, w, allow_empty=True), "")
         artist = read("artist", self.text, DEFAULT_ARTIST)
-        tempo: float | None = None
+        tempo: Tempo | None = None
         pattern: BreathPattern | None = None
         breath = read(
             "breath",

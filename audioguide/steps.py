@@ -14,14 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+import yaml
+
 from .breath import (
     CUE_PHASES,
     MAX_BREATHS_PER_MIN,
     MIN_BREATHS_PER_MIN,
     PRESETS,
     BreathPattern,
+    Tempo,
     check_cycle_s,
     parse_pattern,
+    parse_tempo,
 )
 from .phrases import ENGLISH
 from .yaml_nodes import LEVELS, MAX_TEXT_CHARS, Node, NodeReader, show
@@ -90,13 +94,13 @@ class Breathe:
     ``cues`` maps a phase (inhale, top-up, hold, exhale, rest) to the words spoken as it
     starts; they are spoken on the first ``cue_cycles`` cycles and then every ``cue_every``
     cycles (0: not again). ``pattern`` and ``breaths_per_min`` override the routine's for this
-    part.
+    part; a TempoCurve there spans this part alone, each time it is played.
     """
 
     cycles: int | None = None
     minutes: float | None = None
     pattern: BreathPattern | None = None
-    breaths_per_min: float | None = None
+    breaths_per_min: Tempo | None = None
     cues: tuple[tuple[str, str], ...] = ()
     cue_cycles: int = DEFAULT_CUE_CYCLES
     cue_every: int = 0
@@ -288,6 +292,39 @@ class Pattern(Value):
     def limits(self) -> str:
         presets = ", ".join(f"`{name}`" for name in PRESETS)
         return f"`4-6`, `4-7-8`, `4-4-4-4` or a preset ({presets})"
+
+
+def read_tempo(nodes: NodeReader, node: Node, where: str) -> Tempo:
+    """A breath tempo as a routine or a programme writes it; RoutineError naming ``where``."""
+    if isinstance(node, yaml.ScalarNode) and ":" in node.value:
+        # Read as written: YAML 1.1 would take 6:45 for a number in base 60 (405).
+        nodes.check_tag(node, where)
+        try:
+            return parse_tempo(node.value)
+        except ValueError as exc:
+            raise nodes.fail(node, where, str(exc)) from None
+    return nodes.number(
+        node, where, MIN_BREATHS_PER_MIN, MAX_BREATHS_PER_MIN, BREATHS_PER_MIN.unit
+    )
+
+
+@dataclass(frozen=True)
+class BreathTempo(Value):
+    """Breaths a minute, steady (``6``) or slowing from start to end (``6:4.5``)."""
+
+    def read(self, ctx: Context, node: Node, where: str) -> Tempo:
+        return read_tempo(ctx.nodes, node, where)
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "anyOf": [
+                BREATHS_PER_MIN.schema(),
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*:\s*\d+(\.\d+)?\s*$"},
+            ]
+        }
+
+    def limits(self) -> str:
+        return f"{BREATHS_PER_MIN.limits()}, or `start:end` (`6:4.5`), each end in that range"
 
 
 @dataclass(frozen=True)
@@ -507,8 +544,9 @@ STEP_SPECS: tuple[StepSpec, ...] = (
             FieldSpec("pattern", Pattern(), "the shape of a breath, for this part only"),
             FieldSpec(
                 "tempo",
-                BREATHS_PER_MIN,
-                "breaths per minute, for this part only",
+                BreathTempo(),
+                "breaths per minute, for this part only; `start:end` slows (or quickens) the "
+                "breath evenly from its first cycle to its last",
                 attr="breaths_per_min",
             ),
             FieldSpec(

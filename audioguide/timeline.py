@@ -23,8 +23,10 @@ Rules (see docs/routines.md):
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from .breath import (
@@ -36,7 +38,10 @@ from .breath import (
     PRESETS,
     TEMPO_HINT,
     BreathPattern,
+    Tempo,
+    TempoCurve,
     check_cycle_s,
+    start_tempo,
 )
 from .checks import check_choice, check_optional_number
 from .errors import OptionError
@@ -93,21 +98,27 @@ class RenderOptions:
     Checked at construction: OptionError names the field of a value out of range.
     """
 
-    breaths_per_min: float | None = None
+    breaths_per_min: Tempo | None = None
     pattern: BreathPattern | None = None
     moves_per_min: float | None = None
     level: str = DEFAULT_LEVEL
     minutes: float | None = None
 
     def __post_init__(self) -> None:
-        check_optional_number(
-            self.breaths_per_min,
-            "breaths_per_min",
-            MIN_BREATHS_PER_MIN,
-            MAX_BREATHS_PER_MIN,
-            "breaths per minute",
-            hint=TEMPO_HINT,
+        ends = (
+            (self.breaths_per_min.start_bpm, self.breaths_per_min.end_bpm)
+            if isinstance(self.breaths_per_min, TempoCurve)
+            else (self.breaths_per_min,)
         )
+        for end in ends:
+            check_optional_number(
+                end,
+                "breaths_per_min",
+                MIN_BREATHS_PER_MIN,
+                MAX_BREATHS_PER_MIN,
+                "breaths per minute",
+                hint=TEMPO_HINT,
+            )
         if self.pattern is not None and not isinstance(self.pattern, BreathPattern):
             raise OptionError(f"must be a BreathPattern (got {self.pattern!r})", field="pattern")
         check_optional_number(
@@ -127,9 +138,10 @@ class Event:
 
     A chime is an interval bell inside a breathing part or a pause: it takes no time of its own.
 
-    ``text`` is set for say; ``phase`` (inhale, top-up, hold, exhale, rest) for breath;
-    ``beat`` (the count, 1 up to the step's count_to) and ``tick`` (whether a tick sounds) for
-    move.
+    ``text`` is set for say; ``phase`` (inhale, top-up, hold, exhale, rest) for breath, and on
+    the first phase of each breath cycle ``breaths_per_min``, that cycle's tempo (the cycle
+    starts with that event); ``beat`` (the count, 1 up to the step's count_to) and ``tick``
+    (whether a tick sounds) for move.
     """
 
     kind: str
@@ -139,6 +151,7 @@ class Event:
     phase: str | None = None
     beat: int | None = None
     tick: bool | None = None
+    breaths_per_min: float | None = None
 
     @property
     def end_s(self) -> float:
@@ -191,6 +204,8 @@ class Timeline:
             data = asdict(event)
             data["start_s"] = round(event.start_s, 4)
             data["duration_s"] = round(event.duration_s, 4)
+            if event.breaths_per_min is not None:
+                data["breaths_per_min"] = round(event.breaths_per_min, 4)
             return {k: v for k, v in data.items() if v is not None}
 
         return {
@@ -294,8 +309,9 @@ def _move_sound(routine: Routine, step: Move) -> str:
 
 def resolve_breath(
     routine: Routine, step: Breathe | None, options: RenderOptions
-) -> tuple[BreathPattern, float | None]:
+) -> tuple[BreathPattern, Tempo | None]:
     """The seconds of each phase for a breathing part, and the tempo used (None: absolute).
+    With a tempo curve the seconds are those of its first cycle, at its start tempo.
 
     The command line wins over the step, the step over the routine. A pattern given on the
     command line without a tempo is taken as seconds, as the user wrote it. At the gentle
@@ -312,7 +328,7 @@ def resolve_breath(
 
 def _breath(
     routine: Routine, step: Breathe | None, options: RenderOptions
-) -> tuple[BreathPattern, float | None]:
+) -> tuple[BreathPattern, Tempo | None]:
     if options.pattern is not None and options.breaths_per_min is None:
         pattern, tempo = options.pattern, None
     else:
@@ -327,11 +343,24 @@ def _breath(
         if tempo is None and pattern is DEFAULT_PATTERN:
             tempo = DEFAULT_BREATHS_PER_MIN
     if tempo is not None:
-        return pattern.scaled_to(60.0 / tempo), tempo
+        return pattern.scaled_to(60.0 / start_tempo(tempo)), tempo
     return pattern, None
 
 
-def describe_breath(pattern: BreathPattern, tempo: float | None) -> str:
+def _step_curve(step: Breathe, options: RenderOptions) -> bool:
+    """Whether a breathing part's tempo curve is its own (the step's tempo: the curve spans
+    each time the part is played) rather than the session's (the command line's or the
+    routine's: one curve across every breathing part that takes it)."""
+    return options.breaths_per_min is None and step.breaths_per_min is not None
+
+
+def describe_breath(pattern: BreathPattern, tempo: Tempo | None) -> str:
+    if isinstance(tempo, TempoCurve):
+        return (
+            f"{tempo.start_bpm:.3g} to {tempo.end_bpm:.3g} breaths/min, "
+            f"{60.0 / tempo.start_bpm:.3g} to {60.0 / tempo.end_bpm:.3g} s cycle "
+            f"({pattern} s at the start)"
+        )
     per_min = tempo if tempo is not None else 60.0 / pattern.cycle
     return f"{per_min:.3g} breaths/min, {pattern.cycle:.3g} s cycle ({pattern} s)"
 
@@ -353,10 +382,10 @@ def build_timeline(
             raise OptionError(f"{options.pattern}: {exc}", field="pattern") from None
     played = at_level(routine, options.level)
     if options.minutes is None:
-        return _Builder(played, speech_length, options, 1.0).build()
+        return _build(played, speech_length, options, 1.0)
     target_s = options.minutes * 60.0
     scale = fit_scale(played, speech_length, options, target_s)
-    timeline = _Builder(played, speech_length, options, scale).build()
+    timeline = _build(played, speech_length, options, scale)
     return replace(timeline, target_s=target_s)
 
 
@@ -393,7 +422,7 @@ def fit_scale(
 
     def total_s(scale: float) -> float:
         try:
-            return _Builder(routine, speech_length, options, scale).build().total_s
+            return _build(routine, speech_length, options, scale).total_s
         except OptionError:  # longer than a session may be
             return float("inf")
 
@@ -426,6 +455,44 @@ def fit_scale(
     return min((low, high), key=lambda scale: abs(total_s(scale) - target_s))
 
 
+MAX_CURVE_PASSES = 12
+
+
+def _build(
+    routine: Routine, speech_length: SpeechLength, options: RenderOptions, scale: float
+) -> Timeline:
+    """The timeline at ``scale``. A session-wide tempo curve needs the number of cycles it
+    spans, which a part given in minutes makes depend on the curve itself: plan again with the
+    count the last plan found until it stays the same (once more, for cycles counted in the
+    routine)."""
+    builder = _Builder(routine, speech_length, options, scale, curve_cycles=1)
+    timeline = builder.build()
+    for _ in range(MAX_CURVE_PASSES):
+        if builder.curve_index in (0, builder.curve_cycles):
+            break
+        builder = _Builder(routine, speech_length, options, scale, builder.curve_index)
+        timeline = builder.build()
+    return timeline
+
+
+def _curve_at(curve: TempoCurve, k: int, *, cycles: int) -> float:
+    return curve.at(k, cycles)
+
+
+def _fill(target_s: float, bpm_of: Callable[[int], float]) -> list[float]:
+    """The tempos of the cycles that fill ``target_s`` most nearly (at least one), cycle
+    ``k`` at ``bpm_of(k)``; never past a session's longest (the caller then refuses it)."""
+    bpms = [bpm_of(0)]
+    total_s = 60.0 / bpms[0]
+    while total_s <= MAX_SESSION_S:
+        bpm = bpm_of(len(bpms))
+        if abs(total_s + 60.0 / bpm - target_s) >= abs(total_s - target_s):
+            break
+        bpms.append(bpm)
+        total_s += 60.0 / bpm
+    return bpms
+
+
 def _minutes(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}:{secs:02d}"
@@ -438,11 +505,15 @@ class _Builder:
         speech_length: SpeechLength,
         options: RenderOptions,
         scale: float,
+        curve_cycles: int = 1,
     ):
         self.routine = routine
         self.speech_length = speech_length
         self.options = options
         self.scale = scale
+        # The session-wide tempo curve: how many cycles it spans, and how many have been played.
+        self.curve_cycles = curve_cycles
+        self.curve_index = 0
         self.t = 0.0
         self.events: list[Event] = []
         self.count = 0
@@ -591,12 +662,8 @@ class _Builder:
         if pattern.has_holds and not self.cautioned:
             self.say(self.phrases.hold_caution, DEFAULT_SAY_PAUSE_S)
             self.cautioned = True
-        cycle_s = pattern.cycle
-        if step.cycles is not None:
-            cycles = self.fitted_count(step.cycles)
-        else:
-            assert step.minutes is not None
-            cycles = max(1, round(self.fitted(step.minutes) * 60.0 / cycle_s))
+        cycle_bpm = self.cycle_tempos(step, pattern, tempo)
+        cycles = len(cycle_bpm)
         if cycles > MAX_478_CYCLES and _same_shape(pattern, PRESETS["4-7-8"].pattern):
             self.warn(
                 step.line,
@@ -604,32 +671,54 @@ class _Builder:
                 f"{cycles} cycles of 4-7-8 breathing in a row; more than {MAX_478_CYCLES} is not "
                 "advised for a beginner (use fewer cycles, or another pattern)",
             )
+        steady = not isinstance(tempo, TempoCurve)
+        cycle_s = pattern.cycle
+        # Each cycle's offset from the part's start: on a steady tempo k * cycle_s exactly.
+        offsets_s = [k * cycle_s for k in range(cycles + 1)]
+        if not steady:
+            offsets_s = [0.0]
+            for bpm in cycle_bpm:
+                offsets_s.append(offsets_s[-1] + 60.0 / bpm)
+        length_s = cycles * cycle_s if steady else offsets_s[-1]
+
+        def nearest_cycle(offset_s: float) -> int:
+            """The cycle whose start is nearest ``offset_s`` (``cycles``: the part's end)."""
+            if steady:
+                return round(offset_s / cycle_s)
+            k = max(0, min(cycles - 1, bisect_right(offsets_s, offset_s) - 1))
+            return round(k + (offset_s - offsets_s[k]) / (offsets_s[k + 1] - offsets_s[k]))
+
         cues = dict(step.cues)
         start = self.t
         speech_free_at = start
-        pending = self.time_left_marks(step, start, cycles * cycle_s)
+        pending = self.time_left_marks(step, start, length_s)
         # An interval bell rings with the breath nearest its time, never over a breath's middle.
-        chimes = {
-            round(offset_s / cycle_s)
-            for offset_s in interval_bell_offsets_s(step, cycles * cycle_s)
-        }
-        part_s = _minutes(cycles * cycle_s)
+        chimes = {nearest_cycle(offset_s) for offset_s in interval_bell_offsets_s(step, length_s)}
+        part_s = _minutes(length_s)
         for minutes in step.bells_at_min:
-            k = round(minutes * 60.0 / cycle_s)  # the breath it would ring with
+            k = nearest_cycle(minutes * 60.0)  # the breath it would ring with
             if k >= cycles:
-                past = "past" if minutes * 60.0 >= cycles * cycle_s else "in the last breath at"
+                past = "past" if minutes * 60.0 >= length_s else "in the last breath at"
                 why = f"{past} the end of this breathing part ({part_s} long), so it never rings"
                 self.warn_unrung(step, minutes, why)
             elif k == 0:
                 self.warn_unrung(step, minutes, "in the first breath, where no bell rings")
         for k in range(cycles):
-            phase_start = start + k * cycle_s
+            phase_start = start + offsets_s[k]
             if k in chimes and 0 < k < cycles:
-                ring_s = min(CHIME_RING_S, (cycles - k) * cycle_s)
+                ring_s = min(
+                    CHIME_RING_S, (cycles - k) * cycle_s if steady else length_s - offsets_s[k]
+                )
                 self.add(Event("chime", phase_start, ring_s))
             spoken = k < step.cue_cycles or (step.cue_every > 0 and k % step.cue_every == 0)
-            for phase, duration in pattern.parts():
-                self.add(Event("breath", phase_start, duration, phase=phase))
+            shape = pattern if steady else pattern.scaled_to(60.0 / cycle_bpm[k])
+            for index, (phase, duration) in enumerate(shape.parts()):
+                starts_cycle = cycle_bpm[k] if index == 0 else None
+                self.add(
+                    Event(
+                        "breath", phase_start, duration, phase=phase, breaths_per_min=starts_cycle
+                    )
+                )
                 text = cues.get(phase) if spoken else None
                 if (
                     text is None
@@ -644,15 +733,54 @@ class _Builder:
                     speech_free_at = self.cue(text, phase_start, speech_free_at)
                     length = self.speech_length(text)
                     if length > duration:
+                        at = describe_breath(shape, tempo if steady else cycle_bpm[k])
                         self.warn(
                             step.line,
                             phase,
                             f"the {phase} cue {text!r} takes {length:.1f} s but the {phase} "
-                            f"lasts {duration:.1f} s at {describe_breath(pattern, tempo)}; "
+                            f"lasts {duration:.1f} s at {at}; "
                             "it runs into the next phase (shorten it, or slow the tempo)",
                         )
                 phase_start += duration
-        self.t = max(start + cycles * cycle_s, speech_free_at)
+        self.t = max(start + length_s, speech_free_at)
+
+    def cycle_tempos(
+        self, step: Breathe, pattern: BreathPattern, tempo: Tempo | None
+    ) -> list[float]:
+        """The tempo of each cycle of a breathing part, in breaths a minute. How many cycles:
+        the step's count, or as many as fill its minutes at the tempos the curve gives them."""
+        if not isinstance(tempo, TempoCurve):
+            bpm = tempo if tempo is not None else 60.0 / pattern.cycle
+            if step.cycles is not None:
+                return [bpm] * self.fitted_count(step.cycles)
+            assert step.minutes is not None
+            return [bpm] * max(1, round(self.fitted(step.minutes) * 60.0 / pattern.cycle))
+        curve = tempo
+        if _step_curve(step, self.options):
+            if step.cycles is not None:
+                count = self.fitted_count(step.cycles)
+                return [curve.at(k, count) for k in range(count)]
+            assert step.minutes is not None
+            target_s = self.fitted(step.minutes) * 60.0
+            count = max(1, round(target_s * (curve.start_bpm + curve.end_bpm) / 2 / 60.0))
+            for _ in range(MAX_CURVE_PASSES):
+                found = len(_fill(target_s, partial(_curve_at, curve, cycles=count)))
+                if found == count:
+                    break
+                count = found
+            return [curve.at(k, count) for k in range(count)]
+        first = self.curve_index
+
+        def session_bpm(k: int) -> float:
+            return curve.at(first + k, self.curve_cycles)
+
+        if step.cycles is not None:
+            bpms = [session_bpm(k) for k in range(self.fitted_count(step.cycles))]
+        else:
+            assert step.minutes is not None
+            bpms = _fill(self.fitted(step.minutes) * 60.0, session_bpm)
+        self.curve_index += len(bpms)
+        return bpms
 
     def move(self, step: Move) -> None:
         moves_per_min = (
