@@ -17,9 +17,9 @@ from typing import Any
 
 from audioguide.routine import AMBIENT_KINDS
 from audioguide.steps import (
-    BREATHS_PER_MIN,
     MOVE_SOUNDS,
     MOVES_PER_MIN,
+    BreathTempo,
     Choice,
     Pattern,
     Text,
@@ -63,7 +63,9 @@ def routine_schema() -> dict[str, Any]:
                 "additionalProperties": False,
                 "description": "Defaults for every breathing part.",
                 "properties": {
-                    "tempo": _described(BREATHS_PER_MIN.schema(), "Breaths per minute."),
+                    "tempo": _described(
+                        BreathTempo().schema(), "Breaths per minute, or start:end (6:4.5)."
+                    ),
                     "pattern": _described(
                         Pattern().schema(),
                         "inhale-exhale (4-6), inhale-hold-exhale (4-7-8), "
