@@ -52,6 +52,7 @@ from .routine import (
     LEVELS,
     MAX_MOVES_PER_MIN,
     MIN_MOVES_PER_MIN,
+    POSITIONS,
     RoutineMistakes,
     builtin_names,
     load_routine,
@@ -151,6 +152,13 @@ def _timing_options(func: Callable[..., T]) -> Callable[..., T]:
             show_default=True,
             help="gentle: fewer repetitions, longer rests, no breath holds, more reminders to "
             "stop if it hurts; full: when gentle feels easy.",
+        ),
+        click.option(
+            "--position",
+            type=click.Choice(POSITIONS),
+            help="standing, seated (on a firm chair) or lying: the routine's words and steps "
+            "for that position; refused, naming the section, where a routine has none "
+            "[default: the routine's first, else standing].",
         ),
         click.option(
             "--minutes",
@@ -277,6 +285,7 @@ FLAGS = {
     "moves_per_min": "--move-tempo",
     "level": "--level",
     "minutes": "--minutes",
+    "position": "--position",
     "voice": "--voice",
     "rate_wpm": "--rate",
     "voice_fx": "--voice-fx",
@@ -323,6 +332,7 @@ def _options(**kwargs: Any) -> SessionOptions:
                         "moves_per_min": "move_tempo",
                         "level": "level",
                         "minutes": "minutes",
+                        "position": "position",
                     },
                 )
             ),

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .breath import BreathPattern, Tempo
-from .errors import RoutineError
+from .errors import OptionError, RoutineError
 from .steps import (
     COMMON_FIELDS,
     DEFAULT_BELL_RING_S,
@@ -29,12 +29,14 @@ from .steps import (
     DEFAULT_CUE_CYCLES,
     DEFAULT_MOVE_SOUND,
     DEFAULT_MOVES_PER_MIN,
+    DEFAULT_POSITION,
     DEFAULT_SAY_PAUSE_S,
     MAIN_FIELD,
     MAX_MOVES_PER_MIN,
     MIN_MOVES_PER_MIN,
     MOVE_SOUNDS,
     MOVES_PER_MIN,
+    POSITIONS,
     SPECS,
     STEP_FIELDS,
     STEP_KINDS,
@@ -82,6 +84,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "MIN_MOVES_PER_MIN",
     "MOVE_SOUNDS",
+    "POSITIONS",
     "ROUTINE_FIELDS",
     "SECTION_FIELDS",
     "STEP_FIELDS",
@@ -98,6 +101,7 @@ __all__ = [
     "Section",
     "Step",
     "at_level",
+    "at_position",
     "builtin_names",
     "find_routine",
     "load_routine",
@@ -119,9 +123,10 @@ ROUTINE_FIELDS = (
     "move",
     "announce",
     "sounds",
+    "positions",
     "sections",
 )
-SECTION_FIELDS = ("title", "spoken_title", "safety", "level", "ambient", "steps")
+SECTION_FIELDS = ("title", "spoken_title", "safety", "level", "ambient", "positions", "steps")
 
 # ---------------------------------------------------------------------------------------------
 # The model (the steps are in steps.py)
@@ -138,6 +143,7 @@ class Section:
     spoken_title: str | None = None
     level: str | None = None
     ambient: str | None = None  # this section's bed (a kind or a sound file); None: the routine's
+    positions: tuple[str, ...] | None = None  # the positions it can be done in; None: the routine's
 
     @property
     def spoken_name(self) -> str:
@@ -165,6 +171,8 @@ class Routine:
     # sound file path, resolved from the routine's folder), and a sound file for the bells.
     ambient: str | None = None
     bell_sound: str | None = None
+    # The positions the routine can be practised in (--position), its default first.
+    positions: tuple[str, ...] = (DEFAULT_POSITION,)
 
 
 class RoutineMistakes(RoutineError):
@@ -315,6 +323,7 @@ def parse_routine(text: str, *, source: str = "<routine>", name: str = "routine"
 # The routine's structure; the generic readers are NodeReader's
 
 # What a field that could not be read leaves behind, so reading goes on to the next mistake.
+_UNREAD: Any = object()
 _NO_FIELDS: dict[str, tuple[Node, Node]] = {}
 _NO_NODES: list[Node] = []
 _NO_STEPS: tuple[Step, ...] = ()
@@ -406,6 +415,8 @@ class _Parser(NodeReader):
             bell_sound = self.collect(
                 lambda: self.sound_file(sounds["bell"][1], "sounds.bell"), None
             )
+        standing: tuple[str, ...] = (DEFAULT_POSITION,)
+        positions = read("positions", self.positions, standing)
         items = read("sections", lambda n, w: self.sequence(n, w, "sections"), _NO_NODES)
         sections = tuple(
             section
@@ -427,6 +438,7 @@ class _Parser(NodeReader):
             announce_time_left=announce["time_left"],
             ambient=ambient,
             bell_sound=bell_sound,
+            positions=positions,
         )
 
     def section(self, node: Node, where: str) -> Section:
@@ -450,6 +462,7 @@ class _Parser(NodeReader):
         safety = read("safety", self.flag, False)
         level = read("level", lambda n, w: self.choice(n, w, LEVELS), None)
         ambient = read("ambient", self.ambient, None)
+        positions = read("positions", self.positions, None)
         return Section(
             title=title,
             steps=steps,
@@ -458,7 +471,21 @@ class _Parser(NodeReader):
             spoken_title=spoken_title,
             level=level,
             ambient=ambient,
+            positions=positions,
         )
+
+    def positions(self, node: Node, where: str) -> tuple[str, ...]:
+        """A list of positions, each once: ``[standing, seated]``."""
+        items = self.sequence(node, where, "positions")
+        if not items:
+            raise self.fail(node, where, f"list at least one of {', '.join(POSITIONS)}")
+        found: list[str] = []
+        for i, item in enumerate(items):
+            position = self.choice(item, f"{where}[{i}]", POSITIONS)
+            if position in found:
+                raise self.fail(item, f"{where}[{i}]", f"{position} is listed twice; keep one")
+            found.append(position)
+        return tuple(found)
 
     # -- sounds (ambient beds, bell files, interval bells) ---------------------------------------
 
@@ -548,6 +575,16 @@ class _Parser(NodeReader):
     ) -> Step:
         """The step ``spec`` describes, from the nodes of its fields (``values``)."""
         ctx = self.context(depth)
+        variants: list[tuple[str, Step | None]] = []
+        plain = {k: v for k, v in values.items() if k not in POSITIONS}
+        for position in POSITIONS:
+            if position in values:
+                at = self.field_path(where, position)
+                read_variant = partial(self.variant, spec, plain, values[position], at, depth)
+                variant = self.collect(read_variant, _UNREAD)
+                if variant is not _UNREAD:
+                    variants.append((position, variant))
+        values = plain
         level = None
         if "level" in values:
             at_level = self.field_path(where, "level")
@@ -583,9 +620,32 @@ class _Parser(NodeReader):
                     partial(field.value.read, ctx, values[field.name], at), field.default
                 )
         step: Step = spec.model(
-            **read, line=node.start_mark.line + 1, level=level, full=tuple(full)
+            **read,
+            line=node.start_mark.line + 1,
+            level=level,
+            full=tuple(full),
+            variants=tuple(variants),
         )
         return step
+
+    def variant(
+        self, spec: StepSpec, plain: dict[str, Node], node: Node, where: str, depth: int
+    ) -> Step | None:
+        """A step's variant for a position: null (left out there), another step (a mapping
+        that starts with a step kind), or a new value of the step's main field, its other
+        fields kept (``seated: Sit tall.`` on a say step)."""
+        if is_null(node):
+            return None
+        if isinstance(node, yaml.MappingNode) and node.value:
+            first = node.value[0][0]
+            if isinstance(first, yaml.ScalarNode) and first.value in SPECS:
+                step = self.step(node, where, depth)
+                if step.variants:
+                    raise self.fail(
+                        node, where, "a variant is played as written; give it no variants"
+                    )
+                return step
+        return self.step_fields(spec, node, {**plain, spec.main: node}, where, depth)
 
 
 _LANGUAGE_TAG = "tag:yaml.org,2002:python/"
@@ -646,6 +706,49 @@ def at_level(routine: Routine, level: str) -> Routine:
         if section.level in (None, level)
     )
     return replace(routine, sections=sections)
+
+
+def at_position(routine: Routine, position: str | None) -> Routine:
+    """The routine as played in ``position`` (None: its default): each step's variant for
+    it in place, steps left out there dropped. Raises OptionError (field ``position``) naming
+    the first section that cannot be done in it, or that it would leave empty."""
+    position = position or routine.positions[0]
+    if position not in POSITIONS:
+        raise ValueError(f"position must be one of {POSITIONS}, not {position!r}")
+
+    def steps_in(steps: tuple[Step, ...]) -> tuple[Step, ...]:
+        kept: list[Step] = []
+        for step in steps:
+            chosen = dict(step.variants).get(position, step)
+            if chosen is None:
+                continue
+            changes: dict[str, Any] = {}
+            for attr, nested in nested_steps(chosen):
+                changes[attr] = steps_in(nested)
+            kept.append(replace(chosen, variants=(), **changes))
+        return tuple(kept)
+
+    sections = []
+    for section in routine.sections:
+        offered = section.positions or routine.positions
+        if position not in offered:
+            whose = "the section is" if section.positions else "the routine is"
+            raise OptionError(
+                f"{position}: {routine.source}:{section.line}: section {section.title!r} has no "
+                f"{position} variant ({whose} written for {' or '.join(offered)}); choose "
+                f"--position {offered[0]}, or give its steps {position} variants and add "
+                f"{position} to positions",
+                field="position",
+            )
+        steps = steps_in(section.steps)
+        if not steps:
+            raise OptionError(
+                f"{position}: {routine.source}:{section.line}: section {section.title!r} has no "
+                f"steps left {position}; give one of its steps a {position} variant",
+                field="position",
+            )
+        sections.append(replace(section, steps=steps, positions=None))
+    return replace(routine, sections=tuple(sections))
 
 
 def _check_levels(routine: Routine) -> None:

@@ -40,7 +40,9 @@ MOVE_SOUNDS = ("tick", "count", "none")
 DEFAULT_MOVE_SOUND = "tick"
 DEFAULT_COUNT_TO = 8
 MAX_COUNT_TO = ENGLISH.max_count  # as high as the spoken counts go
-COMMON_FIELDS = ("level",)
+POSITIONS = ("standing", "seated", "lying")
+DEFAULT_POSITION = "standing"  # what a routine that names no positions is written for
+COMMON_FIELDS = ("level", *POSITIONS)
 
 # ---------------------------------------------------------------------------------------------
 # The model
@@ -48,6 +50,10 @@ COMMON_FIELDS = ("level",)
 Overrides: TypeAlias = tuple[tuple[str, Any], ...]
 """``(field, value)`` pairs a step takes at ``--level full``; its plain fields are the gentle
 values. ``level`` on a step, when set, keeps the step at that level only."""
+
+Variants: TypeAlias = tuple[tuple[str, "Step | None"], ...]
+"""``(position, step)`` pairs: what a step becomes at ``--position`` seated, lying or standing
+(None: it is left out there); a position not listed plays the step as written."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class Say:
     line: int = 0
     level: str | None = None
     full: Overrides = ()
+    variants: Variants = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class Pause:
     line: int = 0
     level: str | None = None
     full: Overrides = ()
+    variants: Variants = ()
     bell_every_min: float | None = None
     bells_at_min: tuple[float, ...] = ()
 
@@ -85,6 +93,7 @@ class Bell:
     line: int = 0
     level: str | None = None
     full: Overrides = ()
+    variants: Variants = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,7 @@ class Breathe:
     line: int = 0
     level: str | None = None
     full: Overrides = ()
+    variants: Variants = ()
     # Interval bells, as for Pause; each rings at the start of the nearest breath.
     bell_every_min: float | None = None
     bells_at_min: tuple[float, ...] = ()
@@ -122,6 +132,7 @@ class Repeat:
     line: int = 0
     level: str | None = None
     full: Overrides = ()
+    variants: Variants = ()
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,7 @@ class Move:
     line: int = 0
     level: str | None = None
     full: Overrides = ()
+    variants: Variants = ()
 
 
 Step: TypeAlias = Say | Pause | Bell | Breathe | Repeat | Move
@@ -303,9 +315,7 @@ def read_tempo(nodes: NodeReader, node: Node, where: str) -> Tempo:
             return parse_tempo(node.value)
         except ValueError as exc:
             raise nodes.fail(node, where, str(exc)) from None
-    return nodes.number(
-        node, where, MIN_BREATHS_PER_MIN, MAX_BREATHS_PER_MIN, BREATHS_PER_MIN.unit
-    )
+    return nodes.number(node, where, MIN_BREATHS_PER_MIN, MAX_BREATHS_PER_MIN, BREATHS_PER_MIN.unit)
 
 
 @dataclass(frozen=True)
@@ -673,6 +683,12 @@ def step_schema(spec: StepSpec) -> dict[str, Any]:
     """The schema of one step kind: the short form and the long form, nested or beside."""
     fields = {f.name: field_schema(spec, f) for f in spec.fields}
     fields["level"] = LEVEL_SCHEMA
+    for position in POSITIONS:
+        fields[position] = {
+            "anyOf": [fields[spec.main], {"$ref": "#/definitions/step"}, {"type": "null"}],
+            "description": f"What this step becomes at --position {position}: a new "
+            f"'{spec.main}' for it, another step, or null to leave it out.",
+        }
     long_form: dict[str, Any] = {"type": "object", "additionalProperties": False}
     if spec.one_of:
         long_form["oneOf"] = [{"required": [name]} for name in spec.one_of]
@@ -717,6 +733,11 @@ def steps_table() -> str:
             values = "; ".join(field_values(spec, f, leveled=True))
             rows.append(f"| {step} | {name} | {f.doc} | {values} |")
     rows.append("| every step | `level` | play the step only at this level | `gentle` or `full` |")
+    rows.append(
+        "| every step | `standing`, `seated`, `lying` | what the step becomes in that "
+        "`--position` | the main field's value (the words, for `say`: its other fields are "
+        "kept), another step (`{move: ...}`), or `null` to leave it out |"
+    )
     return "\n".join(rows) + "\n"
 
 

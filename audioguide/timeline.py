@@ -46,12 +46,13 @@ from .breath import (
 from .checks import check_choice, check_optional_number
 from .errors import OptionError
 from .phrases import DEFAULT_LANGUAGE, PHRASES
-from .routine import DEFAULT_LEVEL, Routine, Section, at_level
+from .routine import DEFAULT_LEVEL, Routine, Section, at_level, at_position
 from .steps import (
     DEFAULT_MOVES_PER_MIN,
     DEFAULT_SAY_PAUSE_S,
     MAX_MOVES_PER_MIN,
     MIN_MOVES_PER_MIN,
+    POSITIONS,
     Bell,
     Breathe,
     Move,
@@ -103,6 +104,7 @@ class RenderOptions:
     moves_per_min: float | None = None
     level: str = DEFAULT_LEVEL
     minutes: float | None = None
+    position: str | None = None  # None: the routine's default position
 
     def __post_init__(self) -> None:
         ends = (
@@ -129,6 +131,8 @@ class RenderOptions:
             "movements per minute",
         )
         check_choice(self.level, "level", LEVELS)
+        if self.position is not None:
+            check_choice(self.position, "position", POSITIONS)
         check_optional_number(self.minutes, "minutes", MIN_MINUTES, MAX_MINUTES, "minutes")
 
 
@@ -239,7 +243,7 @@ def speech_texts(routine: Routine, options: RenderOptions | None = None) -> list
     cues and the announcements the timeline adds (next part, time left, hold caution, counts).
     """
     options = options or RenderOptions()
-    texts = _Texts(at_level(routine, options.level), options)
+    texts = _Texts(played_routine(routine, options), options)
     played = texts.routine
     for index, section in enumerate(played.sections):
         texts.visit(section.steps)
@@ -365,6 +369,12 @@ def describe_breath(pattern: BreathPattern, tempo: Tempo | None) -> str:
     return f"{per_min:.3g} breaths/min, {pattern.cycle:.3g} s cycle ({pattern} s)"
 
 
+def played_routine(routine: Routine, options: RenderOptions) -> Routine:
+    """``routine`` in the options' position, at their level (a variant may have levels of its
+    own). Raises OptionError naming a section that has no variant for the position."""
+    return at_level(at_position(routine, options.position), options.level)
+
+
 def build_timeline(
     routine: Routine, speech_length: SpeechLength, options: RenderOptions | None = None
 ) -> Timeline:
@@ -380,7 +390,7 @@ def build_timeline(
             check_cycle_s(options.pattern)
         except ValueError as exc:
             raise OptionError(f"{options.pattern}: {exc}", field="pattern") from None
-    played = at_level(routine, options.level)
+    played = played_routine(routine, options)
     if options.minutes is None:
         return _build(played, speech_length, options, 1.0)
     target_s = options.minutes * 60.0
@@ -401,16 +411,18 @@ def estimated_speech_s(text: str) -> float:
 
 
 def check_routine(routine: Routine) -> tuple[str, ...]:
-    """What ``validate`` checks beyond parsing: that the routine plans at either level with
-    the default options, its cues taking about their estimated length (raises OptionError as
-    build_timeline does, e.g. past six hours). Returns the warnings about the routine itself,
-    found without any speech (a cue's own length needs the voice: plan tells those)."""
+    """What ``validate`` checks beyond parsing: that the routine plans at either level and in
+    every position it claims (so every variant is played), its cues taking about their
+    estimated length (raises OptionError as build_timeline does, e.g. past six hours). Returns
+    the warnings about the routine itself, found without any speech (a cue's own length needs
+    the voice: plan tells those)."""
     warnings: dict[str, None] = {}
     for level in LEVELS:
-        options = RenderOptions(level=level)
-        build_timeline(routine, estimated_speech_s, options)
-        for warning in build_timeline(routine, lambda text: 0.0, options).warnings:
-            warnings.setdefault(warning)
+        for position in routine.positions:
+            options = RenderOptions(level=level, position=position)
+            build_timeline(routine, estimated_speech_s, options)
+            for warning in build_timeline(routine, lambda text: 0.0, options).warnings:
+                warnings.setdefault(warning)
     return tuple(warnings)
 
 

@@ -19,6 +19,7 @@ from audioguide.routine import AMBIENT_KINDS
 from audioguide.steps import (
     MOVE_SOUNDS,
     MOVES_PER_MIN,
+    POSITIONS,
     BreathTempo,
     Choice,
     Pattern,
@@ -37,6 +38,14 @@ TABLE_END = "<!-- end of step table -->\n"
 
 def _described(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {**schema, "description": description}
+
+
+POSITIONS_SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "uniqueItems": True,
+    "items": {"enum": list(POSITIONS)},
+}
 
 
 def routine_schema() -> dict[str, Any]:
@@ -108,6 +117,10 @@ def routine_schema() -> dict[str, Any]:
                     "bell": {"type": "string", "description": "A sound file for the bells."},
                 },
             },
+            "positions": _described(
+                POSITIONS_SCHEMA,
+                "The positions (--position) the routine can be practised in, its default first.",
+            ),
             "sections": {
                 "type": "array",
                 "minItems": 1,
@@ -134,6 +147,9 @@ def routine_schema() -> dict[str, Any]:
                         "type": "string",
                         "description": f"This section's ambient bed: {kinds}, or a sound file.",
                     },
+                    "positions": _described(
+                        POSITIONS_SCHEMA, "The positions this section can be done in."
+                    ),
                     "steps": {"$ref": "#/definitions/steps"},
                 },
             },

@@ -131,6 +131,8 @@ ROUTINE_CASES: dict[str, tuple[str | bytes | None, list[str]]] = {
     "tempo-zero": (TINY, ["--breath-tempo", "0"]),
     "tempo-huge": (TINY, ["--breath-tempo", "1000"]),
     "tempo-nan": (TINY, ["--breath-tempo", "nan"]),
+    "tempo-curve-end": (TINY, ["--breath-tempo", "6:30"]),
+    "no-position-variant": (TINY, ["--position", "seated"]),
     "bad-pattern": (TINY, ["--breath-pattern", "4-0"]),
     "huge-minutes": (TINY, ["--minutes", "100000"]),
     "minutes-nan": (TINY, ["--minutes", "nan"]),
