@@ -40,7 +40,7 @@ from .export.sidecars import PlaylistEntry, playlist_text
 from .pipeline import SessionOptions, make_speech, plan_session, render_session
 from .routine import Routine, _read_text, _refuse_language_tags, find_routine, load_routine
 from .speech import Speech
-from .steps import read_tempo
+from .steps import POSITIONS, read_tempo
 from .timeline import MAX_MINUTES, MIN_MINUTES, RenderOptions, Timeline
 from .yaml_nodes import LEVELS, NodeReader, RoutineLoader
 
@@ -56,6 +56,7 @@ PROGRAMME_FIELDS = (
     "days_per_week",
     "rest_days",
     "routine",
+    "position",
     "progression",
 )
 WEEK_FIELDS = ("week", "routine", "minutes", "level", "breath_tempo")
@@ -89,6 +90,7 @@ class Programme:
     progression: tuple[WeekSettings, ...]
     description: str = ""
     source: str = ""
+    position: str | None = None  # --position for every session; None: each routine's default
 
     def settings_for(self, week: int) -> WeekSettings:
         """The entry in force in ``week``: the last one starting at or before it."""
@@ -278,6 +280,9 @@ class _ProgrammeParser:
             weeks = n.integer(fields["weeks"][1], "weeks", 1, MAX_WEEKS, "weeks")
         practice_days = self.practice_days(fields)
         routines = self.routines(fields["routine"][1], "routine")
+        position = None
+        if "position" in fields:
+            position = n.choice(fields["position"][1], "position", POSITIONS)
         progression = self.progression(fields["progression"][1], routines)
         if weeks is None:
             weeks = progression[-1].week
@@ -289,6 +294,7 @@ class _ProgrammeParser:
             progression=progression,
             description=description,
             source=n.source,
+            position=position,
         )
 
     def practice_days(self, fields: dict[str, tuple[yaml.Node, yaml.Node]]) -> tuple[int, ...]:
@@ -442,6 +448,7 @@ def plan_programme(
                 minutes=settings.minutes,
                 pattern=options.render.pattern,
                 moves_per_min=options.render.moves_per_min,
+                position=programme.position or options.render.position,
             )
             date = start + datetime.timedelta(days=(week - 1) * DAYS_IN_WEEK + weekday - 1)
             session_options = _session_options(options, render, date)
@@ -451,6 +458,8 @@ def plan_programme(
                 # Only the programme can make this session's settings fit: say where.
                 field = _PROGRAMME_FIELD.get(exc.field or "", "")
                 where = f"progression[{settings.index}]" + (f".{field}" if field else "")
+                if exc.field == "position" and programme.position:
+                    where = "position"
                 raise RoutineError(
                     f"{where}: {exc.detail} (week {week}, day {day})",
                     path=programme.source,

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from audioguide.cli import cli
 from audioguide.errors import OptionError, RoutineError
+from audioguide.pipeline import SessionOptions
+from audioguide.programme import parse_programme, plan_programme
 from audioguide.routine import POSITIONS, at_position, builtin_names, load_routine, parse_routine
 from audioguide.steps import Say
 from audioguide.timeline import RenderOptions, build_timeline, check_routine
@@ -155,3 +157,34 @@ def test_validate_plans_every_variant():
 
 def test_positions_are_the_three_documented():
     assert POSITIONS == ("standing", "seated", "lying")
+
+
+PROGRAMME = """\
+title: Seated weeks
+routine: back-pain
+position: seated
+progression:
+  - week: 1
+    minutes: 25
+"""
+
+
+def test_a_programme_sets_the_position_of_every_session(tmp_path, fake_speech):
+    path = tmp_path / "seated.yaml"
+    path.write_text(PROGRAMME, encoding="utf-8")
+    programme = parse_programme(PROGRAMME, source=str(path))
+    assert programme.position == "seated"
+    plan = plan_programme(programme, SessionOptions(), weeks=1, speech=fake_speech)
+    for session in plan.sessions:
+        assert session.render.position == "seated"
+        assert "Instead of duck walking, we march slowly while sitting." in texts(session.timeline)
+
+
+def test_a_programme_position_a_routine_lacks_is_refused_naming_both(tmp_path, fake_speech):
+    text = PROGRAMME.replace("position: seated", "position: lying")
+    programme = parse_programme(text, source="lying.yaml")
+    with pytest.raises(RoutineError) as caught:
+        plan_programme(programme, SessionOptions(), weeks=1, speech=fake_speech)
+    message = str(caught.value)
+    assert message.startswith("lying.yaml:")
+    assert "section 'Welcome and Safety' has no lying variant" in message
