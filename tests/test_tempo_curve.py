@@ -16,6 +16,7 @@ from test_e2e import ONSET_TOLERANCE_S, guide_onset_error_s
 from audioguide.breath import TempoCurve, parse_tempo
 from audioguide.cli import cli
 from audioguide.errors import OptionError, RoutineError
+from audioguide.export import session_files
 from audioguide.pipeline import SessionOptions, render_session
 from audioguide.programme import parse_programme
 from audioguide.routine import load_routine, parse_routine
@@ -257,8 +258,9 @@ def test_breath_onsets_follow_the_curve_over_60_minutes(tmp_path, fake_engine):
         assert event.breaths_per_min == pytest.approx(6.0 - 1.5 * k / (n - 1))
     checked = 0
     measured_s: list[float] = []
-    for track in timeline.tracks:
-        decoded, rate = soundfile.read(result.folder / track.file, dtype="float64")
+    names = session_files(timeline).tracks
+    for track, name in zip(timeline.tracks, names, strict=True):
+        decoded, rate = soundfile.read(result.folder / name, dtype="float64")
         assert rate == SAMPLE_RATE
         for a, b in itertools.pairwise(e for e in track.events if e.kind == "breath"):
             if a.breaths_per_min is not None and b.breaths_per_min is None:
