@@ -126,7 +126,17 @@ ROUTINE_FIELDS = (
     "positions",
     "sections",
 )
-SECTION_FIELDS = ("title", "spoken_title", "safety", "level", "ambient", "positions", "steps")
+SECTION_FIELDS = (
+    "title",
+    "spoken_title",
+    "safety",
+    "level",
+    "ambient",
+    "positions",
+    *POSITIONS,  # the section's title (and spoken title) in that position
+    "steps",
+)
+SECTION_TITLE_FIELDS = ("title", "spoken_title")
 
 # ---------------------------------------------------------------------------------------------
 # The model (the steps are in steps.py)
@@ -144,6 +154,9 @@ class Section:
     level: str | None = None
     ambient: str | None = None  # this section's bed (a kind or a sound file); None: the routine's
     positions: tuple[str, ...] | None = None  # the positions it can be done in; None: the routine's
+    # (position, title, spoken title or None): what the section is called in that position,
+    # e.g. "Seated Marching" where duck walking is done on a chair.
+    titles: tuple[tuple[str, str, str | None], ...] = ()
 
     @property
     def spoken_name(self) -> str:
@@ -463,6 +476,12 @@ class _Parser(NodeReader):
         level = read("level", lambda n, w: self.choice(n, w, LEVELS), None)
         ambient = read("ambient", self.ambient, None)
         positions = read("positions", self.positions, None)
+        titles = tuple(
+            (position, *named)
+            for position in POSITIONS
+            if position in fields
+            and (named := read(position, self.position_title, None)) is not None
+        )
         return Section(
             title=title,
             steps=steps,
@@ -472,7 +491,19 @@ class _Parser(NodeReader):
             level=level,
             ambient=ambient,
             positions=positions,
+            titles=titles,
         )
+
+    def position_title(self, node: Node, where: str) -> tuple[str, str | None]:
+        """A section's names in one position: ``seated: {title: Seated Marching}``."""
+        fields = self.mapping(node, where, SECTION_TITLE_FIELDS, "the section's names there")
+        if "title" not in fields:
+            raise self.fail(node, where, "must give the section's title in this position")
+        title = self.text(fields["title"][1], f"{where}.title")
+        spoken = None
+        if "spoken_title" in fields:
+            spoken = self.spoken_text(fields["spoken_title"][1], f"{where}.spoken_title")
+        return title, spoken
 
     def positions(self, node: Node, where: str) -> tuple[str, ...]:
         """A list of positions, each once: ``[standing, seated]``."""
@@ -747,7 +778,13 @@ def at_position(routine: Routine, position: str | None) -> Routine:
                 f"steps left {position}; give one of its steps a {position} variant",
                 field="position",
             )
-        sections.append(replace(section, steps=steps, positions=None))
+        named = {where: (title, spoken) for where, title, spoken in section.titles}
+        title, spoken = named.get(position, (section.title, section.spoken_title))
+        sections.append(
+            replace(
+                section, steps=steps, positions=None, titles=(), title=title, spoken_title=spoken
+            )
+        )
     return replace(routine, sections=tuple(sections))
 
 

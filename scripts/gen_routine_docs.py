@@ -150,6 +150,21 @@ def routine_schema() -> dict[str, Any]:
                     "positions": _described(
                         POSITIONS_SCHEMA, "The positions this section can be done in."
                     ),
+                    **{
+                        position: {
+                            "type": "object",
+                            "required": ["title"],
+                            "additionalProperties": False,
+                            "description": f"The section's names when practised {position}.",
+                            "properties": {
+                                "title": _described(text, f"The track title, {position}."),
+                                "spoken_title": _described(
+                                    text, f"How that title is said aloud, {position}."
+                                ),
+                            },
+                        }
+                        for position in POSITIONS
+                    },
                     "steps": {"$ref": "#/definitions/steps"},
                 },
             },

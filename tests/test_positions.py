@@ -145,6 +145,33 @@ def test_seated_back_pain_marches_instead_of_duck_walking():
     assert "Now duck walking. Walk slowly, with your knees a little bent." in standing
 
 
+def test_a_section_is_named_for_the_position_it_is_played_in():
+    """Seated, the track, its chapter and the "Next:" before it say what the user does."""
+    routine = load_routine("back-pain")
+    seated = build_timeline(routine, words_s, RenderOptions(position="seated"))
+    standing = build_timeline(routine, words_s, RenderOptions())
+    assert "Seated Marching" in [t.title for t in seated.tracks]
+    assert "Duck Walking" not in [t.title for t in seated.tracks]
+    assert "Next: Seated Marching." in texts(seated)
+    assert "Duck Walking" in [t.title for t in standing.tracks]
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ("{spoken_title: Marching}", "must give the section's title in this position"),
+        ("{title: Marching, tilte: x}", "unknown field"),
+        ("Marching", "must be a mapping"),
+    ],
+)
+def test_a_bad_section_title_for_a_position_is_refused_with_file_and_line(names, message):
+    text = ROUTINE.replace("  - title: Walk\n", f"  - title: Walk\n    seated: {names}\n")
+    with pytest.raises(RoutineError) as caught:
+        parse_routine(text, source="v.yaml")
+    assert str(caught.value).startswith("v.yaml:")
+    assert message in str(caught.value)
+
+
 def test_validate_plans_every_variant():
     routine = parse_routine(ONE_SECTION, source="one.yaml")
     assert check_routine(routine) == ()
