@@ -456,6 +456,32 @@ def test_the_next_render_removes_what_a_killed_render_left_and_nothing_else(work
     )
 
 
+def test_a_render_killed_before_it_marked_its_staging_folder_leaves_nothing_for_good(workdir):
+    """Killed between making its staging folder and writing the marker into it: the folder's
+    name carries the render's process id, so the next render removes it once that process is
+    gone, and only while it holds nothing but (at most) the marker."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    out = workdir / "out"
+    out.mkdir()
+    empty = out / f".routine.{gone.pid}.abc123.partial"
+    empty.mkdir()
+    half = out / f".routine.{gone.pid}.def456.partial"
+    half.mkdir()
+    (half / STAGING_MARKER).write_text('{"pid": ', encoding="utf-8")  # cut off mid-write
+    holding = out / f".routine.{gone.pid}.ghi789.partial"
+    holding.mkdir()
+    (holding / "notes.txt").write_text("a user's")
+    alive = out / f".routine.{os.getpid()}.jkl012.partial"
+    alive.mkdir()
+    (workdir / "routine.yaml").write_text(TINY, encoding="utf-8")
+    code, output = run(["render", "routine.yaml", "-o", "out", "-q"])
+    assert code == 0, output
+    assert not empty.exists() and not half.exists()
+    assert (holding / "notes.txt").read_text() == "a user's"
+    assert alive.is_dir()
+
+
 def test_ctrl_c_during_start_up(workdir):
     """Ctrl-C while the interpreter is still importing: one line, exit 130."""
     (workdir / "routine.yaml").write_text(TINY, encoding="utf-8")

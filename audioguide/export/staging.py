@@ -88,7 +88,12 @@ def _left_by_a_dead_render(folder: Path) -> bool:
         marker = json.loads((folder / STAGING_MARKER).read_text(encoding="utf-8"))
         pid, host = marker["pid"], marker["host"]
     except (OSError, ValueError, TypeError, KeyError):
-        return False
+        # Killed before (or while) it wrote the marker: the name's process id proves it, as
+        # long as the folder holds nothing a render had begun to write.
+        named = _pid_in_name(folder)
+        if named is None or not _holds_at_most_the_marker(folder):
+            return False
+        pid, host = named, socket.gethostname()
     if host != socket.gethostname() or type(pid) is not int or pid <= 0 or pid == os.getpid():
         return False
     try:
@@ -98,6 +103,19 @@ def _left_by_a_dead_render(folder: Path) -> bool:
     except OSError:  # alive, another user's
         return False
     return False
+
+
+def _pid_in_name(folder: Path) -> int | None:
+    """The process id in a staging folder's name (``.NAME.PID.random.partial``), if any."""
+    parts = folder.name.rsplit(".", 3)
+    return int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else None
+
+
+def _holds_at_most_the_marker(folder: Path) -> bool:
+    try:
+        return {entry.name for entry in os.scandir(folder)} <= {STAGING_MARKER}
+    except OSError:
+        return False
 
 
 def _remove_stale(parent: Path, name: str) -> None:
@@ -163,7 +181,11 @@ def staged_folder(
     try:
         parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(parent, target.name)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))
+        # The process id in the name as well as in the marker: a render killed before it wrote
+        # the marker still leaves a folder the next render can prove was its.
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=parent)
+        )
     except OSError as exc:
         _remove_empty(made)
         raise _cannot_write(parent, exc) from None
