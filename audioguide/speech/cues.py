@@ -71,7 +71,9 @@ def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray
 # chain, or the dynamics and fades they call): old entries are then never used.
 # tests/test_speech.py prepares a fixed input and fails until the version and its recorded
 # digests are updated together.
-PREPARATION_VERSION = 2  # 2: the limiter's gain smoothing in numpy (dynamics), up to 1e-5 apart
+# 2: the limiter's gain smoothing in numpy (dynamics), up to 1e-5 apart; 3: the voice EQ's
+# subnormal guard (voice_fx.equalize), back-pain's cues up to 4 steps of 16 bits apart.
+PREPARATION_VERSION = 3
 
 
 def _preparation_key(effect: Callable[[np.ndarray], np.ndarray] | None) -> str | None:
