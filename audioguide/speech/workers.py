@@ -156,6 +156,13 @@ class WorkerPool:
         """The reply of a worker to ``request``, within ``timeout_s``. Raises WorkerGone when
         the worker ended or overran (it is ended then), SpeechError when it replied with one."""
         worker = self._acquire()
+        reply = self._ask(worker, request, timeout_s)
+        self._release(worker)
+        return reply
+
+    def _ask(self, worker: _Worker, request: tuple[Any, ...], timeout_s: float) -> Any:
+        """``worker``'s reply to ``request``; the worker is ended (and the error raised) when
+        it fails to answer or answers with an error."""
         try:
             reply = worker.call(request, timeout_s)
         except BaseException:
@@ -164,7 +171,6 @@ class WorkerPool:
         if _is_error(reply):
             self._discard(worker)
             raise SpeechError(reply[1])
-        self._release(worker)
         return reply
 
     def _acquire(self) -> _Worker:
@@ -181,14 +187,7 @@ class WorkerPool:
                 self._starting -= 1
         with self._changed:
             self._all.add(worker)
-        try:
-            reply = worker.call(("start",), self.start_timeout_s)
-        except BaseException:
-            self._discard(worker)
-            raise
-        if _is_error(reply):
-            self._discard(worker)
-            raise SpeechError(reply[1])
+        self._ask(worker, ("start",), self.start_timeout_s)
         return worker
 
     def _release(self, worker: _Worker) -> None:
