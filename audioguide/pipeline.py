@@ -31,7 +31,7 @@ from .mix import (
     track_powers,
     true_peak_ceiling_dbtp,
 )
-from .pronounce import LEXICONS, Pronouncing
+from .pronounce import LEXICONS, Pronouncing, routine_speech
 from .routine import Routine, load_routine
 from .speech import (
     DEFAULT_RATE_WPM,
@@ -224,7 +224,7 @@ def plan_session(
     """The timeline of a session: every track and event with its time. Mixes nothing."""
     options = options or SessionOptions()
     routine = _routine(routine)
-    speech = speech or make_speech(options)
+    speech = routine_speech(speech or make_speech(options), routine)
     speech.prepare(speech_texts(routine, options.render))
     timeline = build_timeline(routine, speech.length_s, options.render)
     return replace(timeline, voice=voice_label(speech.engine))
@@ -269,7 +269,7 @@ def _render_session(
     zip_path = target.with_name(f"{target.name}.zip")
     if export_options.zip:
         check_zip_replaceable(zip_path, force=force)
-    speech = speech or make_speech(options)
+    speech = routine_speech(speech or make_speech(options), routine)
     texts = speech_texts(routine, options.render)
     report = progress or (lambda stage, done, total: None)
     _prepare_speech(speech, texts, max(1, options.jobs), report)

@@ -38,6 +38,7 @@ from .export.names import safe_name, slugify
 from .export.ownership import check_replaceable
 from .export.sidecars import PlaylistEntry, playlist_text
 from .pipeline import SessionOptions, make_speech, plan_session, render_session
+from .pronounce import routine_speech
 from .routine import Routine, _read_text, _refuse_language_tags, find_routine, load_routine
 from .speech import Speech
 from .steps import POSITIONS, read_tempo
@@ -452,8 +453,10 @@ def plan_programme(
             )
             date = start + datetime.timedelta(days=(week - 1) * DAYS_IN_WEEK + weekday - 1)
             session_options = _session_options(options, render, date)
+            # The routine's own words are in what its engine hears, and so in the digest.
+            spoken = routine_speech(speech, routine)
             try:
-                timeline = plan_session(routine, session_options, speech=speech)
+                timeline = plan_session(routine, session_options, speech=spoken)
             except OptionError as exc:
                 # Only the programme can make this session's settings fit: say where.
                 field = _PROGRAMME_FIELD.get(exc.field or "", "")
@@ -465,7 +468,7 @@ def plan_programme(
                     path=programme.source,
                     line=settings.line,
                 ) from None
-            digest = session_digest(timeline, session_options, speech)
+            digest = session_digest(timeline, session_options, spoken)
             sessions.append(
                 ProgrammeSession(
                     week=week,

@@ -7,8 +7,9 @@ to the text just before synthesis: the plan, the tags and the transcripts keep t
 
 The tables are plain data, one per engine: espeak-ng hears English respellings; Piper hears
 IPA between ``[[`` and ``]]``, which it passes to its model as phonemes, unchanged. A routine
-or a caller extends a table with ``Lexicon.extended``. Matching is case-insensitive and by
-whole words, longest entry first, so "Qi Xue Lui Juan" wins over "qi".
+extends its engine's table with its ``pronounce:`` words (``routine_speech``), a caller with
+``Lexicon.extended``. Matching is case-insensitive and by whole words, longest entry first, so
+"Qi Xue Lui Juan" wins over "qi".
 
 "meridian" needs no entry on either engine (espeak-ng and Piper both read it right); it is
 checked by tests/test_pronounce.py with the others, so a new espeak-ng that reads it wrong
@@ -19,10 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from .routine import Routine
+from .speech.cache import SpeechCache
+from .speech.cues import Speech
 from .speech.engine import SpeechClip, SpeechEngine, VoiceInfo
 
 # The words of the reference article, respelled for espeak-ng (through pyttsx3). "chee gong"
@@ -119,6 +125,11 @@ class Pronouncing:
     def identity(self) -> str:
         return f"{self.engine.identity}/lexicon {self.lexicon.name} {self.lexicon.digest}"
 
+    def speaking(self, words: Mapping[str, str]) -> Pronouncing:
+        """This engine with ``words`` added to its table; itself when they change nothing."""
+        lexicon = self.lexicon.extended(words)
+        return self if lexicon.digest == self.lexicon.digest else Pronouncing(self.engine, lexicon)
+
     def synthesize(self, text: str) -> SpeechClip:
         return self.engine.synthesize(self.lexicon.respell(text))
 
@@ -136,3 +147,47 @@ class Pronouncing:
         close = getattr(self.engine, "close", None)
         if close is not None:
             close()
+
+
+class HeardCache(SpeechCache):
+    """``cache``'s entries named by what the engine hears: the engine's own identity and the
+    text respelled by ``pronouncing``'s table, whatever identity the caller gives. A routine's
+    words then change only the cues that hold them, and a changed respelling is a new entry."""
+
+    def __init__(self, cache: SpeechCache, pronouncing: Pronouncing):
+        self.root = cache.root  # the same entries on disk; only their names are chosen here
+        self.cache = cache
+        self.pronouncing = pronouncing
+
+    def key(self, identity: str, text: str, preparation: str | None = None) -> str:
+        heard = self.pronouncing.lexicon.respell(text)
+        return self.cache.key(f"{self.pronouncing.engine.identity}/heard", heard, preparation)
+
+
+# Each Speech's versions with a routine's words, by the engine's identity: the sessions of a
+# programme, and a plan and the render after it, share one (its cues and lengths) per routine.
+_WITH_WORDS: weakref.WeakKeyDictionary[Speech, dict[str, Speech]] = weakref.WeakKeyDictionary()
+_WITH_WORDS_LOCK = threading.Lock()
+
+
+def routine_speech(speech: Speech, routine: Routine) -> Speech:
+    """``speech`` with ``routine``'s ``pronounce:`` words added to its engine's table (the
+    engine's entries for them replaced), or ``speech`` itself when the routine has none or the
+    engine has no table (one a caller made without ``Pronouncing``).
+
+    Its cache keys on what the engine hears (``HeardCache``), so a cue spoken with one
+    respelling is never reused for another; the engine's identity names the whole table, so a
+    programme's session digest changes with any respelling.
+    """
+    engine = speech.engine
+    if not routine.pronounce or not isinstance(engine, Pronouncing):
+        return speech
+    spoken = engine.speaking(routine.respellings(engine.lexicon.name))
+    if spoken is engine:
+        return speech
+    with _WITH_WORDS_LOCK:
+        versions = _WITH_WORDS.setdefault(speech, {})
+        if spoken.identity not in versions:
+            cache = None if speech.cache is None else HeardCache(speech.cache, spoken)
+            versions[spoken.identity] = Speech(spoken, cache, effect=speech.effect)
+        return versions[spoken.identity]

@@ -10,7 +10,9 @@ says.
 from __future__ import annotations
 
 import difflib
+import re
 import stat
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -124,6 +126,7 @@ ROUTINE_FIELDS = (
     "announce",
     "sounds",
     "positions",
+    "pronounce",
     "sections",
 )
 SECTION_FIELDS = (
@@ -137,9 +140,24 @@ SECTION_FIELDS = (
     "steps",
 )
 SECTION_TITLE_FIELDS = ("title", "spoken_title")
+# The engines a routine's ``pronounce:`` can respell for (pronounce.py has a table for each).
+PRONOUNCE_ENGINES = ("espeak-ng", "piper")
+MAX_WORD_CHARS = 100
+# Piper's own rule for phonemes in its text (piper.voice): IPA between [[ and ]], not nested.
+IPA_BLOCK = re.compile(r"(\[\[.*?\]\])")
 
 # ---------------------------------------------------------------------------------------------
 # The model (the steps are in steps.py)
+
+
+@dataclass(frozen=True)
+class Pronunciation:
+    """A word or phrase of the routine's ``pronounce:`` as its text writes it, and what each
+    engine hears instead: ``(engine, respelling)`` for every engine it names."""
+
+    word: str
+    spoken: tuple[tuple[str, str], ...]
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -186,6 +204,13 @@ class Routine:
     bell_sound: str | None = None
     # The positions the routine can be practised in (--position), its default first.
     positions: tuple[str, ...] = (DEFAULT_POSITION,)
+    # ``pronounce:``: words the engines should hear respelled, beside their built-in tables.
+    pronounce: tuple[Pronunciation, ...] = ()
+
+    def respellings(self, engine: str) -> dict[str, str]:
+        """The routine's own words for ``engine`` (``espeak-ng`` or ``piper``): word to what
+        that engine hears."""
+        return {p.word: s for p in self.pronounce for name, s in p.spoken if name == engine}
 
 
 class RoutineMistakes(RoutineError):
@@ -430,6 +455,8 @@ class _Parser(NodeReader):
             )
         standing: tuple[str, ...] = (DEFAULT_POSITION,)
         positions = read("positions", self.positions, standing)
+        no_words: tuple[Pronunciation, ...] = ()
+        pronounce = read("pronounce", self.pronounce, no_words)
         items = read("sections", lambda n, w: self.sequence(n, w, "sections"), _NO_NODES)
         sections = tuple(
             section
@@ -452,6 +479,7 @@ class _Parser(NodeReader):
             ambient=ambient,
             bell_sound=bell_sound,
             positions=positions,
+            pronounce=pronounce,
         )
 
     def section(self, node: Node, where: str) -> Section:
@@ -517,6 +545,134 @@ class _Parser(NodeReader):
                 raise self.fail(item, f"{where}[{i}]", f"{position} is listed twice; keep one")
             found.append(position)
         return tuple(found)
+
+    # -- pronounce: the routine's own words for the engines -------------------------------------
+
+    def pronounce(self, node: Node, where: str) -> tuple[Pronunciation, ...]:
+        """``pronounce:``: each word or phrase to one respelling for every engine, or to a
+        respelling per engine (``{espeak-ng: dahn tyen, piper: "[[dˈɑːn tjˈɛn]]"}``)."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(
+                node,
+                where,
+                "must be a mapping of words to how to say them (lines such as "
+                "'Dantian: dahn tyen')",
+            )
+        seen: dict[str, int] = {}
+        read = (
+            self.collect(partial(self.pronunciation, key, value, where, seen), None)
+            for key, value in node.value
+        )
+        return tuple(entry for entry in read if entry is not None)
+
+    def pronunciation(
+        self, key: Node, value: Node, where: str, seen: dict[str, int]
+    ) -> Pronunciation:
+        self.count(key, where, 1)
+        if not isinstance(key, yaml.ScalarNode):
+            raise self.fail(
+                key, where, "each key must be a word or phrase, as the routine writes it"
+            )
+        raw = str(key.value)
+        self.check_characters(key, where, raw)  # before the word is shown in any message
+        word = " ".join(raw.split())
+        at = f"{where}.{word}" if word else where
+        line = key.start_mark.line + 1
+        if not word:
+            raise self.fail(key, at, "a word is empty; write the word as the routine's text has it")
+        if len(word) > MAX_WORD_CHARS:
+            raise self.fail(
+                key, at, f"is {len(word)} characters; a word or phrase is at most {MAX_WORD_CHARS}"
+            )
+        if not (_is_letter_or_digit(word[0]) and _is_letter_or_digit(word[-1])):
+            raise self.fail(
+                key,
+                at,
+                "must start and end with a letter or a digit, as the words of the text do "
+                f"(got {word!r})",
+            )
+        # Words are matched whatever their case, and a phrase over any spaces.
+        folded = word.casefold()
+        if folded in seen:
+            raise self.fail(
+                key,
+                at,
+                f"is given twice (line {seen[folded]} has it; case does not matter); keep one",
+            )
+        seen[folded] = line
+        if isinstance(value, yaml.MappingNode):
+            spoken = self.respellings_by_engine(value, at)
+        else:
+            text = self.respelling(value, at, None)
+            spoken = tuple((engine, text) for engine in PRONOUNCE_ENGINES)
+        return Pronunciation(word, spoken, line)
+
+    def respellings_by_engine(
+        self, node: yaml.MappingNode, where: str
+    ) -> tuple[tuple[str, str], ...]:
+        engines = " or ".join(PRONOUNCE_ENGINES)
+        if not node.value:
+            raise self.fail(
+                node, where, f"give what {engines} should hear, or one respelling for both"
+            )
+        found: dict[str, str] = {}
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else ""
+            at = f"{where}.{name}" if name else where
+            if not isinstance(key, yaml.ScalarNode) or name not in PRONOUNCE_ENGINES:
+                if isinstance(key, yaml.ScalarNode):
+                    self.check_characters(key, where, name)
+                close = difflib.get_close_matches(name, PRONOUNCE_ENGINES, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.report(
+                    self.fail(key, at, f"unknown engine {name!r}; {hint}respell for {engines}")
+                )
+                continue
+            if name in found:
+                self.report(self.fail(key, at, "appears twice; keep one"))
+                continue
+            text = self.collect(partial(self.respelling, value, at, name), None)
+            if text is not None:
+                found[name] = text
+        return tuple(found.items())
+
+    def respelling(self, node: Node, where: str, engine: str | None) -> str:
+        """What an engine hears for a word (``engine`` None: every engine): letters as
+        espeak-ng reads them, and for Piper IPA between ``[[`` and ``]]`` too."""
+        text = self.text(node, where)
+        parts = IPA_BLOCK.split(text)
+        outside = "".join(parts[0::2])
+        if "[" in outside or "]" in outside:
+            raise self.fail(
+                node,
+                where,
+                f"has brackets that do not pair up ({text!r}); IPA for Piper goes between [[ "
+                "and ]], and nothing else takes brackets",
+            )
+        for block in parts[1::2]:
+            inner = block[2:-2]
+            if "[" in inner or "]" in inner:
+                raise self.fail(node, where, f"has brackets within [[ ]] ({text!r}); remove them")
+            if not inner.strip():
+                raise self.fail(
+                    node,
+                    where,
+                    f"has an empty [[ ]] ({text!r}); put Piper's IPA between the brackets",
+                )
+        if len(parts) > 1 and engine != "piper":
+            fix = (
+                "write how it sounds in letters; IPA between [[ ]] is for piper:"
+                if engine
+                else "give each engine its own: {espeak-ng: letters, piper: '[[IPA]]'}"
+            )
+            raise self.fail(node, where, f"espeak-ng reads no IPA ({text!r}); {fix}")
+        if not any(_is_letter_or_digit(c) for c in text):
+            raise self.fail(
+                node,
+                where,
+                f"has nothing to pronounce ({text!r}); write how the word sounds, or remove it",
+            )
+        return text
 
     # -- sounds (ambient beds, bell files, interval bells) ---------------------------------------
 
@@ -677,6 +833,10 @@ class _Parser(NodeReader):
                     )
                 return step
         return self.step_fields(spec, node, {**plain, spec.main: node}, where, depth)
+
+
+def _is_letter_or_digit(char: str) -> bool:
+    return unicodedata.category(char)[0] in "LN"
 
 
 _LANGUAGE_TAG = "tag:yaml.org,2002:python/"

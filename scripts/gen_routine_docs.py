@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from audioguide.routine import AMBIENT_KINDS
+from audioguide.routine import AMBIENT_KINDS, MAX_WORD_CHARS
 from audioguide.steps import (
     MOVE_SOUNDS,
     MOVES_PER_MIN,
@@ -46,6 +46,41 @@ POSITIONS_SCHEMA = {
     "uniqueItems": True,
     "items": {"enum": list(POSITIONS)},
 }
+
+
+# A respelling in letters, and one for Piper that may hold IPA between [[ and ]] (not nested).
+LETTERS = r"^[^\[\]]*[\w][^\[\]]*$"
+WITH_IPA = r"^([^\[\]]|\[\[[^\[\]]*[^\s\[\]][^\[\]]*\]\])*$"
+
+
+def pronounce_schema(text: dict[str, Any]) -> dict[str, Any]:
+    """``pronounce:``: a word to one respelling for every engine, or to one per engine."""
+    letters = {**text, "pattern": LETTERS}
+    per_engine = {
+        "espeak-ng": _described(letters, "What espeak-ng hears: a respelling in letters."),
+        "piper": _described(
+            {**text, "pattern": WITH_IPA},
+            "What Piper hears: a respelling, or IPA between [[ and ]].",
+        ),
+    }
+    return {
+        "type": "object",
+        "description": "Words the voice should say differently: each word or phrase (any "
+        "case) to what every engine hears instead, or to what each one does. The plan and "
+        "transcripts keep the word.",
+        "propertyNames": {"minLength": 1, "maxLength": MAX_WORD_CHARS},
+        "additionalProperties": {
+            "anyOf": [
+                _described(letters, "A respelling for every engine, in letters."),
+                {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": False,
+                    "properties": per_engine,
+                },
+            ]
+        },
+    }
 
 
 def routine_schema() -> dict[str, Any]:
@@ -121,6 +156,7 @@ def routine_schema() -> dict[str, Any]:
                 POSITIONS_SCHEMA,
                 "The positions (--position) the routine can be practised in, its default first.",
             ),
+            "pronounce": pronounce_schema(text),
             "sections": {
                 "type": "array",
                 "minItems": 1,

@@ -127,6 +127,11 @@ ROUTINE_CASES: dict[str, tuple[str | bytes | None, list[str]]] = {
         [],
     ),
     "dotless-float": (ONE_SECTION + "      - pause: 1e3\n", []),
+    "bad-pronounce-entry": (
+        "title: Test\npronounce: {dantian: {espeak: dahn tyen}}\nsections:\n  - title: One\n"
+        "    steps: [say: Feel the dantian.]\n",
+        [],
+    ),
     "several-mistakes": (ONE_SECTION + "      - pause: -3\n      - bell: 100\n", []),
     "tempo-zero": (TINY, ["--breath-tempo", "0"]),
     "tempo-huge": (TINY, ["--breath-tempo", "1000"]),

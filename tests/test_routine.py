@@ -23,6 +23,7 @@ from audioguide.pipeline import SessionOptions, plan_session
 from audioguide.routine import (
     COMMON_FIELDS,
     LEVELS,
+    PRONOUNCE_ENGINES,
     ROUTINE_FIELDS,
     SECTION_FIELDS,
     STEP_FIELDS,
@@ -828,3 +829,204 @@ def test_steps_nested_to_the_step_limit_in_long_form_still_load():
     while isinstance(step, Repeat):
         depth, step = depth + 1, step.steps[0]
     assert depth == 38 and step == Say("Hi.", line=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# pronounce: the routine's own words for the engines
+
+SAY_DANTIAN = "sections:\n  - title: S\n    steps:\n      - say: Breathe into the dantian.\n"
+
+
+def pronouncing(entries: str) -> str:
+    return f"title: T\npronounce:\n{entries}{SAY_DANTIAN}"
+
+
+def test_pronounce_takes_one_respelling_or_one_per_engine():
+    routine = parse_routine(
+        pronouncing(
+            "  Dantian: dahn tyen\n"
+            "  Yi  Jin Jing:\n    espeak-ng: yee jin jing\n    piper: '[[jˈiː dʒˈɪn dʒˈɪŋ]]'\n"
+            "  wuji: {piper: woo jee}\n"
+        ),
+        source="my.yaml",
+    )
+    assert [(p.word, p.line) for p in routine.pronounce] == [
+        ("Dantian", 3),
+        ("Yi Jin Jing", 4),  # a phrase matches over any spaces: they are read as one
+        ("wuji", 7),
+    ]
+    assert routine.respellings("espeak-ng") == {
+        "Dantian": "dahn tyen",
+        "Yi Jin Jing": "yee jin jing",
+    }
+    assert routine.respellings("piper") == {
+        "Dantian": "dahn tyen",
+        "Yi Jin Jing": "[[jˈiː dʒˈɪn dʒˈɪŋ]]",
+        "wuji": "woo jee",
+    }
+    assert (
+        parse_routine(pronouncing("  {}\n").replace("pronounce:\n  {}", "pronounce: {}")).pronounce
+        == ()
+    )
+
+
+# entries under pronounce: -> the message validate, plan and render print
+PRONOUNCE_CASES = {
+    "not-a-mapping": (
+        "  - dantian\n",
+        "Error: routine.yaml:3: pronounce: must be a mapping of words to how to say them "
+        "(lines such as 'Dantian: dahn tyen')",
+    ),
+    "empty-word": (
+        '  "": dahn\n',
+        "Error: routine.yaml:3: pronounce: a word is empty; write the word as the routine's "
+        "text has it",
+    ),
+    "list-as-word": (
+        "  [a, b]: dahn\n",
+        "Error: routine.yaml:3: pronounce: each key must be a word or phrase, as the routine "
+        "writes it",
+    ),
+    "word-of-punctuation": (
+        "  '...': dahn\n",
+        "Error: routine.yaml:3: pronounce....: must start and end with a letter or a digit, as "
+        "the words of the text do (got '...')",
+    ),
+    "twice-in-two-cases": (
+        "  Dantian: dahn tyen\n  DANTIAN: dan tyen\n",
+        "Error: routine.yaml:4: pronounce.DANTIAN: is given twice (line 3 has it; case does not "
+        "matter); keep one",
+    ),
+    "not-text": (
+        "  dantian: [dahn, tyen]\n",
+        "Error: routine.yaml:3: pronounce.dantian: must be a single value, not a list",
+    ),
+    "a-number": (
+        "  dantian: true\n",
+        "Error: routine.yaml:3: pronounce.dantian: must be text (got bool True)",
+    ),
+    "empty-respelling": (
+        "  dantian: ''\n",
+        "Error: routine.yaml:3: pronounce.dantian: must not be empty",
+    ),
+    "nothing-to-pronounce": (
+        "  dantian: '-?'\n",
+        "Error: routine.yaml:3: pronounce.dantian: has nothing to pronounce ('-?'); write how "
+        "the word sounds, or remove it",
+    ),
+    "terminal-escape": (
+        '  dantian: "\\e]0;pwned\\a"\n',
+        "Error: routine.yaml:3: pronounce.dantian: contains the control character U+001B; "
+        "remove it (terminal escape sequences and control codes are not text)",
+    ),
+    "terminal-escape-in-the-word": (
+        '  "dan\\e[2Jtian": dahn\n',
+        "Error: routine.yaml:3: pronounce: contains the control character "
+        "U+001B; remove it (terminal escape sequences and control codes are not text)",
+    ),
+    "unknown-engine": (
+        "  dantian: {espeak: dahn tyen}\n",
+        "Error: routine.yaml:3: pronounce.dantian.espeak: unknown engine 'espeak'; did you mean "
+        "'espeak-ng'? respell for espeak-ng or piper",
+    ),
+    "no-engine": (
+        "  dantian: {}\n",
+        "Error: routine.yaml:3: pronounce.dantian: give what espeak-ng or piper should hear, or "
+        "one respelling for both",
+    ),
+    "ipa-for-every-engine": (
+        "  dantian: '[[dˈɑːn]]'\n",
+        "Error: routine.yaml:3: pronounce.dantian: espeak-ng reads no IPA ('[[dˈɑːn]]'); give "
+        "each engine its own: {espeak-ng: letters, piper: '[[IPA]]'}",
+    ),
+    "ipa-for-espeak": (
+        "  dantian: {espeak-ng: '[[dˈɑːn]]'}\n",
+        "Error: routine.yaml:3: pronounce.dantian.espeak-ng: espeak-ng reads no IPA "
+        "('[[dˈɑːn]]'); write how it sounds in letters; IPA between [[ ]] is for piper:",
+    ),
+    "ipa-unclosed": (
+        "  dantian: {piper: '[[dˈɑːn tjˈɛn'}\n",
+        "Error: routine.yaml:3: pronounce.dantian.piper: has brackets that do not pair up "
+        "('[[dˈɑːn tjˈɛn'); IPA for Piper goes between [[ and ]], and nothing else takes "
+        "brackets",
+    ),
+    "ipa-nested": (
+        "  dantian: {piper: '[[dˈɑːn [[tjˈɛn]]'}\n",
+        "Error: routine.yaml:3: pronounce.dantian.piper: has brackets within [[ ]] "
+        "('[[dˈɑːn [[tjˈɛn]]'); remove them",
+    ),
+    "ipa-empty": (
+        "  dantian: {piper: 'dahn [[ ]]'}\n",
+        "Error: routine.yaml:3: pronounce.dantian.piper: has an empty [[ ]] ('dahn [[ ]]'); put "
+        "Piper's IPA between the brackets",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "render"])
+@pytest.mark.parametrize("case", sorted(PRONOUNCE_CASES))
+def test_a_bad_pronounce_entry_gets_one_line_naming_file_line_and_word(case, command, workdir):
+    entries, message = PRONOUNCE_CASES[case]
+    (workdir / "routine.yaml").write_text(pronouncing(entries), encoding="utf-8")
+    code, output = run_cli([command, "routine.yaml"])
+    assert (code, output.strip().splitlines()[-1]) == (1, message)
+    assert len(output.strip().splitlines()) == 1 and "Traceback" not in output
+    assert not (workdir / "audioguide-out").exists()
+
+
+def test_a_bad_pronounce_entry_leaves_the_previous_render_as_it_was(workdir):
+    (workdir / "routine.yaml").write_text(pronouncing("  dantian: dahn tyen\n"), encoding="utf-8")
+    assert run_cli(["render", "routine.yaml", "--quiet"])[0] == 0
+    folder = workdir / "audioguide-out" / "routine"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    (workdir / "routine.yaml").write_text(pronouncing("  dantian: {espeak: x}\n"), encoding="utf-8")
+    code, output = run_cli(["render", "routine.yaml"])
+    assert code == 1 and output.startswith("Error: routine.yaml:3: pronounce.dantian.espeak:")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["routine"]
+
+
+def test_validate_lists_every_bad_pronounce_entry(workdir):
+    (workdir / "routine.yaml").write_text(
+        pronouncing("  a: {espeak: x, piper: '[[y'}\n  b: '...'\n"), encoding="utf-8"
+    )
+    code, output = run_cli(["validate", "routine.yaml"])
+    assert code == 1
+    assert [line.split(": ")[2] for line in output.strip().splitlines()] == [
+        "pronounce.a.espeak",
+        "pronounce.a.piper",
+        "pronounce.b",
+    ]
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        "  dantian: '[[dˈɑːn]]'\n",
+        "  dantian: {espeak: x}\n",
+        "  dantian: {piper: '[[x'}\n",
+        "  dantian: {espeak-ng: '[[x]]'}\n",
+        "  dantian: {}\n",
+        "  dantian: ''\n",
+    ],
+)
+def test_the_schema_refuses_a_bad_pronounce_entry_and_takes_good_ones(entries):
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft7Validator(load_schema())
+    assert list(validator.iter_errors(yaml.safe_load(pronouncing(entries))))
+    with pytest.raises(RoutineError):
+        parse_routine(pronouncing(entries), source="my.yaml")
+    good = "  Dantian: dahn tyen\n  wuji: {espeak-ng: woo jee, piper: 'woo [[dʒˈiː]]'}\n"
+    validator.validate(yaml.safe_load(pronouncing(good)))
+    per_engine = load_schema()["properties"]["pronounce"]["additionalProperties"]["anyOf"][1]
+    assert tuple(per_engine["properties"]) == PRONOUNCE_ENGINES
+
+
+def test_the_documented_pronounce_example_loads():
+    blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text("utf-8"), re.DOTALL)
+    example = next(block for block in blocks if block.startswith("pronounce:"))
+    routine = parse_routine("title: T\n" + example, source="example.yaml")
+    assert routine.respellings("piper")["Baduanjin"] == "[[bˈɑː dwˈɑːn dʒˈɪn]]"
+    assert "Wuji" not in routine.respellings("piper")
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft7Validator(load_schema()).validate(yaml.safe_load("title: T\n" + example))
