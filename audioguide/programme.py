@@ -39,11 +39,11 @@ from .export.ownership import check_replaceable
 from .export.sidecars import PlaylistEntry, playlist_text
 from .pipeline import SessionOptions, make_speech, plan_session, render_session
 from .pronounce import routine_speech
-from .routine import Routine, _read_text, _refuse_language_tags, find_routine, load_routine
+from .routine import Routine, find_routine, load_routine
 from .speech import Speech
 from .steps import POSITIONS, read_tempo
 from .timeline import MAX_MINUTES, MIN_MINUTES, RenderOptions, Timeline
-from .yaml_nodes import LEVELS, NodeReader, RoutineLoader
+from .yaml_nodes import LEVELS, NodeReader, RoutineLoader, read_text, refuse_language_tags
 
 INDEX_NAME = PROGRAMME_INDEX  # read by the feed, to date each session's episode
 INDEX_FORMAT = 1
@@ -195,7 +195,7 @@ def load_programme(name_or_path: str) -> Programme:
                 f"({', '.join(names)})",
                 path=name_or_path,
             )
-        return parse_programme(_read_text(path), source=str(path), name=path.stem)
+        return parse_programme(read_text(path), source=str(path), name=path.stem)
     if name_or_path not in names:
         raise RoutineError(
             f"unknown programme {name_or_path!r}. Built-in programmes: {', '.join(names)}; "
@@ -240,7 +240,7 @@ def parse_programme(
                 "the file is empty; a programme needs a title, a routine and a progression",
                 path=source,
             )
-        _refuse_language_tags(root, source)
+        refuse_language_tags(root, source)
         nodes = NodeReader(loader, source)
         try:
             programme = _ProgrammeParser(nodes, Path(source).parent).read(root, name)

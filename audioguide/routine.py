@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import stat
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -67,6 +66,8 @@ from .yaml_nodes import (
     RoutineLoader,
     is_by_level,
     is_null,
+    read_text,
+    refuse_language_tags,
 )
 
 __all__ = [
@@ -116,7 +117,6 @@ T = TypeVar("T")
 DEFAULT_LEVEL = "gentle"  # the issue's advice for a first session: start slowly
 AMBIENT_KINDS = ("none", "pink", "brown", "drone")  # or a sound file; synthesized in synth.py
 DEFAULT_ARTIST = "audioguide"
-MAX_FILE_BYTES = 1_000_000
 ROUTINE_FIELDS = (
     "title",
     "description",
@@ -254,7 +254,7 @@ def find_routine(name_or_path: str) -> tuple[str, str]:
                 f"({', '.join(builtin_names())})",
                 path=name_or_path,
             )
-        return str(path), _read_text(path)
+        return str(path), read_text(path)
     names = builtin_names()
     if name_or_path in names:
         res = resources.files("audioguide") / "routines" / f"{name_or_path}.yaml"
@@ -265,46 +265,6 @@ def find_routine(name_or_path: str) -> tuple[str, str]:
         f"unknown routine {name_or_path!r}.{hint} Built-in routines: {', '.join(names)}; "
         "or give the path of a .yaml file"
     )
-
-
-def _read_text(path: Path) -> str:
-    try:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
-            # Never opened: a pipe would wait for a writer, a device give bytes for ever.
-            raise RoutineError(_not_a_file(mode), path=str(path))
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise RoutineError(
-                f"file is {size:,} bytes; a routine is at most {MAX_FILE_BYTES:,}", path=str(path)
-            )
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RoutineError(f"cannot read: {exc.strerror}", path=str(path)) from None
-    if b"\0" in data:
-        raise RoutineError(
-            "not UTF-8 text (it has NUL bytes, as UTF-16 text does); save the file as UTF-8",
-            path=str(path),
-        )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RoutineError(
-            f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", path=str(path)
-        ) from None
-
-
-def _not_a_file(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "is a folder, not a routine file; give the path of a .yaml file"
-    if stat.S_ISFIFO(mode):
-        return (
-            "is a named pipe, not a routine file; save the routine as a .yaml file and give its "
-            "path"
-        )
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "is a device, not a routine file; give the path of a .yaml file"
-    return "is not a regular file; give the path of a .yaml file"
 
 
 def load_routine(name_or_path: str) -> Routine:
@@ -342,7 +302,7 @@ def parse_routine(text: str, *, source: str = "<routine>", name: str = "routine"
             raise RoutineError(
                 "the file is empty; a routine needs a title and sections", path=source
             )
-        _refuse_language_tags(root, source)
+        refuse_language_tags(root, source)
         parser = _Parser(loader, source, name)
         try:
             routine = parser.routine(root)
@@ -837,33 +797,6 @@ class _Parser(NodeReader):
 
 def _is_letter_or_digit(char: str) -> bool:
     return unicodedata.category(char)[0] in "LN"
-
-
-_LANGUAGE_TAG = "tag:yaml.org,2002:python/"
-
-
-def _refuse_language_tags(root: Node, source: str) -> None:
-    """Refuse ``!!python/...`` tags by name. The safe loader would never construct them, but
-    its own message quotes the YAML back over several lines."""
-    stack = [root]
-    seen: set[int] = set()  # aliases can share a node, or make it contain itself
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.tag.startswith(_LANGUAGE_TAG):
-            tag = "!!" + node.tag[len("tag:yaml.org,2002:") :]
-            raise RoutineError(
-                f"{tag.split(':')[0]}: tags that build Python objects are not allowed; "
-                "a routine is plain text, numbers, lists and mappings",
-                path=source,
-                line=node.start_mark.line + 1,
-            )
-        if isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            stack.extend(n for pair in node.value for n in pair)
 
 
 def walk_steps(steps: tuple[Step, ...], visit: Callable[[Step], None]) -> None:

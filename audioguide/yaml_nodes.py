@@ -3,16 +3,21 @@
 A ``NodeReader`` turns the nodes of a composed YAML document (PyYAML's safe loader) into plain
 values, one field at a time, and raises RoutineError naming the file, the line and the field
 when a value is not what the field needs. It knows nothing of routines or steps: routine.py
-reads a routine's structure with it, and the step specs of steps.py read their fields with it.
+reads a routine's structure with it, the step specs of steps.py read their fields with it, and
+programme.py reads programmes with it. ``read_text`` and ``refuse_language_tags`` are the checks
+both kinds of file get before their fields are read: a file that is one and is UTF-8 text, and
+no tag that would build a Python object.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import stat
 import unicodedata
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -31,6 +36,7 @@ MAX_DEPTH = 40  # steps within steps
 MAX_YAML_DEPTH = 4 * MAX_DEPTH  # a step nested in long form takes three
 MAX_NUMBER_DIGITS = 1000
 MAX_MISTAKES = 50  # in one file; past that, the first ones are enough to go on
+MAX_FILE_BYTES = 1_000_000
 
 _YAML = "tag:yaml.org,2002:"
 _TAG_NAMES = {"int": "a whole number", "float": "a number", "bool": "true or false"}
@@ -39,6 +45,76 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # 1e308 is text to YAML 1.1, which wants a dot and a signed exponent: 1.0e+308
 _DOTLESS_FLOAT = re.compile(r"^([-+]?[0-9]+)(?:\.([0-9]*))?[eE]([-+]?)([0-9]+)$")
+
+
+def read_text(path: Path) -> str:
+    """A routine or programme file's text: refused (RoutineError naming the file) when it is
+    not a regular file, is larger than MAX_FILE_BYTES, or is not UTF-8."""
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            # Never opened: a pipe would wait for a writer, a device give bytes for ever.
+            raise RoutineError(not_a_file_message(mode), path=str(path))
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise RoutineError(
+                f"file is {size:,} bytes; a routine is at most {MAX_FILE_BYTES:,}", path=str(path)
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RoutineError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    if b"\0" in data:
+        raise RoutineError(
+            "not UTF-8 text (it has NUL bytes, as UTF-16 text does); save the file as UTF-8",
+            path=str(path),
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RoutineError(
+            f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", path=str(path)
+        ) from None
+
+
+def not_a_file_message(mode: int) -> str:
+    """What a path that is not a regular file is, and what to give instead."""
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a routine file; give the path of a .yaml file"
+    if stat.S_ISFIFO(mode):
+        return (
+            "is a named pipe, not a routine file; save the routine as a .yaml file and give its "
+            "path"
+        )
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a routine file; give the path of a .yaml file"
+    return "is not a regular file; give the path of a .yaml file"
+
+
+_LANGUAGE_TAG = "tag:yaml.org,2002:python/"
+
+
+def refuse_language_tags(root: Node, source: str) -> None:
+    """Refuse ``!!python/...`` tags by name. The safe loader would never construct them, but
+    its own message quotes the YAML back over several lines."""
+    stack = [root]
+    seen: set[int] = set()  # aliases can share a node, or make it contain itself
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.tag.startswith(_LANGUAGE_TAG):
+            tag = "!!" + node.tag[len("tag:yaml.org,2002:") :]
+            raise RoutineError(
+                f"{tag.split(':')[0]}: tags that build Python objects are not allowed; "
+                "a routine is plain text, numbers, lists and mappings",
+                path=source,
+                line=node.start_mark.line + 1,
+            )
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
 
 
 class RoutineLoader(yaml.SafeLoader):
