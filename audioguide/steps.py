@@ -668,24 +668,40 @@ def _leveled_schema(base: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def field_schema(step: StepSpec, spec: FieldSpec) -> dict[str, Any]:
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/definitions/{name}"}
+
+
+def value_schema(step: StepSpec, spec: FieldSpec) -> dict[str, Any]:
+    """One value of a field (without the ``{gentle: a, full: b}`` form), described."""
     base = {**spec.value.schema()}
     if "$ref" not in base:
         values = "; ".join(field_values(step, spec, leveled=False))
         base["description"] = _sentence(f"{spec.doc}: {values}")
+    return base
+
+
+def field_schema(step: StepSpec, spec: FieldSpec) -> dict[str, Any]:
+    """A field as a step takes it: its value (a reference to its definition), or one per
+    level where the field is leveled."""
+    value = value_schema(step, spec)
+    # A reference to another definition (the steps of a repeat) is used as it is.
+    base = value if "$ref" in value else _ref(f"{step.kind}.{spec.name}")
     return _leveled_schema(base) if spec.leveled else base
 
 
 LEVEL_SCHEMA = {"enum": list(LEVELS), "description": "Play this step only at this --level."}
 
 
-def step_schema(spec: StepSpec) -> dict[str, Any]:
-    """The schema of one step kind: the short form and the long form, nested or beside."""
+def fields_schema(spec: StepSpec) -> dict[str, Any]:
+    """The long form of one step kind, ``{cycles: 4, tempo: 5}``: every field by name, with
+    ``level`` and the position variants."""
     fields = {f.name: field_schema(spec, f) for f in spec.fields}
     fields["level"] = LEVEL_SCHEMA
+    main = _ref(f"{spec.kind}.fields/properties/{spec.main}")
     for position in POSITIONS:
         fields[position] = {
-            "anyOf": [fields[spec.main], {"$ref": "#/definitions/step"}, {"type": "null"}],
+            "anyOf": [main, _ref("step"), {"type": "null"}],
             "description": f"What this step becomes at --position {position}: a new "
             f"'{spec.main}' for it, another step, or null to leave it out.",
         }
@@ -693,31 +709,40 @@ def step_schema(spec: StepSpec) -> dict[str, Any]:
     if spec.one_of:
         long_form["oneOf"] = [{"required": [name]} for name in spec.one_of]
     long_form["properties"] = fields
-    main = fields[spec.main]
-    forms = [main, long_form] + ([{"type": "null"}] if spec.bare else [])
+    return long_form
+
+
+def step_schema(spec: StepSpec) -> dict[str, Any]:
+    """The schema of one step kind: the short form and the long form, nested or beside, each
+    field a reference to the long form's (``#/definitions/<kind>.fields``)."""
+    names = [*spec.field_names, *COMMON_FIELDS]
+    beside = {name: _ref(f"{spec.kind}.fields/properties/{name}") for name in names}
+    forms = [beside[spec.main], _ref(f"{spec.kind}.fields")]
+    forms += [{"type": "null"}] if spec.bare else []
     return {
         "type": "object",
         "required": [spec.kind],
         "additionalProperties": False,
         "description": _sentence(spec.doc),
-        "properties": {spec.kind: {"anyOf": forms}, **fields},
+        "properties": {spec.kind: {"anyOf": forms}, **beside},
     }
 
 
 def steps_schema() -> dict[str, Any]:
-    """The ``definitions`` for ``steps``, ``step`` and each kind (``sayStep``, ...)."""
+    """The ``definitions`` for ``steps``, ``step`` and each kind: ``sayStep`` (the step as
+    written), ``say.fields`` (its long form) and ``say.text``, ... (one value of each field)."""
     bare = [spec.kind for spec in STEP_SPECS if spec.bare]
     definitions: dict[str, Any] = {
-        "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/definitions/step"}},
-        "step": {
-            "anyOf": [
-                {"enum": bare},
-                *({"$ref": f"#/definitions/{spec.kind}Step"} for spec in STEP_SPECS),
-            ]
-        },
+        "steps": {"type": "array", "minItems": 1, "items": _ref("step")},
+        "step": {"anyOf": [{"enum": bare}, *(_ref(f"{spec.kind}Step") for spec in STEP_SPECS)]},
     }
     for spec in STEP_SPECS:
         definitions[f"{spec.kind}Step"] = step_schema(spec)
+        definitions[f"{spec.kind}.fields"] = fields_schema(spec)
+        for f in spec.fields:
+            value = value_schema(spec, f)
+            if "$ref" not in value:
+                definitions[f"{spec.kind}.{f.name}"] = value
     return definitions
 
 

@@ -411,6 +411,45 @@ def test_the_schema_rejects_what_the_parser_rejects(step):
         parse_routine(yaml.safe_dump(document), source="my.yaml")
 
 
+@pytest.mark.parametrize(
+    ("step", "valid"),
+    [
+        ({"breathe": 3, "seated": {"gentle": 2, "full": 4}}, True),
+        ({"breathe": 3, "seated": 0}, False),  # as cycles: 0 is refused on the main step
+        ({"breathe": 3, "seated": {"gentle": 2}}, False),
+        ({"say": "Stand tall.", "seated": "Sit tall."}, True),
+        ({"say": "Stand tall.", "seated": ""}, False),
+        ({"say": "Stand tall.", "seated": {"move": 0}}, False),  # another step, checked as one
+        ({"say": "Stand tall.", "lying": {"move": {"count": 4, "sound": "drum"}}}, False),
+        ({"pause": 3, "lying": None}, True),
+        ({"move": {"count": 8, "seated": 4}}, True),
+        ({"move": {"count": 8, "seated": 20000}}, False),
+    ],
+)
+def test_a_position_variant_is_checked_as_the_main_step_is(step, valid):
+    jsonschema = pytest.importorskip("jsonschema")
+    document = {
+        "title": "T",
+        "positions": ["standing", "seated", "lying"],
+        "sections": [{"title": "S", "steps": [step, {"say": "And rest."}]}],
+    }
+    assert jsonschema.Draft7Validator(load_schema()).is_valid(document) is valid
+    text = yaml.safe_dump(document, sort_keys=False)  # a step starts with its kind
+    if valid:
+        parse_routine(text, source="my.yaml")
+    else:
+        with pytest.raises(RoutineError):
+            parse_routine(text, source="my.yaml")
+
+
+def test_each_field_is_written_once_in_the_schema():
+    # Each value once, under definitions, and referred to from the short and long forms and
+    # the position variants: the schema stays a size a reader can follow.
+    text = (ROOT / "audioguide" / "schema" / "routine.schema.json").read_text("utf-8")
+    assert text.count('"The words to speak, plain text (no SSML)') == 1
+    assert len(text.splitlines()) < 1500
+
+
 # ---------------------------------------------------------------------------------------------
 # docs/routines.md: its example loads, and it documents every field
 
