@@ -1,9 +1,13 @@
-"""Shared fixtures: an isolated speech cache, a fast fake speech engine, small routines."""
+"""Shared fixtures: an isolated speech cache, a fast fake speech engine, small routines, and
+the CLI run as a user runs it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from audioguide.speech import Speech, SpeechClip, VoiceInfo
 
@@ -61,6 +65,32 @@ def fake_engine() -> FakeEngine:
 @pytest.fixture
 def fake_speech(fake_engine: FakeEngine) -> Speech:
     return Speech(fake_engine, cache=None)
+
+
+# Small enough to render in about a second with the real engine and encoder: two tracks, one
+# of them spoken.
+TINY = """\
+title: Tiny
+sections:
+  - title: First
+    steps:
+      - say: One.
+        pause: 1
+  - title: Second
+    steps:
+      - pause: 2
+"""
+
+
+def run_cli(args: Sequence[str]) -> tuple[int, str]:
+    """``audioguide ARGS`` in this process: its exit status and what it printed. An error the
+    CLI did not turn into a message is raised here, with its traceback."""
+    from audioguide.cli import cli
+
+    result = CliRunner().invoke(cli, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
 
 
 SHORT_ROUTINE = """\

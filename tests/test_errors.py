@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import TINY
+from conftest import run_cli as run
 
-from audioguide.cli import cli
 from audioguide.export import mp3 as session_writer
 from audioguide.export.ownership import MANIFEST_NAME, write_manifest
 from audioguide.export.staging import STAGING_MARKER
@@ -37,18 +37,6 @@ ROW = re.compile(
 )
 
 ONE_SECTION = "title: Test\nsections:\n  - title: One\n    steps:\n"
-# Small enough to render in about a second with the real engine and encoder.
-TINY = """\
-title: Tiny
-sections:
-  - title: First
-    steps:
-      - say: One.
-        pause: 1
-  - title: Second
-    steps:
-      - pause: 2
-"""
 
 
 def wav(
@@ -241,13 +229,6 @@ def test_every_documented_row_has_a_case_and_every_case_a_row():
     assert set(documented()) == (
         set(ROUTINE_CASES) | set(FAULT_CASES) | set(OWNERSHIP_CASES) | set(SPEECH_CASES)
     )
-
-
-def run(args: list[str]) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, args)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception  # an unexpected error: show its traceback
-    return result.exit_code, result.output
 
 
 def last_line(output: str) -> str:

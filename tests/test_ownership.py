@@ -10,19 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import TINY, run_cli
 
-from audioguide.cli import cli
 from audioguide.export.ownership import MANIFEST_NAME
-
-TINY = """\
-title: Tiny
-sections:
-  - title: First
-    steps:
-      - say: One.
-        pause: 1
-"""
 
 WITH_BELL = """\
 title: Tiny
@@ -32,13 +22,6 @@ sections:
     steps:
       - bell: 2
 """
-
-
-def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args))
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def snapshot(folder: Path) -> dict[str, bytes | None]:
@@ -72,7 +55,7 @@ def test_a_folder_of_the_users_is_refused_and_left_untouched(home):
     (album / "docs" / "notes.txt").write_text("my notes")
     before = snapshot(home)
 
-    code, output = run("render", "music.yaml", "-o", "home")
+    code, output = run_cli(["render", "music.yaml", "-o", "home"])
 
     assert code == 1
     assert output.strip().splitlines()[-1] == (
@@ -90,7 +73,7 @@ def test_the_routines_own_sound_folder_survives_any_render(home):
     before = snapshot(home)
 
     for extra in ([], ["--force"]):
-        code, output = run("render", "sounds.yaml", "-o", ".", *extra)
+        code, output = run_cli(["render", "sounds.yaml", "-o", ".", *extra])
         assert code == 1, output
         assert "sounds/bell.wav" in output and "this render reads" in output
         assert snapshot(home) == before
@@ -103,7 +86,7 @@ def test_the_routine_being_rendered_survives_any_render(home):
     before = snapshot(home)
 
     for extra in ([], ["--force"]):
-        code, output = run("render", "out/routine/routine.yaml", "-o", "out", *extra)
+        code, output = run_cli(["render", "out/routine/routine.yaml", "-o", "out", *extra])
         assert code == 1, output
         assert output.strip().splitlines()[-1] == (
             "Error: out/routine: it holds out/routine/routine.yaml, which this render reads; "
@@ -115,18 +98,18 @@ def test_the_routine_being_rendered_survives_any_render(home):
 def test_its_own_folder_is_replaced_and_a_file_added_since_is_protected(home):
     (home / "routine.yaml").write_text(TINY, encoding="utf-8")
     folder = home / "out" / "routine"
-    assert run("render", "routine.yaml", "-o", "out")[0] == 0
+    assert run_cli(["render", "routine.yaml", "-o", "out"])[0] == 0
     manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
     on_disk = {p.name: p.stat().st_size for p in folder.iterdir() if p.name != MANIFEST_NAME}
     assert manifest["files"] == on_disk  # every file it wrote, with its size
 
     # Ours and unchanged: replaced.
-    assert run("render", "routine.yaml", "-o", "out")[0] == 0
+    assert run_cli(["render", "routine.yaml", "-o", "out"])[0] == 0
 
     # A file the user added since: refused, untouched.
     (folder / "my notes.txt").write_text("how my back felt today")
     before = snapshot(home)
-    code, output = run("render", "routine.yaml", "-o", "out")
+    code, output = run_cli(["render", "routine.yaml", "-o", "out"])
     assert code == 1
     assert output.strip().splitlines()[-1] == (
         "Error: out/routine: files were added or changed since audioguide wrote this folder "
@@ -136,7 +119,7 @@ def test_its_own_folder_is_replaced_and_a_file_added_since_is_protected(home):
     assert snapshot(home) == before
 
     # --force replaces it anyway.
-    code, output = run("render", "routine.yaml", "-o", "out", "--force")
+    code, output = run_cli(["render", "routine.yaml", "-o", "out", "--force"])
     assert code == 0, output
     assert not (folder / "my notes.txt").exists()
 
@@ -144,11 +127,11 @@ def test_its_own_folder_is_replaced_and_a_file_added_since_is_protected(home):
 def test_a_file_changed_since_is_protected(home):
     (home / "routine.yaml").write_text(TINY, encoding="utf-8")
     folder = home / "out" / "routine"
-    assert run("render", "routine.yaml", "-o", "out")[0] == 0
+    assert run_cli(["render", "routine.yaml", "-o", "out"])[0] == 0
     playlist = next(folder.glob("*.m3u8"))
     playlist.write_text(playlist.read_text(encoding="utf-8") + "# my own line\n")
     before = snapshot(home)
-    code, output = run("render", "routine.yaml", "-o", "out")
+    code, output = run_cli(["render", "routine.yaml", "-o", "out"])
     assert code == 1
     assert f"({playlist.name})" in output
     assert snapshot(home) == before
@@ -157,10 +140,10 @@ def test_a_file_changed_since_is_protected(home):
 def test_a_damaged_manifest_proves_nothing(home):
     (home / "routine.yaml").write_text(TINY, encoding="utf-8")
     folder = home / "out" / "routine"
-    assert run("render", "routine.yaml", "-o", "out")[0] == 0
+    assert run_cli(["render", "routine.yaml", "-o", "out"])[0] == 0
     (folder / MANIFEST_NAME).write_text("{not json", encoding="utf-8")
     before = snapshot(home)
-    code, output = run("render", "routine.yaml", "-o", "out")
+    code, output = run_cli(["render", "routine.yaml", "-o", "out"])
     assert code == 1
     assert "not written by audioguide" in output
     assert snapshot(home) == before
@@ -169,7 +152,7 @@ def test_a_damaged_manifest_proves_nothing(home):
 def test_an_empty_folder_is_used(home):
     (home / "routine.yaml").write_text(TINY, encoding="utf-8")
     (home / "out" / "routine").mkdir(parents=True)
-    code, output = run("render", "routine.yaml", "-o", "out")
+    code, output = run_cli(["render", "routine.yaml", "-o", "out"])
     assert code == 0, output
     assert any((home / "out" / "routine").glob("*.mp3"))
 
@@ -182,7 +165,7 @@ def test_a_link_is_not_followed_or_replaced(home):
     (home / "out").mkdir()
     (home / "out" / "routine").symlink_to(real, target_is_directory=True)
     before = snapshot(home)
-    code, output = run("render", "routine.yaml", "-o", "out")
+    code, output = run_cli(["render", "routine.yaml", "-o", "out"])
     assert code == 1
     assert "is a link" in output
     assert snapshot(home) == before
@@ -193,7 +176,7 @@ def test_zip_never_overwrites_an_archive_of_the_users(home):
     (home / "out").mkdir()
     (home / "out" / "routine.zip").write_bytes(b"PK my own archive")
     before = snapshot(home)
-    code, output = run("render", "routine.yaml", "-o", "out", "--zip")
+    code, output = run_cli(["render", "routine.yaml", "-o", "out", "--zip"])
     assert code == 1
     assert output.strip().splitlines()[-1] == (
         "Error: out/routine.zip: this file was not written by audioguide; nothing was changed. "
@@ -203,5 +186,5 @@ def test_zip_never_overwrites_an_archive_of_the_users(home):
 
     # Its own archive is replaced on the next render.
     (home / "out" / "routine.zip").unlink()
-    assert run("render", "routine.yaml", "-o", "out", "--zip")[0] == 0
-    assert run("render", "routine.yaml", "-o", "out", "--zip")[0] == 0
+    assert run_cli(["render", "routine.yaml", "-o", "out", "--zip"])[0] == 0
+    assert run_cli(["render", "routine.yaml", "-o", "out", "--zip"])[0] == 0

@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from conftest import TINY
 
 from audioguide import pipeline
 from audioguide.errors import ExportError
@@ -168,8 +169,6 @@ def test_write_errors_name_the_output_folder(tmp_path, fake_engine, monkeypatch)
 
 # ---------------------------------------------------------------------------------------------
 # The progress bar: on stderr when it is a terminal, never under --quiet or into a pipe
-
-TINY = "title: Tiny\nsections:\n  - title: Only\n    steps:\n      - say: One.\n      - pause: 2\n"
 
 
 def render_with_stderr(tmp_path, tty: bool, *args: str) -> tuple[int, str]:

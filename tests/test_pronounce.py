@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from click.testing import CliRunner
+from conftest import run_cli
 
-from audioguide.cli import cli
 from audioguide.pipeline import SessionOptions, plan_session
 from audioguide.pronounce import ESPEAK, LEXICONS, PIPER, Lexicon, Pronouncing, routine_speech
 from audioguide.routine import LEVELS, PRONOUNCE_ENGINES, builtin_names, load_routine
@@ -203,18 +202,11 @@ def test_a_changed_respelling_is_synthesized_again_and_nothing_else_is(fake_engi
     assert len(fake_engine.calls) == 3
 
 
-def run(args: list[str]) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, args)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception  # an unexpected error: show its traceback
-    return result.exit_code, result.output
-
-
 def rendered_speech(folder: Path, name: str, text: str, *voice: str) -> tuple[np.ndarray, str]:
     """``text`` rendered through the CLI with the real engine: its track decoded, and its
     transcript (LRC)."""
     routine = write(folder / f"{name}.yaml", text)
-    code, output = run(["render", routine, "-o", str(folder / "out"), "--quiet", *voice])
+    code, output = run_cli(["render", routine, "-o", str(folder / "out"), "--quiet", *voice])
     assert code == 0, output
     track = folder / "out" / name / "01 - One.mp3"
     samples, _ = soundfile.read(track, dtype="float32")
@@ -317,7 +309,7 @@ def test_ipa_the_piper_voice_does_not_know_is_refused_naming_the_word(tmp_path, 
     text = made_up_routine("Feel the zorblat.", "pronounce:\n  zorblat: {piper: '[[zˈɔːblag]]'}\n")
     write(tmp_path / "routine.yaml", text)
     for command in ("plan", "render"):
-        code, output = run([command, "routine.yaml", "--voice", "en_US-joe-medium"])
+        code, output = run_cli([command, "routine.yaml", "--voice", "en_US-joe-medium"])
         assert (code, output.strip()) == (
             1,
             "Error: routine.yaml:3: pronounce.zorblat.piper: the voice en_US-joe-medium has no "
@@ -325,4 +317,4 @@ def test_ipa_the_piper_voice_does_not_know_is_refused_naming_the_word(tmp_path, 
         )
     assert not (tmp_path / "audioguide-out").exists()
     # espeak-ng is not asked about Piper's phonemes.
-    assert run(["plan", "routine.yaml", "--voice", "gmw/en-us"])[0] == 0
+    assert run_cli(["plan", "routine.yaml", "--voice", "gmw/en-us"])[0] == 0

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from conftest import run_cli
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from audioguide.breath import BreathPattern
-from audioguide.cli import cli
 from audioguide.errors import AudioguideError, RoutineError
 from audioguide.pipeline import SessionOptions, plan_session
 from audioguide.routine import (
@@ -606,13 +605,6 @@ CONTENT_CASES: dict[str, tuple[str | bytes, str]] = {
         "cycles or minutes",
     ),
 }
-
-
-def run_cli(args: list[str]) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, args)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception  # an unexpected error: show its traceback
-    return result.exit_code, result.output
 
 
 @pytest.fixture
