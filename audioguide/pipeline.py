@@ -273,10 +273,6 @@ def _render_session(
     texts = speech_texts(routine, options.render)
     report = progress or (lambda stage, done, total: None)
     _prepare_speech(speech, texts, max(1, options.jobs), report)
-    # Every cue is prepared: an engine's workers (Piper's, 300 MB each) end before the mix.
-    close = getattr(speech.engine, "close", None)
-    if close is not None:
-        close()
     timeline = build_timeline(routine, speech.length_s, options.render)
     timeline = replace(timeline, voice=voice_label(speech.engine))
     settings = options.mix
@@ -344,6 +340,11 @@ def _prepare_speech(speech: Speech, texts: list[str], jobs: int, report: Progres
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         speech.synthesize_missing(texts)  # one batch in the routine's order: reproducible
+        # Every cue is spoken: an engine's workers (Piper's, up to 300 MB each) end before
+        # the cues are prepared, not after.
+        close = getattr(speech.engine, "close", None)
+        if close is not None:
+            close()
         futures = [pool.submit(speech.sample_count, text) for text in texts]
         for i, future in enumerate(as_completed(futures)):
             future.result()
