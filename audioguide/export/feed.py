@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISDIR
 from urllib.parse import quote, urlsplit
-from xml.sax.saxutils import escape, quoteattr
 
 import mutagen
 from mutagen import MutagenError
@@ -324,6 +323,10 @@ def file_url(base_url: str, session: RenderedSession, name: str) -> str:
 
 
 def _element(name: str, text: str | None = None, **attributes: str) -> str:
+    # Here, not at the top: xml.sax.saxutils imports urllib.request and http.client, which a
+    # render (it writes only the chapters) has no use for.
+    from xml.sax.saxutils import escape, quoteattr
+
     attrs = "".join(f" {key.replace('__', ':')}={quoteattr(v)}" for key, v in attributes.items())
     if text is None:
         return f"<{name}{attrs}/>"
@@ -346,6 +349,8 @@ def feed_xml(
     tags AntennaPod and Apple Podcasts read. ``base_url`` is where the sessions' folders are
     (ending in ``/``). ``static``: for a plain file host, which serves only the chapters files
     on disk (the server makes them from the tags)."""
+    from xml.sax.saxutils import quoteattr
+
     feed_url = base_url + FEED_NAME
     page_url = page_url or base_url
     artist = next((s.artist for s in sessions if s.artist), "audioguide")

@@ -32,20 +32,20 @@ import atexit
 import hashlib
 import importlib
 import json
-import multiprocessing
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import SpeechError
 from .engine import DEFAULT_RATE_WPM, SpeechClip, VoiceInfo, check_rate, register_engine
+
+if TYPE_CHECKING:  # imported where a cold render starts its workers: a warm one has none
+    from concurrent.futures import ProcessPoolExecutor
 
 ENTRY_POINT_GROUP = "audioguide.voices"
 EXTRA_HINT = "pip install 'audioguide[natural]'"
@@ -485,6 +485,9 @@ class PiperEngine:
         return [VoiceInfo(v.label, v.name, (_language(v),)) for v in installed_voices()]
 
     def _executor(self) -> ProcessPoolExecutor:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
@@ -507,6 +510,8 @@ class PiperEngine:
         return [self._clip(text, future) for text, future in zip(texts, futures, strict=True)]
 
     def _clip(self, text: str, future: Any) -> SpeechClip:
+        from concurrent.futures.process import BrokenProcessPool
+
         try:
             data = future.result()
         except BrokenProcessPool:

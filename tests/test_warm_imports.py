@@ -1,0 +1,51 @@
+"""A warm render imports only what it uses: every module costs each render its import time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+# Not needed by a render whose every cue is in the cache: the feed's and the server's machinery
+# (xml.sax.saxutils alone pulls in urllib.request and http.client), the worker processes of a
+# cold Piper render, Piper and onnxruntime themselves, scipy.signal and scipy.ndimage (the
+# loudness filter and the limiter are numpy), pyloudnorm (the tests' reference), espeak's driver.
+UNUSED_WHEN_WARM = (
+    "urllib.request",
+    "http.client",
+    "http.server",
+    "xml.sax",
+    "xml.etree",
+    "ssl",
+    "multiprocessing",
+    "concurrent.futures.process",
+    "piper",
+    "onnxruntime",
+    "scipy.signal",
+    "scipy.ndimage",
+    "pyloudnorm",
+    "pyttsx3",
+    "qrcode",
+    "audioguide.server",
+)
+
+RENDER_AND_LIST_MODULES = """
+import atexit, sys
+unused = sys.argv.pop(1).split(",")
+atexit.register(lambda: print("loaded:", [m for m in unused if m in sys.modules]))
+sys.argv[0] = "audioguide"
+from audioguide.__main__ import main
+main()
+"""
+
+
+def test_a_warm_render_imports_no_module_it_does_not_use(tmp_path):
+    env = {**os.environ, "AUDIOGUIDE_VOICE": "gmw/en-us", "PYTHONDONTWRITEBYTECODE": "1"}
+    render = ["render", "back-pain-quick", "-o", str(tmp_path / "out"), "-q", "--force"]
+    cold = [sys.executable, "-m", "audioguide", *render]
+    subprocess.run(cold, env=env, check=True, capture_output=True, cwd=tmp_path)  # fills the cache
+    warm = [sys.executable, "-c", RENDER_AND_LIST_MODULES, ",".join(UNUSED_WHEN_WARM), *render]
+    proc = subprocess.run(warm, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "loaded: []"
+    assert (tmp_path / "out" / "back-pain-quick").is_dir()  # it did render
