@@ -159,3 +159,46 @@ def test_the_guard_keeps_the_voice_eq_out_of_subnormal_numbers():
     x = sound_then_silence(silence_s=5.0)
     assert subnormal_count(signal.sosfilt(sections, x)) > 0  # unguarded: it decays into them
     assert subnormal_count(signal.sosfilt(sections, loudness.with_subnormal_guard(x))) == 0
+
+
+# -- the meter on real mixes ------------------------------------------------------------------
+
+
+def reference_powers(samples: np.ndarray) -> np.ndarray:
+    """BS.1770 block powers worked in float64 throughout: scipy's sosfilt over the guarded
+    track, whole, then the mean square of each 400 ms block every 100 ms."""
+    guarded = loudness.with_subnormal_guard(samples).astype(np.float64)
+    weighted = signal.sosfilt(np.array(loudness.k_weighting()), guarded)
+    hop, block = 4_410, 17_640
+    energies = np.square(weighted[: weighted.size - weighted.size % hop]).reshape(-1, hop).sum(1)
+    cumulative = np.concatenate(([0.0], np.cumsum(energies)))
+    return (cumulative[block // hop :] - cumulative[: -(block // hop)]) / block
+
+
+@pytest.mark.parametrize("ambient", [None, "brown"])  # pauses of exact silence; a bed without
+def test_the_meter_on_real_mixes_is_float64s_to_a_thousandth_of_a_lu(fake_engine, ambient):
+    # Two sections of a built-in routine mixed as a render mixes them (breath tones, bells,
+    # pauses, speech), fed to the meter in a render's spans; the tolerance is what a render
+    # may move: every track within 0.001 LU, the session gain within 0.001 dB.
+    from audioguide import mix
+    from audioguide.routine import load_routine
+    from audioguide.speech import Speech
+    from audioguide.timeline import build_timeline
+
+    speech = Speech(fake_engine, cache=None)
+    tracks = build_timeline(load_routine("back-pain-quick"), speech.length_s).tracks[:2]
+    settings = mix.MixSettings(ambient=ambient)
+    measured, expected = [], []
+    for track in tracks:
+        mixer = mix.TrackMixer(track, speech, settings)
+        whole = mixer.mix(0, mixer.length)
+        assert (np.count_nonzero(whole == 0) > whole.size // 20) == (ambient is None)
+        measured.append(mix.track_powers(mixer))
+        expected.append(reference_powers(whole))
+        assert measured[-1].shape == expected[-1].shape
+        assert gated_loudness(measured[-1]) == pytest.approx(
+            gated_loudness(expected[-1]), abs=0.001
+        )
+    assert mix.master_gain_db(measured, -16.0) == pytest.approx(
+        mix.master_gain_db(expected, -16.0), abs=0.001
+    )
