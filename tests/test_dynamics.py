@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 from test_loudness import sound_then_silence, subnormal_count
 
+from audioguide import dynamics
 from audioguide.dynamics import (
+    _polyphase,
     hot_samples,
     kaiser_lowpass,
     limit,
     moving_average,
     moving_minimum,
     oversampled_envelope,
+    overshoot_bound,
 )
 
 
@@ -51,3 +54,67 @@ def test_the_gains_moving_minimum_and_average_are_scipys(n):
     expected = ndimage.uniform_filter1d(low, width, mode="nearest")
     assert np.max(np.abs(smooth - expected)) < 1e-12
     assert np.all(smooth <= need + 1e-12)  # never above what a peak needs
+
+
+# -- the fast path: where the true peak cannot reach the ceiling, nothing is computed ---------
+# limit() looks at the oversampled envelope only near a sample over ceiling / overshoot_bound()
+# (hot_samples); everywhere else the gain is exactly 1 and the samples are returned as they
+# came. These tests hold that path against looking at every sample.
+
+
+def envelope_index_by_index(samples: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """oversampled_envelope's points summed in float64, each index on its own. The limiter's
+    own sums are float32 from BLAS, which may round a point differently with the number of
+    points it is given: the two paths below share this one, so they can differ only in which
+    indices they look at."""
+    x = np.concatenate((np.zeros(10), samples.astype(np.float64), np.zeros(10)))
+    windows = np.lib.stride_tricks.sliding_window_view(x, 21)[indices]
+    return np.max(np.abs(windows @ _polyphase().T), axis=1)
+
+
+def limited_both_ways(monkeypatch, x: np.ndarray, ceiling: float) -> tuple[np.ndarray, ...]:
+    monkeypatch.setattr(dynamics, "oversampled_envelope", envelope_index_by_index)
+    fast = limit(x, ceiling)
+    with monkeypatch.context() as everywhere:
+        everywhere.setattr(dynamics, "hot_samples", lambda part, _: np.arange(part.shape[0]))
+        full = limit(x, ceiling)
+    return fast, full
+
+
+def speech_like(seed: int, n: int = 60_000) -> np.ndarray:
+    """Band-limited noise in bursts (a 4 kHz low pass of white noise, gated), peak 1."""
+    rng = np.random.default_rng(seed)
+    noise = np.convolve(rng.standard_normal(n + 40), kaiser_lowpass(41, 0.18, 5.0), "valid")
+    gate = (np.sin(2 * np.pi * np.arange(n) / rng.integers(4_000, 20_000)) > -0.3) * 1.0
+    x = noise[:n] * np.convolve(gate, np.ones(441) / 441, "same")
+    return (x / np.max(np.abs(x))).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("peak_over_ceiling", [0.3, 0.445, 0.9, 1.0, 1.05, 1.3, 3.0])
+def test_the_fast_path_is_looking_at_every_sample(monkeypatch, seed, peak_over_ceiling):
+    ceiling = 0.8
+    x = speech_like(seed) * np.float32(peak_over_ceiling * ceiling)
+    fast, full = limited_both_ways(monkeypatch, x, ceiling)
+    assert fast.dtype == full.dtype == np.float32
+    assert np.array_equal(fast, full)
+    if peak_over_ceiling * overshoot_bound() <= 1.0:  # nothing can reach it: untouched
+        assert np.array_equal(fast, x)
+
+
+def test_an_inter_sample_peak_over_the_ceiling_is_limited_though_every_sample_is_under():
+    # Every sample at +-a, the signs of the filter's taps for the point halfway between two
+    # samples: that point is a * overshoot_bound(), just over the ceiling, while the samples
+    # peak at 0.45 of it. A bound that underrated the overshoot would pass this by.
+    ceiling = 0.8
+    phase = int(np.argmax(np.abs(_polyphase()).sum(axis=1)))
+    a = ceiling / overshoot_bound() * 1.01
+    x = np.zeros(20_000, dtype=np.float32)
+    x[10_000 - 10 : 10_000 + 11] = a * np.sign(_polyphase()[phase])
+    assert np.max(np.abs(x)) < 0.46 * ceiling
+    over = envelope_index_by_index(x, np.arange(x.size))
+    assert np.max(over) == pytest.approx(1.01 * ceiling, rel=1e-6)
+    y = limit(x, ceiling)
+    assert np.max(envelope_index_by_index(y, np.arange(y.size))) <= ceiling
+    assert not np.array_equal(y, x)
+    assert np.array_equal(y[:5_000], x[:5_000])  # far from it: untouched
