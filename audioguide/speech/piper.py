@@ -46,6 +46,7 @@ from .engine import DEFAULT_RATE_WPM, SpeechClip, VoiceInfo, check_rate, registe
 
 if TYPE_CHECKING:  # imported where a cold render starts its workers: a warm one has none
     from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.context import BaseContext
 
 ENTRY_POINT_GROUP = "audioguide.voices"
 EXTRA_HINT = "pip install 'audioguide[natural]'"
@@ -409,13 +410,15 @@ def _worker_synthesize(text: str, length_scale: float) -> bytes:
 # The engine, in the main process.
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+def _worker_context() -> BaseContext:
     """How the workers start: forked from a server that has imported this module, Piper and
     onnxruntime, where there is one, so the workers share those pages instead of each
     importing its own (about 40 MB less for two workers, measured with scripts/bench.py);
     else spawned, as on Windows. Never forked from the render itself: its threads may hold
     locks a forked child would inherit held, and onnxruntime's thread pools do not survive
     a fork (the fork server is single-threaded and has made no session)."""
+    import multiprocessing
+
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__, "onnxruntime", "piper"])
@@ -485,7 +488,6 @@ class PiperEngine:
         return [VoiceInfo(v.label, v.name, (_language(v),)) for v in installed_voices()]
 
     def _executor(self) -> ProcessPoolExecutor:
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         with self._pool_lock:
