@@ -11,6 +11,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -301,8 +302,32 @@ def test_frames_go_to_disk_as_they_are_made_not_into_memory(tmp_path):
         encoder.feed(tone)
         assert path.stat().st_size >= (second - 1) * 12_000  # 96 kbps: 12 kB a second
     encoded = encoder.finish()
-    assert path.stat().st_size == encoded.offsets[-1] >= 10 * 12_000
-    assert encoded.frame_count == len(encoded.offsets) - 1 > 10 * SR // 1152
+    assert path.stat().st_size == encoded.size >= 10 * 12_000
+    assert encoded.frame_count == len(frame_offsets(path.read_bytes())) - 1 > 10 * SR // 1152
+
+
+def test_a_long_track_is_encoded_in_memory_that_does_not_grow_with_its_length(tmp_path):
+    # What the encoder keeps between spans (where frames start, their CRC) must not grow with
+    # the track: a 240-minute session has tracks of over an hour, two or more in flight.
+    span = np.zeros(1 << 19, dtype=np.float32)  # 12 s, as the mixer gives them
+    encoder = TrackEncoder(0, tmp_path / "t.frames", next_first_sample=20 * span.size)
+    for _ in range(8):  # past the first megabyte of frames: the CRC's tables are made
+        encoder.feed(span)
+    tracemalloc.start()
+    try:
+        for _ in range(25):  # five minutes more: 11,480 frames
+            encoder.feed(span)
+        held_bytes, peak_bytes = tracemalloc.get_traced_memory()
+        encoded = encoder.finish()
+        _, finish_peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert encoded.frame_count > 33 * span.size // 1152
+    assert encoded.piece.frames == 20 * span.size // 1152
+    # A few header bytes, not bytes per frame (a list of where each starts: 400 kB).
+    assert held_bytes < 32_000
+    # One span converted to 16 bits (a float32 scratch, int16, bytes) and one CRC block.
+    assert max(peak_bytes, finish_peak_bytes) < 2 * span.nbytes + 3 * 2**20
 
 
 # -- tags ----------------------------------------------------------------------------------------

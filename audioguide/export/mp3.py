@@ -24,11 +24,11 @@ from ..errors import ExportError
 from .mp3frames import (
     SAMPLES_PER_FRAME,
     FrameHeader,
+    FrameStream,
     Mp3FormatError,
     crc16_combine,
     crc16_fast,
     info_frame,
-    parse_header,
 )
 from .names import SessionFiles
 from .tags import Gapless, SessionTags, tag_mp3
@@ -76,29 +76,41 @@ def check_bitrate(bitrate_kbps: int) -> int:
     return bitrate_kbps
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
+class SessionPiece:
+    """What the full-session file takes of one track: its first ``frames`` frames (``size``
+    bytes, CRC ``crc``), up to the grid point where the next track's frames begin, or all of
+    them for the last track."""
+
+    frames: int
+    size: int
+    crc: int
+    header: FrameHeader
+    delay_samples: int
+    padding_samples: int
+
+
+@dataclass(frozen=True)
 class EncodedTrack:
-    """One track as MP3 frames on the session's frame grid, in the file ``path``.
+    """One track as MP3 frames on the session's frame grid, in the file ``path``: ``frame_count``
+    frames, ``size`` bytes, CRC ``crc``.
 
     Decoded (after the decoder's own delay), frame ``i`` holds session samples
     ``grid_start + 1152 * i`` onward. The track's own file plays all its frames minus
     ``delay_samples`` at the start and ``padding_samples`` at the end: exactly its
-    ``sample_count`` samples. The full-session file takes its frames up to the grid point
-    where the next track's frames begin. ``offsets`` holds where each frame starts in the
-    file, and the file's size last.
+    ``sample_count`` samples. ``piece`` is what the full-session file takes of it.
     """
 
     path: Path
-    offsets: np.ndarray
     header: FrameHeader
     grid_start: int
     delay_samples: int
     padding_samples: int
     sample_count: int
-
-    @property
-    def frame_count(self) -> int:
-        return len(self.offsets) - 1
+    frame_count: int
+    size: int
+    crc: int
+    piece: SessionPiece
 
     @property
     def gapless(self) -> Gapless:
@@ -111,39 +123,10 @@ _ENCODE_BLOCK = 1 << 20  # samples (frames) converted and encoded at a time
 _READ_BLOCK = 1 << 20  # bytes of frames read back at a time
 
 
-class _FrameIndex:
-    """Where each frame starts in a stream of MP3 frames given a piece at a time (LAME's
-    output pieces end anywhere, not on frame boundaries); holds only the part of a frame
-    not yet whole."""
-
-    def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.header: FrameHeader | None = None
-        self._next = 0  # where the next frame starts, in the whole stream
-        self._size = 0  # bytes given so far
-        self._tail = bytearray()  # the stream from the last frame start not yet read
-
-    def add(self, data: bytes) -> None:
-        tail_start = self._size - len(self._tail)
-        self._tail += data
-        self._size += len(data)
-        while self._size - self._next >= 4:
-            header = parse_header(self._tail, self._next - tail_start)
-            self.header = self.header or header
-            self.starts.append(self._next)
-            self._next += header.size_bytes
-        del self._tail[: min(self._next, self._size) - tail_start]
-
-    def offsets(self) -> np.ndarray:
-        if self._next != self._size:
-            raise Mp3FormatError("the last frame is cut short")
-        return np.asarray([*self.starts, self._size], dtype=np.int64)
-
-
 class TrackEncoder:
     """Encodes one track as constant-bit-rate MP3 frames on the session's frame grid, fed a
-    piece at a time (LAME's output does not depend on how its input is cut), so a long track
-    is never held as samples.
+    piece at a time (LAME's output does not depend on how its input is cut), into the file
+    ``path`` as they are made: what it holds does not grow with the track's length.
 
     The track's samples (float32, mono or frames x channels) start at session sample
     ``first_sample``. The encoder's first 576 output samples (its delay) carry no input; here
@@ -154,6 +137,10 @@ class TrackEncoder:
     ambient bed in and out at every track edge (measured: below -65 dBFS in the first and last
     50 ms), so the few milliseconds at each edge that the encoder's delay stands for hold
     nothing audible.
+
+    ``next_first_sample`` is where the next track starts (None: this is the last): the
+    full-session file takes this track's frames up to the next one's grid point, so their size
+    and CRC are kept apart. The CRCs are run over the file a block at a time as it grows.
     """
 
     def __init__(
@@ -162,6 +149,8 @@ class TrackEncoder:
         path: Path,
         bitrate_kbps: int = DEFAULT_BITRATE_KBPS,
         sample_rate: int = SAMPLE_RATE,
+        *,
+        next_first_sample: int | None = None,
     ) -> None:
         check_bitrate(bitrate_kbps)
         self.path = path
@@ -169,13 +158,20 @@ class TrackEncoder:
         self.sample_rate = sample_rate
         self.grid_start = grid_start(first_sample)
         self.delay = first_sample - self.grid_start
+        session_frames = None
+        if next_first_sample is not None:
+            session_frames = (grid_start(next_first_sample) - self.grid_start) // SAMPLES_PER_FRAME
+            if session_frames < 0:
+                raise ValueError("the next track starts before this one")
         # Input samples the encoder's delay stands for; negative: silence to feed first.
         self._skip = LAME_ENCODER_DELAY_SAMPLES - self.delay
         self._scale = 1.0 / LAME_INPUT_SCALE_BY_KBPS[bitrate_kbps]
         self._encoder: lameenc.Encoder | None = None
-        # The frames go to ``path`` as LAME makes them, so memory does not grow with length.
-        self._out = open(path, "wb")  # noqa: SIM115 (closed by finish or close)
-        self._index = _FrameIndex()
+        self._out = open(path, "w+b")  # noqa: SIM115 (closed by finish or close)
+        self._frames = FrameStream(mark=session_frames)
+        self._crc = 0  # of the frames' first ``_crc_size`` bytes
+        self._crc_size = 0
+        self._session_crc: int | None = None  # of the bytes before the mark, once passed
         self.sample_count = 0
 
     def _start(self, channels: int) -> lameenc.Encoder:
@@ -216,7 +212,33 @@ class TrackEncoder:
 
     def _write(self, frames: bytes) -> None:
         self._out.write(frames)
-        self._index.add(frames)
+        self._frames.add(frames)
+        self._run_crc(final=False)
+
+    def _run_crc(self, final: bool) -> None:
+        """Run the CRCs over the frames written since they last ran: whole blocks, read back
+        from the file, or everything when ``final``."""
+        mark = self._frames.mark_offset
+        if self._session_crc is None and mark is not None and mark <= self._frames.size:
+            self._crc_to(mark)
+            self._session_crc = self._crc
+        end = self._frames.size
+        if not final:
+            end -= (end - self._crc_size) % _READ_BLOCK
+        self._crc_to(end)
+
+    def _crc_to(self, end: int) -> None:
+        if end <= self._crc_size:
+            return
+        self._out.flush()
+        while self._crc_size < end:
+            block = os.pread(
+                self._out.fileno(), min(_READ_BLOCK, end - self._crc_size), self._crc_size
+            )
+            if not block:
+                raise Mp3FormatError(f"{self.path.name}: shorter than its frames")
+            self._crc = crc16_combine(self._crc, crc16_fast(block), len(block))
+            self._crc_size += len(block)
 
     def close(self) -> None:
         """Close the frames' file (``finish`` does; this is for a track given up)."""
@@ -225,19 +247,39 @@ class TrackEncoder:
     def finish(self) -> EncodedTrack:
         """Flush the encoder: the track's frames, in ``path``."""
         self._write(self._encode(self._encoder or self._start(1), None))
+        self._run_crc(final=True)
         self._out.close()
-        offsets = self._index.offsets()
-        if self._index.header is None:
-            raise Mp3FormatError("the encoder gave no frames")
-        frame_count = len(offsets) - 1
+        frames = self._frames
+        frames.check_whole()
+        assert frames.header is not None
+        if frames.mark is not None and frames.mark > frames.frames:
+            raise ValueError("tracks must be given in order, each where the last one ends")
+        padding = frames.frames * SAMPLES_PER_FRAME - self.delay - self.sample_count
+        if frames.mark is None:
+            piece = SessionPiece(
+                frames.frames, frames.size, self._crc, frames.header, self.delay, padding
+            )
+        else:
+            assert frames.mark_offset is not None and self._session_crc is not None
+            piece = SessionPiece(
+                frames.mark,
+                frames.mark_offset,
+                self._session_crc,
+                frames.header,
+                self.delay,
+                padding,
+            )
         return EncodedTrack(
             path=self.path,
-            offsets=offsets,
-            header=self._index.header,
+            header=frames.header,
             grid_start=self.grid_start,
             delay_samples=self.delay,
-            padding_samples=frame_count * SAMPLES_PER_FRAME - self.delay - self.sample_count,
+            padding_samples=padding,
             sample_count=self.sample_count,
+            frame_count=frames.frames,
+            size=frames.size,
+            crc=self._crc,
+            piece=piece,
         )
 
 
@@ -247,69 +289,16 @@ def grid_start(first_sample: int) -> int:
     return first_sample - first_sample % SAMPLES_PER_FRAME
 
 
-def track_info_frame(track: EncodedTrack, music_crc: int) -> bytes:
-    """The Info frame of the track's own file; ``music_crc``: the CRC of all its frames."""
+def track_info_frame(track: EncodedTrack) -> bytes:
+    """The Info frame of the track's own file."""
     return info_frame(
         track.header,
         audio_frames=track.frame_count,
-        audio_bytes=int(track.offsets[-1]),
+        audio_bytes=track.size,
         delay_samples=track.delay_samples,
         padding_samples=track.padding_samples,
-        music_crc=music_crc,
+        music_crc=track.crc,
         lame_quality=LAME_QUALITY,
-    )
-
-
-def _file_crc(path: Path, start: int, stop: int) -> int:
-    """``crc16`` of bytes ``start`` to ``stop`` of the file, read a block at a time."""
-    crc = 0
-    with open(path, "rb") as file:
-        file.seek(start)
-        at = start
-        while at < stop:
-            block = file.read(min(_READ_BLOCK, stop - at))
-            if not block:
-                raise Mp3FormatError(f"{path.name}: shorter than its frames")
-            crc = crc16_combine(crc, crc16_fast(block), len(block))
-            at += len(block)
-    return crc
-
-
-@dataclass(frozen=True)
-class SessionPiece:
-    """What the full-session file takes of one track: its first ``frames`` frames (``size``
-    bytes, CRC ``crc``), up to the grid point where the next track's frames begin, or all of
-    them for the last track. ``track_crc`` is the CRC of all the track's frames."""
-
-    frames: int
-    size: int
-    crc: int
-    track_crc: int
-    header: FrameHeader
-    delay_samples: int
-    padding_samples: int
-
-
-def session_piece(track: EncodedTrack, next_grid_start: int | None) -> SessionPiece:
-    """Cut ``track`` where the next track's frames begin (None: it is the last). The CRCs of
-    the two parts make the track's own, so no frame is run through the CRC twice."""
-    if next_grid_start is None:
-        take = track.frame_count
-    else:
-        take = (next_grid_start - track.grid_start) // SAMPLES_PER_FRAME
-        if not 0 <= take <= track.frame_count:
-            raise ValueError("tracks must be given in order, each where the last one ends")
-    size = int(track.offsets[take])
-    end = int(track.offsets[-1])
-    crc = _file_crc(track.path, 0, size)
-    return SessionPiece(
-        frames=take,
-        size=size,
-        crc=crc,
-        track_crc=crc16_combine(crc, _file_crc(track.path, size, end), end - size),
-        header=track.header,
-        delay_samples=track.delay_samples,
-        padding_samples=track.padding_samples,
     )
 
 
@@ -373,32 +362,37 @@ class Mp3Sink:
         frames x channels): only a span is held as samples."""
         # The frames wait in the staging folder, not in memory, until the files are joined.
         frames = self.folder / self._piece_name(track)
-        encoder = TrackEncoder(seconds_to_samples(track.start_s), frames, self.bitrate_kbps)
+        encoder = TrackEncoder(
+            seconds_to_samples(track.start_s),
+            frames,
+            self.bitrate_kbps,
+            next_first_sample=self._next_first_sample(track) if self.full else None,
+        )
         try:
             for span in spans:
                 encoder.feed(span)
             encoded = encoder.finish()
         finally:
             encoder.close()
-        piece = session_piece(encoded, self._next_grid_start(track))
         if self.tracks:
             path = self.folder / self.files.tracks[track.index - 1]
             with open(path, "wb") as out, open(frames, "rb") as audio:
-                out.write(track_info_frame(encoded, piece.track_crc))
+                out.write(track_info_frame(encoded))
                 shutil.copyfileobj(audio, out, _READ_BLOCK)
             tag_mp3(path, self.tags.track(track, gapless=encoded.gapless))
         if self.full:
-            os.truncate(frames, piece.size)  # what the full-session file takes of the track
+            # What the full-session file takes of the track.
+            os.truncate(frames, encoded.piece.size)
             with self._lock:
-                self._pieces[track.index] = piece
+                self._pieces[track.index] = encoded.piece
         else:
             frames.unlink()
 
-    def _next_grid_start(self, track: Track) -> int | None:
+    def _next_first_sample(self, track: Track) -> int | None:
         tracks = self.timeline.tracks
         if track.index >= len(tracks):
             return None
-        return grid_start(seconds_to_samples(tracks[track.index].start_s))
+        return seconds_to_samples(tracks[track.index].start_s)
 
     @staticmethod
     def _piece_name(track: Track) -> str:

@@ -80,46 +80,48 @@ def frame_offsets(data: bytes | bytearray | memoryview) -> np.ndarray:
         return np.zeros(1, dtype=np.int64)
     first = parse_header(data)
     predicted = _predicted_offsets(first, size)
-    if predicted is not None and _offsets_check(data, predicted, first):
+    view = np.frombuffer(data, dtype=np.uint8)
+    if predicted is not None and _frames_match(
+        view, predicted[:-1], np.diff(predicted), bytes(data[:4])
+    ):
         return predicted
     return _walked_offsets(data)
+
+
+def lame_frame_starts(first: FrameHeader, indices: np.ndarray) -> np.ndarray:
+    """Where LAME starts frames ``indices`` (int64) of a constant-bit-rate stream whose first
+    frame has the header ``first``: it pads frame k (k >= 1) when ceil(k * fraction / rate)
+    grows, so the first frame is unpadded."""
+    owed = 144_000 * first.bitrate_kbps  # bytes per frame, times the sample rate
+    whole, fraction = divmod(owed, first.sample_rate)
+    # ceil((k - 1) * fraction / rate) padding bytes in frames 0 .. k-1
+    padding_before = np.where(indices > 0, -((-(indices - 1) * fraction) // first.sample_rate), 0)
+    return indices * whole + padding_before
 
 
 def _predicted_offsets(first: FrameHeader, size: int) -> np.ndarray | None:
     """LAME's frame offsets for a CBR stream of ``size`` bytes like ``first``, or None when no
     whole number of its frames makes ``size``."""
-    owed = 144_000 * first.bitrate_kbps  # bytes per frame, times the sample rate
-    whole, fraction = divmod(owed, first.sample_rate)
-    # LAME pads frame k (k >= 1) when ceil(k * fraction / rate) grows: the first is unpadded.
-    count = size // whole + 1
-    k = np.arange(count + 1, dtype=np.int64)
-    padding_before = np.where(
-        k > 0, -((-(k - 1) * fraction) // first.sample_rate), 0
-    )  # ceil((k - 1) * fraction / rate) padding bytes in frames 0 .. k-1
-    offsets = k * whole + padding_before
+    whole = 144_000 * first.bitrate_kbps // first.sample_rate
+    offsets = lame_frame_starts(first, np.arange(size // whole + 2, dtype=np.int64))
     frames = int(np.searchsorted(offsets, size))
     if frames >= offsets.size or offsets[frames] != size:
         return None
     return offsets[: frames + 1]
 
 
-def _offsets_check(
-    data: bytes | bytearray | memoryview, offsets: np.ndarray, first: FrameHeader
-) -> bool:
-    """Whether a frame like ``first`` (its bit rate and sample rate, MPEG-1 Layer III) starts
-    at each offset, padded exactly when its size says so."""
-    view = np.frombuffer(data, dtype=np.uint8)
-    starts = offsets[:-1]
+def _frames_match(view: np.ndarray, starts: np.ndarray, sizes: np.ndarray, head: bytes) -> bool:
+    """Whether a frame like the one with the header bytes ``head`` (the same bit rate, sample
+    rate, version, layer and protection) starts at each of ``starts`` in ``view`` (uint8),
+    padded exactly when its size in ``sizes`` says so."""
     if starts.size and int(starts[-1]) + 4 > view.size:
         return False
-    head = view[0:4]
     b0, b1, b2 = view[starts], view[starts + 1], view[starts + 2]
-    # Sync, version, layer and protection; bit rate and sample rate; the padding bit apart.
     same = (b0 == head[0]) & (b1 == head[1]) & ((b2 & 0xFD) == (head[2] & 0xFD))
     padded = ((b2 >> 1) & 1).astype(np.int64)
+    first = parse_header(head)
     unpadded_size = first.size_bytes - int(first.padded)
-    sizes_match = np.diff(offsets) == unpadded_size + padded
-    return bool(np.all(same & sizes_match))
+    return bool(np.all(same & (sizes == unpadded_size + padded)))
 
 
 def _walked_offsets(data: bytes | bytearray | memoryview) -> np.ndarray:
@@ -129,6 +131,85 @@ def _walked_offsets(data: bytes | bytearray | memoryview) -> np.ndarray:
     if offsets[-1] != len(data):
         raise Mp3FormatError("the last frame is cut short")
     return np.asarray(offsets, dtype=np.int64)
+
+
+class FrameStream:
+    """Counts the frames of a stream of MPEG-1 Layer III frames given a piece at a time (the
+    encoder's pieces end anywhere, not on frame boundaries), and notes where frame ``mark``
+    starts; holds only the few header bytes of a frame not yet seen, whatever the length.
+
+    LAME's constant-bit-rate frames are where ``lame_frame_starts`` puts them: those in a
+    piece are predicted at once and checked at once against their headers (as in
+    ``frame_offsets``); once a check fails, the rest of the stream is walked frame by frame.
+    """
+
+    def __init__(self, mark: int | None = None) -> None:
+        self.header: FrameHeader | None = None  # the first frame's
+        self.frames = 0  # frames whose header has been read
+        self.size = 0  # bytes given
+        self.mark = mark
+        self.mark_offset: int | None = 0 if mark == 0 else None
+        self._head = b""  # the first frame's header bytes
+        self._next = 0  # where the next frame starts, in the whole stream
+        self._tail = b""  # the bytes from ``_next`` on, when fewer than a header's 4
+        self._predicted = True  # every frame so far is where LAME puts it
+
+    def add(self, data: bytes) -> None:
+        buffer = self._tail + data if self._tail else data
+        base = self.size - len(self._tail)  # where ``buffer`` starts in the stream
+        self.size += len(data)
+        at = self._next - base
+        while at + 4 <= len(buffer):
+            limit = None  # frames to read before the mark, while it is ahead
+            if self.mark is not None and self.mark_offset is None:
+                limit = self.mark - self.frames
+            if self.header is not None and self._predicted:
+                count, at = self._predict(buffer, base, at, limit)
+            else:
+                count, at = self._walk(buffer, at, 1 if self.header is None else limit)
+            self.frames += count
+            if self.frames == self.mark and self.mark_offset is None:
+                self.mark_offset = base + at
+        self._next = base + at
+        self._tail = bytes(buffer[at:]) if at < len(buffer) else b""
+
+    def _predict(self, buffer: bytes, base: int, at: int, limit: int | None) -> tuple[int, int]:
+        """(frames, where the next starts in ``buffer``) for the frames whose header lies in
+        ``buffer`` from ``at`` on (at most ``limit``), if LAME put them where predicted;
+        (0, at) if not, and the stream is walked from then on."""
+        assert self.header is not None
+        first = self.header
+        unpadded = first.size_bytes - int(first.padded)
+        count = (len(buffer) - at) // unpadded + 2
+        if limit is not None:
+            count = min(count, limit)
+        indices = np.arange(self.frames, self.frames + count + 1, dtype=np.int64)
+        starts = lame_frame_starts(first, indices) - base
+        count = int(np.count_nonzero(starts[:-1] + 4 <= len(buffer)))
+        view = np.frombuffer(buffer, dtype=np.uint8)
+        if starts[0] == at and _frames_match(
+            view, starts[:count], np.diff(starts[: count + 1]), self._head
+        ):
+            return count, int(starts[count])
+        self._predicted = False
+        return 0, at
+
+    def _walk(self, buffer: bytes, at: int, limit: int | None) -> tuple[int, int]:
+        count = 0
+        while at + 4 <= len(buffer) and (limit is None or count < limit):
+            header = parse_header(buffer, at)
+            if self.header is None:
+                self.header, self._head = header, bytes(buffer[at : at + 4])
+            at += header.size_bytes
+            count += 1
+        return count, at
+
+    def check_whole(self) -> None:
+        """Raise Mp3FormatError unless the stream so far ends where a frame ends."""
+        if self.header is None:
+            raise Mp3FormatError("the encoder gave no frames")
+        if self._next != self.size:
+            raise Mp3FormatError("the last frame is cut short")
 
 
 def _crc16_table() -> tuple[int, ...]:
@@ -180,26 +261,30 @@ def _map_tables(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def crc16_fast(data: bytes | bytearray | memoryview) -> int:
-    """``crc16(data)`` for megabytes of audio, with numpy: about 2 ns a byte, a megabyte at a
-    time (so a long track's frames are never copied whole).
+    """``crc16(data)`` for megabytes of audio, with numpy: a few ns a byte, at most a megabyte
+    at a time (so a long track's frames are never copied whole).
 
-    The CRC is linear with a zero start: each megabyte's CRC (``_crc16_rows``) is folded into
-    the CRC so far, crc(A + B) = advance(crc(A), len(B)) ^ crc(B), where advancing over a
-    megabyte of zero bytes is one fixed linear map on the 16 bits.
+    The CRC is linear with a zero start: the data is cut into parts of a power of two rows
+    (``_crc16_rows``, no row computed for padding but in the last part), and each part's CRC
+    is folded into the CRC so far, crc(A + B) = advance(crc(A), len(B)) ^ crc(B).
     """
     size = len(data)
-    if size < 4096:
+    if size < _CRC_SMALL_BYTES:
         return crc16(bytes(data))
     view = np.frombuffer(data, dtype=np.uint8)
-    over_chunk = _zero_advance(_CRC_CHUNK_BYTES)
     crc = 0
-    for start in range(0, size, _CRC_CHUNK_BYTES):
-        part = view[start : start + _CRC_CHUNK_BYTES]
-        if part.size == _CRC_CHUNK_BYTES:
-            crc = _apply(over_chunk, crc) ^ _crc16_rows(part)
-        else:
-            crc = _apply(_zero_advance(part.size), crc) ^ _crc16_rows(part)
+    start = 0
+    while start < size:
+        left = size - start
+        take = min(_CRC_CHUNK_BYTES, 1 << (left.bit_length() - 1))
+        if take < _CRC_SMALL_BYTES:
+            take = left  # the rest, under 4 kB: padded to a power of two rows
+        crc = crc16_combine(crc, _crc16_rows(view[start : start + take]), take)
+        start += take
     return crc
+
+
+_CRC_SMALL_BYTES = 4096  # under this, the byte-by-byte CRC is as quick
 
 
 def _crc16_rows(data: np.ndarray) -> int:
@@ -207,24 +292,26 @@ def _crc16_rows(data: np.ndarray) -> int:
     zero, so the data, zero-padded in front, is viewed as rows of 64 bytes, a power of two
     of them; every row's CRC is computed side by side (two bytes a lookup), then pairs of
     neighbours are folded, level by level, where advancing over a row's zero bytes is a
-    linear map, the same for every pair of a level, applied through two lookup tables and
-    squared for the next level."""
+    linear map, the same for every pair of a level, applied through two lookup tables."""
     width = _CRC_ROW_BYTES
     rows = 1 << max(0, int(np.ceil(np.log2(-(-data.size // width)))))
-    padded = np.zeros(rows * width, dtype=np.uint8)
-    padded[rows * width - data.size :] = data
+    if rows * width == data.size:
+        padded = data
+    else:
+        padded = np.zeros(rows * width, dtype=np.uint8)
+        padded[rows * width - data.size :] = data
     # Column j: bytes 2j and 2j + 1 of every row, little end first, contiguous.
     words = np.ascontiguousarray(padded.view("<u2").reshape(rows, width // 2).T)
     table = _crc16_pairs()
     crcs = np.zeros(rows, dtype=np.intp)
     for column in words:
         crcs = table.take(crcs ^ column)
-    columns = np.array(_zero_advance(width), dtype=np.uint16)
+    level_bytes = width
     while crcs.size > 1:
-        low, high = _map_tables(columns)
+        low, high = _advance_tables(level_bytes.bit_length() - 1)
         left, right = crcs[0::2], crcs[1::2]
         crcs = low[left & 0xFF] ^ high[left >> 8] ^ right
-        columns = low[columns & 0xFF] ^ high[columns >> 8]  # twice as many zero bytes
+        level_bytes *= 2
     return int(crcs[0])
 
 
@@ -244,26 +331,37 @@ def _apply(columns: list[int], crc: int) -> int:
 
 
 @lru_cache(maxsize=64)
-def _zero_advance(zero_bytes: int) -> list[int]:
-    """The linear map of running a CRC through ``zero_bytes`` zero bytes, as each of the 16
-    bits' image; built by squaring, a few dozen small steps for any length."""
-    step = [_advance(1 << bit, 1) for bit in range(16)]  # one zero byte
-    total = [1 << bit for bit in range(16)]  # no bytes yet: the identity
-    while zero_bytes:
-        if zero_bytes & 1:
-            total = [_apply(step, column) for column in total]
-        step = [_apply(step, column) for column in step]
-        zero_bytes >>= 1
-    return total
+def _zero_advance_power(exponent: int) -> tuple[int, ...]:
+    """The linear map of running a CRC through 2 ** ``exponent`` zero bytes, as each of the
+    16 bits' image: the map for half as many, squared."""
+    if exponent == 0:
+        return tuple(_advance(1 << bit, 1) for bit in range(16))
+    half = list(_zero_advance_power(exponent - 1))
+    return tuple(_apply(half, column) for column in half)
+
+
+@lru_cache(maxsize=64)
+def _advance_tables(exponent: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_map_tables`` of advancing over 2 ** ``exponent`` zero bytes."""
+    return _map_tables(np.array(_zero_advance_power(exponent), dtype=np.uint16))
 
 
 def crc16_combine(crc_a: int, crc_b: int, length_b: int) -> int:
     """``crc16(a + b)`` from ``crc16(a)``, ``crc16(b)`` and ``len(b)``, without the data.
 
     With a zero start the CRC is linear: crc(a + b) is crc(a) run through ``len(b)`` zero
-    bytes, xor crc(b).
+    bytes, xor crc(b); the zero bytes are run through a power of two at a time, two table
+    lookups each, so any length costs a few dozen steps.
     """
-    return _apply(_zero_advance(length_b), crc_a) ^ crc_b
+    crc = crc_a
+    exponent = 0
+    while length_b and crc:
+        if length_b & 1:
+            low, high = _advance_tables(exponent)
+            crc = int(low[crc & 0xFF]) ^ int(high[crc >> 8])
+        length_b >>= 1
+        exponent += 1
+    return crc ^ crc_b
 
 
 def info_frame(
