@@ -28,6 +28,7 @@ from .mp3 import (
     LAME_QUALITY,
     MP3_BITRATES_KBPS,
     Mp3Sink,
+    check_bitrate,
     to_pcm16,
 )
 from .names import SessionFiles, session_files, slugify
@@ -76,8 +77,7 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         check_choice(self.audio_format, "audio_format", AUDIO_FORMATS)
-        check_whole(self.bitrate_kbps, "bitrate_kbps", 1, max(MP3_BITRATES_KBPS), "kbps")
-        check_choice(self.bitrate_kbps, "bitrate_kbps", MP3_BITRATES_KBPS)
+        check_bitrate(self.bitrate_kbps)
         check_choice(self.mode, "mode", OUTPUT_MODES)
         if self.year is not None:
             check_whole(self.year, "year", 1, 9999, "years")

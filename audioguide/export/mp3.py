@@ -20,6 +20,7 @@ import lameenc
 import numpy as np
 
 from ..audio import SAMPLE_RATE, seconds_to_samples
+from ..checks import check_choice, check_whole
 from ..errors import ExportError
 from .mp3frames import (
     SAMPLES_PER_FRAME,
@@ -67,13 +68,11 @@ def to_pcm16(samples: np.ndarray, gain: float = 1.0) -> np.ndarray:
     return scratch.astype(np.int16)
 
 
-def check_bitrate(bitrate_kbps: int) -> int:
-    if bitrate_kbps not in MP3_BITRATES_KBPS:
-        raise ExportError(
-            f"--bitrate must be one of {', '.join(map(str, MP3_BITRATES_KBPS))} kbps "
-            f"(got {bitrate_kbps}); {DEFAULT_BITRATE_KBPS} suits a voice"
-        )
-    return bitrate_kbps
+def check_bitrate(bitrate_kbps: object) -> int:
+    """``bitrate_kbps`` if LAME writes it (ExportOptions runs the same check): OptionError
+    naming the field and the choices otherwise."""
+    check_whole(bitrate_kbps, "bitrate_kbps", 1, max(MP3_BITRATES_KBPS), "kbps")
+    return check_choice(bitrate_kbps, "bitrate_kbps", MP3_BITRATES_KBPS)
 
 
 @dataclass(frozen=True)
