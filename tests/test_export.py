@@ -294,7 +294,7 @@ def test_bad_bitrate_is_refused_with_the_choices(tmp_path):
         lambda: TrackEncoder(0, tmp_path / "t.frames", bitrate_kbps=100),
         lambda: ExportOptions(bitrate_kbps=100),
     ):
-        with pytest.raises(OptionError, match="^bitrate_kbps: must be one of 32, 40, .* 320 "):
+        with pytest.raises(OptionError, match=r"^bitrate_kbps: must be one of 32, 40, .* 320 "):
             make()
 
 

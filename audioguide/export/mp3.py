@@ -71,8 +71,8 @@ def to_pcm16(samples: np.ndarray, gain: float = 1.0) -> np.ndarray:
 def check_bitrate(bitrate_kbps: object) -> int:
     """``bitrate_kbps`` if LAME writes it (ExportOptions runs the same check): OptionError
     naming the field and the choices otherwise."""
-    check_whole(bitrate_kbps, "bitrate_kbps", 1, max(MP3_BITRATES_KBPS), "kbps")
-    return check_choice(bitrate_kbps, "bitrate_kbps", MP3_BITRATES_KBPS)
+    whole = check_whole(bitrate_kbps, "bitrate_kbps", 1, max(MP3_BITRATES_KBPS), "kbps")
+    return check_choice(whole, "bitrate_kbps", MP3_BITRATES_KBPS)
 
 
 @dataclass(frozen=True)
