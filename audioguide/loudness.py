@@ -347,3 +347,61 @@ def gated_loudness(powers: np.ndarray) -> float:
     relative = -0.691 + 10 * np.log10(gated.mean()) + RELATIVE_GATE_LU
     gated = powers[(loudness > ABSOLUTE_GATE_LUFS) & (loudness > relative)]
     return float(-0.691 + 10 * np.log10(gated.mean()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Two stems of one mix, measured so that the loudness of any blend of them can be computed
+
+
+class StemMeter:
+    """The BS.1770 blocks of two stems ``a`` and ``b`` of a mix (fed in pieces, side by side):
+    each one's block powers and their cross term, the block mean of K(a) * K(b).
+
+    The K-weighting is linear, so the mix ``ga * a + gb * b`` has block powers
+    ``ga**2 * A + gb**2 * B + 2 * ga * gb * AB`` for any gains (``blend_powers``): one
+    measurement answers every balance of the two.
+    """
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+        self.hop = round(HOP_S * sample_rate)
+        self.block = round(BLOCK_S * sample_rate)
+        self._filters = (KWeighting(sample_rate), KWeighting(sample_rate))
+        self._rest = (np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32))
+        self._energies: list[np.ndarray] = []  # per hop: sum a^2, sum b^2, sum a*b (3 x hops)
+
+    def feed(self, a: np.ndarray, b: np.ndarray) -> None:
+        if a.shape != b.shape:
+            raise ValueError(f"stems must be fed alike (got {a.shape} and {b.shape})")
+        ka = np.concatenate((self._rest[0], self._filters[0].filter(a)))
+        kb = np.concatenate((self._rest[1], self._filters[1].filter(b)))
+        whole = ka.shape[0] - ka.shape[0] % self.hop
+        wa, wb = ka[:whole].reshape(-1, self.hop), kb[:whole].reshape(-1, self.hop)
+        self._energies.append(
+            np.stack(
+                [
+                    np.sum(wa * wa, axis=1, dtype=np.float64),
+                    np.sum(wb * wb, axis=1, dtype=np.float64),
+                    np.sum(wa * wb, axis=1, dtype=np.float64),
+                ]
+            )
+        )
+        self._rest = (ka[whole:].copy(), kb[whole:].copy())
+
+    def powers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(A, B, AB): the block powers of ``a``, of ``b``, and their cross term."""
+        joined = np.concatenate(self._energies, axis=1) if self._energies else np.zeros((3, 0))
+        hops_per_block = self.block // self.hop
+        if joined.shape[1] < hops_per_block:
+            return np.zeros(0), np.zeros(0), np.zeros(0)
+        cumulative = np.concatenate((np.zeros((3, 1)), np.cumsum(joined, axis=1)), axis=1)
+        blocks = (cumulative[:, hops_per_block:] - cumulative[:, :-hops_per_block]) / self.block
+        return blocks[0], blocks[1], blocks[2]
+
+
+def blend_powers(
+    a: np.ndarray, b: np.ndarray, ab: np.ndarray, gain_a: float, gain_b: float
+) -> np.ndarray:
+    """The block powers of ``gain_a * a + gain_b * b`` from StemMeter's (A, B, AB); gains are
+    amplitude factors. Never negative (rounding could take a near-silent block under zero)."""
+    powers = gain_a * gain_a * a + gain_b * gain_b * b + 2.0 * gain_a * gain_b * ab
+    return np.maximum(powers, 0.0)

@@ -14,14 +14,18 @@ the duck can begin before the voice does).
 
 Mastering is one gain for the whole session (album gain: the ITU-R BS.1770 gated loudness over
 every track's blocks, measured by ``loudness``), then the true-peak limiter of ``dynamics``,
-span by span with a little of the track either side (``mastered_spans``).
+span by span with a little of the track either side (``mastered_spans``). Where that gain would
+lift the voice more than MAX_VOICE_OVER_TARGET_LU over the target (a session of little
+speech), the voice is mixed lower than the rest instead and the session gain raised to meet
+the target (``balanced_gain``), so every session meets its target and the voice stays at the
+cap.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -29,7 +33,15 @@ import numpy as np
 from .audio import SAMPLE_RATE, apply_fades, db_to_gain, raised_cosine, seconds_to_samples
 from .checks import check_choice, check_flag, check_number, check_optional_text, check_whole
 from .dynamics import limit
-from .loudness import BlockMeter, block_powers, gated_loudness
+from .loudness import (
+    BLOCK_S,
+    HOP_S,
+    BlockMeter,
+    StemMeter,
+    blend_powers,
+    block_powers,
+    gated_loudness,
+)
 from .routine import AMBIENT_KINDS
 from .sounds import (
     DEFAULT_BELL_FILE,
@@ -68,9 +80,19 @@ MOVE_TICK_PEAK = 0.06  # a soft tick per movement: peaks about 16 dB under the v
 
 DEFAULT_AMBIENT = "none"
 # The voice before mastering: espeak cues levelled to speech.SPEECH_RMS, peaks held, measure
-# -25.9 LUFS (back-pain's 111 cues with the voice chain; -25.6 dry).
+# -25.9 LUFS (back-pain's 111 cues with the voice chain; -25.6 dry). The levels below are set
+# against it; the mastering measures the voice of each session instead (``voice_blocks``).
 VOICE_LOUDNESS_LUFS = -25.9
+# What is heard while the voice speaks (the mix over the blocks of its cues) is never mastered
+# more than this over the session's target: the session is raised around the voice instead.
+# Measured on the decoded files, back-pain at 20 minutes speaks 2.3 LU over its target and at
+# 60 minutes 4.9 LU (once it meets the target), so only a session of far less speech binds.
 MAX_VOICE_OVER_TARGET_LU = 6.0
+# The voice's typical cue (the median of its cues' peaks) is mastered to peak at most this far
+# over the limiter's ceiling. Further, the limiter presses the voice and takes back the
+# loudness the gain was measured to give: back-pain at 60 minutes (plain gain 11.5 dB, its
+# typical cue 2.9 dB over the ceiling) lost 0.85 LU to it and missed the target.
+MAX_VOICE_LIMITING_DB = 1.0
 # Levels before mastering, against a voice that measures -25.9 LUFS (VOICE_LOUDNESS_LUFS):
 # a bell 3 LU under the voice, an interval chime 7 LU under (it marks time, not a change), a
 # bed 19 LU under, felt rather than listened to. Sound files are peak-normalised first.
@@ -157,13 +179,19 @@ class TrackMixer:
     earlier one is mixed again from scratch, just as exactly). Every event has its own random
     stream, so a range's samples do not depend on which ranges were mixed before it.
     Sound files are read when the mixer is made, so an unreadable file fails at once.
+
+    ``voice_gain_db`` is the level of the spoken cues against everything else (0: as they
+    are prepared); the mastering lowers it for a session of little speech (``balanced_gain``).
     """
 
-    def __init__(self, track: Track, speech: Speech, settings: MixSettings) -> None:
+    def __init__(
+        self, track: Track, speech: Speech, settings: MixSettings, voice_gain_db: float = 0.0
+    ) -> None:
         self.track = track
         self.first, self.length = track_span(track)
         self._speech = speech
         self._settings = settings
+        self._voice_gain = 1.0 if voice_gain_db == 0.0 else float(db_to_gain(voice_gain_db))
         self._events: list[tuple[int, Event]] = []
         starts, ends = [], []
         for index, event in enumerate(track.events):
@@ -175,6 +203,9 @@ class TrackMixer:
             ends.append(offset + self._size(event))
         self._starts = np.array(starts, dtype=np.int64)
         self._ends = np.array(ends, dtype=np.int64)
+        self._spoken = np.array([e.kind == "say" for _, e in self._events], dtype=bool)
+        # Each spoken cue's sample peak, noted as it is mixed once voice_peaks asks for them.
+        self._peaks: dict[int, float] | None = None
         self._kept: dict[int, tuple[np.ndarray, float]] = {}
         kind = settings.ambient or track.ambient or DEFAULT_AMBIENT
         self._bed_kind = kind
@@ -210,6 +241,8 @@ class TrackMixer:
         if event.kind == "say":
             assert event.text is not None
             sound = self._speech.samples(event.text), 1.0
+            if self._peaks is not None:
+                self._peaks[slot] = float(np.max(np.abs(sound[0]), initial=0.0))
         elif event.kind == "breath":
             assert event.phase is not None
             if settings.breath_sound == "tone":
@@ -234,15 +267,57 @@ class TrackMixer:
             return buffer
         for slot in np.flatnonzero((self._starts < hi) & (self._ends > lo)).tolist():
             samples, gain = self._sound(slot)
+            if self._spoken[slot]:
+                gain *= self._voice_gain
             _add(buffer, int(self._starts[slot]) - lo, samples, gain)
+        self._forget_before(lo)
+        if self._bed_kind != "none":
+            buffer += self._bed(lo, hi)
+        return buffer
+
+    def mix_stems(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Samples ``lo`` to ``hi`` as two stems, (the spoken cues, everything else), each
+        float32; ``voice_gain_db`` aside, they add up to ``mix(lo, hi)``."""
+        lo, hi = max(lo, 0), min(hi, self.length)
+        voice = np.zeros(max(hi - lo, 0), dtype=np.float32)
+        rest = np.zeros_like(voice)
+        if hi <= lo:
+            return voice, rest
+        for slot in np.flatnonzero((self._starts < hi) & (self._ends > lo)).tolist():
+            samples, gain = self._sound(slot)
+            _add(voice if self._spoken[slot] else rest, int(self._starts[slot]) - lo, samples, gain)
+        self._forget_before(lo)
+        if self._bed_kind != "none":
+            rest += self._bed(lo, hi)
+        return voice, rest
+
+    def _forget_before(self, lo: int) -> None:
         # Ranges go forward: what ends before this one is not needed again.
         for slot in [s for s in self._kept if self._ends[s] <= lo]:
             del self._kept[slot]
-        if self._bed_kind != "none":
-            buffer += ambient_bed(
-                self._bed_kind, self._settings.seed, self.track, self.first, self.length, lo, hi
-            )
-        return buffer
+
+    def _bed(self, lo: int, hi: int) -> np.ndarray:
+        return ambient_bed(
+            self._bed_kind, self._settings.seed, self.track, self.first, self.length, lo, hi
+        )
+
+    def note_voice_peaks(self) -> None:
+        """From now on note each spoken cue's peak as it is mixed (``voice_peaks``)."""
+        if self._peaks is None:
+            self._peaks = {}
+
+    def voice_peaks(self) -> np.ndarray:
+        """The sample peak of every spoken cue mixed since ``note_voice_peaks`` (before
+        ``voice_gain_db``), in the track's order."""
+        peaks = self._peaks or {}
+        return np.array([peaks[slot] for slot in sorted(peaks)], dtype=np.float64)
+
+    def voice_spans(self) -> list[tuple[int, int]]:
+        """(first, end) sample of every spoken cue's audio, counted from the track's first."""
+        return [
+            (int(self._starts[slot]), int(self._ends[slot]))
+            for slot in np.flatnonzero(self._spoken).tolist()
+        ]
 
     def spans(self, span: int = SPAN_SAMPLES) -> Iterator[tuple[int, int]]:
         """(lo, hi) of consecutive ranges of at most ``span`` samples covering the track."""
@@ -351,21 +426,182 @@ def track_powers(mixer: TrackMixer) -> np.ndarray:
     return meter.powers()
 
 
+def voice_blocks(mixer: TrackMixer, blocks: int) -> np.ndarray:
+    """Which of a track's first ``blocks`` loudness blocks are heard while the voice speaks
+    (bool): those whose middle falls in a spoken cue's audio."""
+    hop, size = round(HOP_S * SAMPLE_RATE), round(BLOCK_S * SAMPLE_RATE)
+    spoken = np.zeros(blocks, dtype=bool)
+    for lo, hi in mixer.voice_spans():
+        # Block i's middle is i * hop + size / 2: in [lo, hi) for i from first to end - 1.
+        first = max(0, -(-(2 * lo - size) // (2 * hop)))
+        end = max(0, -(-(2 * hi - size) // (2 * hop)))
+        spoken[first:end] = True
+    return spoken
+
+
+@dataclass(frozen=True)
+class TrackLevels:
+    """A track measured for the mastering: its mix's block powers, and which blocks are heard
+    while the voice speaks (``voice_blocks``)."""
+
+    powers: np.ndarray
+    spoken: np.ndarray
+    voice_peaks: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
+class StemLevels:
+    """A track measured as two stems (``loudness.StemMeter``): the voice's block powers, the
+    rest's (breath guide, bells, chimes, ticks, bed), their cross term, and the spoken blocks."""
+
+    voice: np.ndarray
+    rest: np.ndarray
+    cross: np.ndarray
+    spoken: np.ndarray
+    voice_peaks: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
+class MasterGain:
+    """The mastering of a session: ``gain_db`` on every track, after the voice was mixed at
+    ``voice_gain_db`` against the rest (``TrackMixer``'s)."""
+
+    gain_db: float
+    voice_gain_db: float = 0.0
+
+
+def track_levels(mixer: TrackMixer) -> TrackLevels:
+    """A track's mix measured a span at a time, for ``master_gain``."""
+    mixer.note_voice_peaks()
+    powers = track_powers(mixer)
+    return TrackLevels(powers, voice_blocks(mixer, powers.shape[0]), mixer.voice_peaks())
+
+
+def stem_levels(mixer: TrackMixer) -> StemLevels:
+    """A track's two stems measured a span at a time, for ``balanced_gain``."""
+    mixer.note_voice_peaks()
+    meter = StemMeter()
+    for lo, hi in mixer.spans():
+        meter.feed(*mixer.mix_stems(lo, hi))
+    voice, rest, cross = meter.powers()
+    spoken = voice_blocks(mixer, voice.shape[0])
+    return StemLevels(voice, rest, cross, spoken, mixer.voice_peaks())
+
+
+def _mono_target(loudness_lufs: float, channels: int) -> float:
+    return loudness_lufs - (MONO_OFFSET_DB if channels == 1 else 0.0)
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0)
+
+
 def master_gain_db(powers: list[np.ndarray], loudness_lufs: float, channels: int = 1) -> float:
     """The one gain (dB) that brings a session with these block powers to ``loudness_lufs``
-    (stereo-equivalent). Zero for a silent session.
-
-    Never more than lifts the voice MAX_VOICE_OVER_TARGET_LU over the target: a session that
-    is almost all ambient bed or chimes (one sentence, then twenty quiet minutes) would
-    otherwise be raised until the bed alone met the target, its few words shouted into the
-    limiter. Such a session measures under the target instead; every session with a
-    reasonable share of speech (the built-ins: a quarter to a third) is unaffected.
-    """
-    target = loudness_lufs - (MONO_OFFSET_DB if channels == 1 else 0.0)
-    measured = gated_loudness(np.concatenate(powers) if powers else np.zeros(0))
+    (stereo-equivalent). Zero for a silent session."""
+    measured = gated_loudness(_joined(powers))
     if not np.isfinite(measured):
         return 0.0
-    return min(target - measured, target + MAX_VOICE_OVER_TARGET_LU - VOICE_LOUDNESS_LUFS)
+    return _mono_target(loudness_lufs, channels) - measured
+
+
+def voice_gain_limit_db(voice_peaks: np.ndarray, ceiling_dbtp: float) -> float:
+    """The most gain the voice may be mastered at: where the peak of its typical cue (the
+    median of its cues' peaks) stands MAX_VOICE_LIMITING_DB over the limiter's ceiling.
+    Infinite for a session with no speech."""
+    typical = float(np.median(voice_peaks)) if voice_peaks.size else 0.0
+    if typical <= 0.0:
+        return float("inf")
+    return ceiling_dbtp + MAX_VOICE_LIMITING_DB - float(20.0 * np.log10(typical))
+
+
+def _voice_fits(voice_gain_db: float, over_session_lu: float, limit_db: float) -> bool:
+    """Whether a voice mastered at ``voice_gain_db``, heard ``over_session_lu`` over the
+    session (which meets its target), is within both bounds on the voice."""
+    over = over_session_lu if np.isfinite(over_session_lu) else float("-inf")
+    return voice_gain_db <= limit_db + 1e-9 and over <= MAX_VOICE_OVER_TARGET_LU + 1e-9
+
+
+def master_gain(
+    levels: list[TrackLevels],
+    loudness_lufs: float,
+    ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP,
+    channels: int = 1,
+) -> MasterGain | None:
+    """The session's mastering from its tracks' mixes: the one gain that meets the target.
+    None where that gain would take the voice past a bound (``balanced_gain``'s docstring):
+    then ``balanced_gain`` decides, from the tracks measured as stems. A session with no
+    speech, or a silent one, never needs it."""
+    gain_db = master_gain_db([t.powers for t in levels], loudness_lufs, channels)
+    session = gated_loudness(_joined([t.powers for t in levels]))
+    spoken = gated_loudness(_joined([t.powers[t.spoken] for t in levels]))
+    limit_db = voice_gain_limit_db(_joined([t.voice_peaks for t in levels]), ceiling_dbtp)
+    if np.isfinite(spoken) and not _voice_fits(gain_db, spoken - session, limit_db):
+        return None
+    return MasterGain(gain_db)
+
+
+# Bisection on the rest's lift: 40 halvings of at most MAX_REST_LIFT_DB leave under 1e-10 dB.
+_BALANCE_STEPS = 40
+# The rest is lifted at most until it is as loud as the voice (each measured alone), and never
+# more than this: past that point the guide, the bells and the bed would be the programme and
+# the voice an aside. The bound binds only for a rest that sounds almost only while the voice
+# speaks; the session still meets its target then, its voice past the bounds.
+MAX_REST_LIFT_DB = 40.0
+
+
+def balanced_gain(
+    stems: list[StemLevels],
+    loudness_lufs: float,
+    ceiling_dbtp: float = TRUE_PEAK_CEILING_DBTP,
+    channels: int = 1,
+) -> MasterGain:
+    """The mastering of a session whose voice the plain session gain would push too far.
+
+    Two bounds keep the voice from shouting: its typical cue peaks at most
+    MAX_VOICE_LIMITING_DB over the limiter's ceiling (``voice_gain_limit_db``: a voice
+    pushed into the limiter loses the loudness the session was measured with, and sounds
+    pressed), and what is heard while it speaks at most MAX_VOICE_OVER_TARGET_LU over the
+    target. Where the plain gain breaks either, the rest (breath guide, bells, chimes, ticks,
+    bed) is lifted against the voice by the least that lets the session meet its target
+    within both; with the K-weighting linear, every blend's block powers follow exactly from
+    the stems' (``loudness.blend_powers``), so no track is mixed again. The lift stops where
+    the rest, measured alone, is as loud as the voice alone (MAX_REST_LIFT_DB at most).
+    """
+    target = _mono_target(loudness_lufs, channels)
+    voice, rest, cross = (_joined([getattr(t, name) for t in stems]) for name in _STEMS)
+    spoken = _joined([t.spoken for t in stems])
+    limit_db = voice_gain_limit_db(_joined([t.voice_peaks for t in stems]), ceiling_dbtp)
+
+    def balance(lift_db: float) -> tuple[bool, float]:
+        """(whether the voice fits, the voice's gain) with the rest lifted ``lift_db``."""
+        powers = blend_powers(voice, rest, cross, 1.0, float(db_to_gain(lift_db)))
+        session = gated_loudness(powers)
+        voice_gain_db = target - session
+        return _voice_fits(voice_gain_db, gated_loudness(powers[spoken]) - session, limit_db), (
+            voice_gain_db
+        )
+
+    rest_lufs, voice_lufs = gated_loudness(rest), gated_loudness(voice)
+    if not (np.isfinite(rest_lufs) and np.isfinite(voice_lufs)):  # nothing to lift, or no voice
+        session = gated_loudness(blend_powers(voice, rest, cross, 1.0, 1.0))
+        return MasterGain(target - session if np.isfinite(session) else 0.0)
+    lo, hi = 0.0, float(np.clip(voice_lufs - rest_lufs, 0.0, MAX_REST_LIFT_DB))
+    if balance(lo)[0]:
+        hi = lo
+    elif balance(hi)[0]:
+        for _ in range(_BALANCE_STEPS):  # the voice does not fit at lo, fits at hi
+            middle = 0.5 * (lo + hi)
+            if balance(middle)[0]:
+                hi = middle
+            else:
+                lo = middle
+    lift_db = hi
+    # The voice is mixed lift_db under the rest, and the whole session raised to the target.
+    return MasterGain(balance(lift_db)[1] + lift_db, -lift_db)
+
+
+_STEMS = ("voice", "rest", "cross")
 
 
 def true_peak_ceiling_dbtp(bitrate_kbps: int | None = None) -> float:

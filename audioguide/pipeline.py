@@ -16,7 +16,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .checks import check_choice, check_flag, check_optional_text, check_whole
@@ -26,9 +25,11 @@ from .export.ownership import check_replaceable, check_zip_replaceable
 from .mix import (
     MixSettings,
     TrackMixer,
-    master_gain_db,
+    balanced_gain,
+    master_gain,
     mastered_spans,
-    track_powers,
+    stem_levels,
+    track_levels,
     true_peak_ceiling_dbtp,
 )
 from .pronounce import LEXICONS, Pronouncing, routine_speech
@@ -281,26 +282,35 @@ def _render_session(
 
     total_s = timeline.total_s
 
-    def measure(track: Track) -> np.ndarray:
-        return track_powers(TrackMixer(track, speech, settings))
+    def measured(done: float) -> None:
+        report("measure", done, total_s)
 
     # Pass 1 measures every track's loudness blocks for one session gain; pass 2 mixes each
     # track again (cheaper than keeping a session of samples in memory), masters and encodes
     # it. Both go a span of a track at a time (mix.SPAN_SAMPLES), so a worker holds a span's
     # samples and the track's MP3 frames, whatever the session's length.
     # Pass 1 touches no file: a sound file that cannot be read fails before anything is made.
-    powers = _in_parallel(measure, tracks, jobs, lambda done: report("measure", done, total_s))
-    gain_db = master_gain_db(powers, settings.loudness_lufs)
+    levels = _in_parallel(
+        lambda track: track_levels(TrackMixer(track, speech, settings)), tracks, jobs, measured
+    )
     # Room for the encoder's overshoot.
     ceiling = true_peak_ceiling_dbtp(export_options.bitrate_kbps)
+    gain = master_gain(levels, settings.loudness_lufs, ceiling)
+    if gain is None:
+        # Little speech: the plain gain would shout the voice. Measured again as two stems
+        # (voice, the rest), only such a session finds the balance that meets the target.
+        stems = _in_parallel(
+            lambda track: stem_levels(TrackMixer(track, speech, settings)), tracks, jobs, measured
+        )
+        gain = balanced_gain(stems, settings.loudness_lufs, ceiling)
 
     cleanup: list[str] = []
     with staged_folder(target, force=force, keep=keep, warnings=cleanup) as staging:
         writer = SessionWriter(staging, timeline, export_options)
 
         def write(track: Track) -> None:
-            mixer = TrackMixer(track, speech, settings)
-            spans = mastered_spans(mixer, gain_db, ceiling_dbtp=ceiling)
+            mixer = TrackMixer(track, speech, settings, voice_gain_db=gain.voice_gain_db)
+            spans = mastered_spans(mixer, gain.gain_db, ceiling_dbtp=ceiling)
             _guard_os(lambda: writer.write_track(track, spans), target)
 
         # Every worker has stopped before staged_folder cleans up, whatever happened.

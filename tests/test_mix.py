@@ -74,12 +74,14 @@ def test_album_gain_is_one_gain_for_the_session():
     assert master_gain_db([block_powers(np.zeros(SR * 2, np.float32))], -16.0) == 0.0
 
 
-def test_album_gain_never_lifts_the_voice_far_over_the_target():
-    # A session that is only a quiet bed (-49.03 LUFS) would need +30 dB; the gain stops
-    # where the voice (-25.9 LUFS before mastering) would stand 6 LU over the mono target:
-    # -19.01 + 6 + 25.9 = 12.89 dB.
-    bed = sine(997.0, 10.0, 0.005)
-    assert master_gain_db([block_powers(bed)], -16.0) == pytest.approx(12.89, abs=0.01)
+def test_a_session_without_speech_is_raised_all_the_way_to_the_target():
+    # Only a quiet bed (-49.07 LUFS): no voice to shout, so the gain is the full +30 dB
+    # (the bounds on the voice: tests/test_session_loudness.py).
+    powers = block_powers(sine(997.0, 10.0, 0.005))
+    levels = mix.TrackLevels(powers, np.zeros(powers.shape[0], dtype=bool))
+    gain = mix.master_gain([levels], -16.0)
+    assert gain == mix.MasterGain(master_gain_db([powers], -16.0), 0.0)
+    assert gain.gain_db == pytest.approx(-19.01 + 49.07, abs=0.01)
 
 
 def test_db_to_gain_worked_by_hand():
