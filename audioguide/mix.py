@@ -536,7 +536,7 @@ def master_gain(
     session = gated_loudness(_joined([t.powers for t in levels]))
     spoken = gated_loudness(_joined([t.powers[t.spoken] for t in levels]))
     limit_db = voice_gain_limit_db(_joined([t.voice_peaks for t in levels]), ceiling_dbtp)
-    if np.isfinite(spoken) and not _voice_fits(gain_db, spoken - session, limit_db):
+    if not _voice_fits(gain_db, spoken - session, limit_db):  # no voice: always fits
         return None
     return MasterGain(gain_db)
 
