@@ -299,8 +299,12 @@ def _render_session(
     if gain is None:
         # Little speech: the plain gain would shout the voice. Measured again as two stems
         # (voice, the rest), only such a session finds the balance that meets the target.
+        # The bar stays where pass 1 left it (it only goes forward).
         stems = _in_parallel(
-            lambda track: stem_levels(TrackMixer(track, speech, settings)), tracks, jobs, measured
+            lambda track: stem_levels(TrackMixer(track, speech, settings)),
+            tracks,
+            jobs,
+            lambda done: None,
         )
         gain = balanced_gain(stems, settings.loudness_lufs, ceiling)
 

@@ -225,6 +225,24 @@ def test_the_mixer_speaks_at_its_voice_gain_and_its_stems_add_up(fake_speech):
     )
 
 
+def test_the_stems_are_measured_a_span_at_a_time(fake_speech, monkeypatch):
+    routine = parse_routine("title: Long\nsections:\n  - title: A\n    steps: [{pause: 60}]\n")
+    track = build_timeline(routine, fake_speech.length_s).tracks[0]
+    ranges: list[int] = []
+    real = mix.TrackMixer.mix_stems
+
+    def recording(self, lo, hi):
+        ranges.append(min(hi, self.length) - max(lo, 0))
+        return real(self, lo, hi)
+
+    monkeypatch.setattr(mix.TrackMixer, "mix_stems", recording)
+    mixer = mix.TrackMixer(track, fake_speech, mix.MixSettings(ambient="pink"))
+    stems = mix.stem_levels(mixer)
+    assert mixer.length > 4 * mix.SPAN_SAMPLES
+    assert max(ranges) == mix.SPAN_SAMPLES and sum(ranges) == mixer.length
+    np.testing.assert_allclose(stems.rest, mix.track_powers(mixer), rtol=1e-4)
+
+
 # -- real sessions, end to end ----------------------------------------------------------------
 
 # 30 minutes of breathing with two short cues: the first part bare, the second over a bed.
