@@ -335,7 +335,7 @@ def test_a_long_session_of_little_speech_meets_the_target(tmp_path):
 
 @pytest.mark.skipif(
     os.environ.get("AUDIOGUIDE_SLOW_TESTS") != "1",
-    reason="renders 60 minutes (about 25 s); set AUDIOGUIDE_SLOW_TESTS=1 to run it",
+    reason="renders 60 minutes (about 25 s of CPU); set AUDIOGUIDE_SLOW_TESTS=1 to run it",
 )
 def test_back_pain_at_60_minutes_meets_the_target(tmp_path):
     folder, plan = render(tmp_path, "back-pain", "--minutes", "60")
