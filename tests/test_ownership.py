@@ -7,11 +7,14 @@ at the output path, runs ``audioguide render``, and checks the exact outcome, by
 from __future__ import annotations
 
 import json
+import signal
+import tempfile
 from pathlib import Path
 
 import pytest
 from conftest import TINY, run_cli
 
+from audioguide.export import staging
 from audioguide.export.ownership import MANIFEST_NAME
 
 WITH_BELL = """\
@@ -188,3 +191,21 @@ def test_zip_never_overwrites_an_archive_of_the_users(home):
     (home / "out" / "routine.zip").unlink()
     assert run_cli(["render", "routine.yaml", "-o", "out", "--zip"])[0] == 0
     assert run_cli(["render", "routine.yaml", "-o", "out", "--zip"])[0] == 0
+
+
+def test_a_signal_just_after_the_staging_folder_is_made_leaves_nothing(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, SIGHUP) the instant the staging folder exists, before the render
+    has started cleaning up after itself: the folder is still removed. Under load the
+    signal tests hit this window now and then."""
+    made = tempfile.mkdtemp
+
+    def mkdtemp_then_signal(*args, **kwargs):
+        folder = made(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # Python's handler runs on the next bytecode
+        return folder
+
+    monkeypatch.setattr(staging.tempfile, "mkdtemp", mkdtemp_then_signal)
+    target = tmp_path / "out" / "routine"
+    with pytest.raises(KeyboardInterrupt), staging.staged_folder(target) as folder:
+        (folder / "01.mp3").write_bytes(b"never")
+    assert not (tmp_path / "out").exists()

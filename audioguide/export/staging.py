@@ -13,9 +13,11 @@ import functools
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -178,19 +180,21 @@ def staged_folder(
     check_replaceable(target, force=force, keep=keep)
     parent = target.parent
     made = _made_parents(parent)
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(parent, target.name)
-        # The process id in the name as well as in the marker: a render killed before it wrote
-        # the marker still leaves a folder the next render can prove was its.
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=parent)
-        )
-    except OSError as exc:
-        _remove_empty(made)
-        raise _cannot_write(parent, exc) from None
+    staging: Path | None = None
     started = False
     try:
+        # A signal while the folder is made is delivered once its name is known, here, so
+        # the clean-up below removes it (a signal in between used to leave it behind).
+        with _signals_held():
+            parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale(parent, target.name)
+            # The process id in the name as well as in the marker: a render killed before it
+            # wrote the marker still leaves a folder the next render can prove was its.
+            staging = Path(
+                tempfile.mkdtemp(
+                    prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=parent
+                )
+            )
         staging.chmod(0o777 & ~_umask())  # mkdtemp's private 0700 would outlive the rename
         _mark(staging)
         started = True
@@ -200,11 +204,39 @@ def staged_folder(
         check_replaceable(target, force=force, keep=keep)  # it may have changed meanwhile
         _replace_folder(staging, target, warnings if warnings is not None else [])
     except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         _remove_empty(made)
         if isinstance(exc, OSError) and not started:
             raise _cannot_write(parent, exc) from None
         raise
+
+
+_HELD_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP arriving inside are delivered, to the handlers there were,
+    when it ends. Only the main thread can set handlers, and only handlers set from Python
+    can be put back; otherwise signals are not held."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or any(signal.getsignal(signum) is None for signum in _HELD_SIGNALS):
+        yield
+        return
+    held: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda s, _: held.append(s)) for signum in _HELD_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if held:
+            signal.raise_signal(held[0])
 
 
 def _cannot_write(parent: Path, exc: OSError) -> ExportError:
