@@ -3,15 +3,19 @@
 Input and output are ``samples: np.ndarray``, float32, 1-D mono, values in [-1, 1], at
 ``SAMPLE_RATE`` unless a rate is given. Nothing here knows about routines, tracks or files.
 
-The resampler is polyphase with a steep anti-aliasing low-pass (a Kaiser-windowed FIR through
-scipy's ``resample_poly``): scipy's default filter passes the image of a 10 kHz tone at -20 dB,
-this one at about -80 dB. ``resample`` takes a whole signal; ``resample_blocks`` takes it a
-block at a time, for recordings too long to hold, and gives the same samples.
+The resampler is polyphase with a steep anti-aliasing low-pass (a Kaiser-windowed FIR): scipy's
+default filter passes the image of a 10 kHz tone at -20 dB, this one at about -80 dB. It is
+scipy's ``resample_poly`` with that filter, rebuilt in numpy as one matrix product per block of
+output (tests/test_audio.py holds it to scipy's samples): importing scipy.signal costs a second
+of CPU, more than resampling every cue of a session. ``resample`` takes a whole signal;
+``resample_blocks`` takes it a block at a time, for recordings too long to hold, and gives the
+same samples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from math import gcd
 
@@ -72,30 +76,230 @@ def apply_fades(
     return samples
 
 
+def fast_fft_length(n: int) -> int:
+    """The smallest length >= ``n`` with no prime factor over 5: numpy's FFT is several times
+    slower at lengths with a large prime factor."""
+    best = 1 << max(0, (n - 1).bit_length())
+    five = 1
+    while five < best:
+        three = five
+        while three < best:
+            length = three << max(0, (-(-n // three) - 1).bit_length())
+            best = min(best, length)
+            three *= 3
+        five *= 5
+    return best
+
+
+def fft_convolve(samples: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """The full linear convolution of two 1-D signals (``len(a) + len(b) - 1`` samples), by
+    FFT, in ``samples``' type (float32 or float64): ``scipy.signal.fftconvolve`` to rounding."""
+    dtype = np.float32 if samples.dtype == np.float32 else np.float64
+    size = samples.shape[0] + kernel.shape[0] - 1
+    if samples.shape[0] == 0 or kernel.shape[0] == 0:
+        return np.zeros(0, dtype=dtype)
+    length = fast_fft_length(size)
+    spectrum = np.fft.rfft(samples.astype(dtype, copy=False), length)
+    spectrum *= np.fft.rfft(kernel.astype(dtype, copy=False), length)
+    return np.fft.irfft(spectrum, length)[:size].astype(dtype, copy=False)
+
+
+_IIR_BLOCK = 64  # samples per block of the block filter
+_IIR_COLUMNS = 64  # blocks per row: the loops are over columns, then rows, not samples
+
+
+@dataclass(frozen=True)
+class _BlockIIR:
+    """Fixed matrices of second-order sections in cascade, for row vectors: a block's
+    outputs are its samples times ``from_samples`` plus its start state times ``from_state``;
+    the state at its end is the start state times ``block_step`` plus its samples times
+    ``to_state``."""
+
+    from_samples: np.ndarray  # n x n, float32
+    from_state: np.ndarray  # states x n, float32
+    to_state: np.ndarray  # n x states
+    block_step: np.ndarray  # states x states: one block on
+    into_row: np.ndarray  # states x (columns * states): c blocks on, for each c < columns
+    row_step: np.ndarray  # one row of blocks on
+
+
+def _state_space(sections: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(A, B, C, D) of second-order sections in cascade, each in transposed direct form II
+    (scipy's sosfilt): state' = A state + B x, y = C state + D x."""
+    size = 2 * sections.shape[0]
+    a_matrix = np.zeros((size, size))
+    b_vector = np.zeros(size)
+    c_vector = np.zeros(size)
+    d = 1.0
+    for i, (b0, b1, b2, _, a1, a2) in enumerate(sections / sections[:, 3:4]):
+        j = 2 * i
+        feed = np.array([b1 - a1 * b0, b2 - a2 * b0])
+        # This section's input is the output of the ones before: C state + D x.
+        a_matrix[j : j + 2, :j] = np.outer(feed, c_vector[:j])
+        a_matrix[j : j + 2, j : j + 2] = [[-a1, 1.0], [-a2, 0.0]]
+        b_vector[j : j + 2] = feed * d
+        c_vector[:j] *= b0
+        c_vector[j] = 1.0
+        d *= b0
+    return a_matrix, b_vector, c_vector, d
+
+
 @lru_cache(maxsize=8)
-def _resampler(up: int, down: int) -> np.ndarray:
-    from scipy import signal
+def _block_iir(sections: tuple[tuple[float, ...], ...]) -> _BlockIIR:
+    a_matrix, b_vector, c_vector, d = _state_space(np.array(sections, dtype=np.float64))
+    n = _IIR_BLOCK
+    powers = [np.eye(a_matrix.shape[0])]  # A^k, k <= n
+    for _ in range(n):
+        powers.append(a_matrix @ powers[-1])
+    impulse = np.array([d] + [c_vector @ powers[k - 1] @ b_vector for k in range(1, n)])
+    toeplitz = np.zeros((n, n))  # output i from sample j <= i
+    for i in range(n):
+        toeplitz[i, : i + 1] = impulse[i::-1]
+    block_step = powers[n].T
+    into_row = [np.eye(a_matrix.shape[0])]
+    for _ in range(_IIR_COLUMNS):
+        into_row.append(into_row[-1] @ block_step)
+    return _BlockIIR(
+        from_samples=np.ascontiguousarray(toeplitz.T, dtype=np.float32),
+        from_state=np.array([c_vector @ powers[i] for i in range(n)]).T.astype(np.float32),
+        to_state=np.array([powers[n - 1 - j] @ b_vector for j in range(n)]),
+        block_step=block_step,
+        into_row=np.concatenate(into_row[:_IIR_COLUMNS], axis=1),
+        row_step=into_row[_IIR_COLUMNS],
+    )
+
+
+def sosfilt(sections: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """``scipy.signal.sosfilt(sections, samples)`` from rest, for 1-D ``samples``, in numpy
+    alone; float32 out (states float64, samples float32: float32 rounding).
+
+    The signal is cut into blocks of 64 samples; a block's output is a fixed matrix times its
+    samples plus a fixed matrix times the filter's state at its start, and those states
+    follow from one another by one more matrix, first along rows of 64 blocks at once, then
+    row by row: a few hundred small steps in Python for a minute of sound. A recursive filter
+    fed exact silence can decay into subnormal floats, slow on some CPUs: guard its input
+    (loudness.with_subnormal_guard) where it matters.
+    """
+    m = _block_iir(tuple(tuple(float(v) for v in row) for row in np.asarray(sections)))
+    x = np.asarray(samples, dtype=np.float32)
+    n = x.shape[0]
+    block, columns = _IIR_BLOCK, _IIR_COLUMNS
+    rows = max(1, -(-n // (block * columns)))
+    padded = np.zeros(rows * columns * block, dtype=np.float32)
+    padded[:n] = x
+    blocks = padded.reshape(-1, block)
+    # What each block's samples add to the state at its end; then the state at each block's
+    # start, first within its row as if the row began at rest, then carried row to row.
+    added = (blocks @ m.to_state).reshape(rows, columns, -1)
+    local = np.empty_like(added)
+    carried = np.zeros((rows, added.shape[2]))
+    for c in range(columns):
+        local[:, c] = carried
+        carried = carried @ m.block_step + added[:, c]
+    row_starts = np.empty_like(carried)
+    state = np.zeros(added.shape[2])
+    for r in range(rows):
+        row_starts[r] = state
+        state = state @ m.row_step + carried[r]
+    starts = (row_starts @ m.into_row).reshape(local.shape) + local
+    y = blocks @ m.from_samples
+    y += starts.reshape(-1, added.shape[2]).astype(np.float32) @ m.from_state
+    return y.reshape(-1)[:n]
+
+
+def iir_impulse_response(sections: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` samples of the impulse response of second-order sections
+    (b0, b1, b2, a0, a1, a2 rows, in cascade), float64, computed from their frequency
+    response: exact for a filter that has decayed away by sample ``n`` (time aliasing is all
+    the error), so a recursive filter of fixed coefficients runs as a convolution."""
+    length = fast_fft_length(4 * n)  # the tail past n, folded onto the start, is 3n longer
+    response = np.ones(length // 2 + 1, dtype=np.complex128)
+    for section in np.asarray(sections, dtype=np.float64):
+        response *= np.fft.rfft(section[:3], length) / np.fft.rfft(section[3:], length)
+    return np.fft.irfft(response, length)[:n]
+
+
+@dataclass(frozen=True)
+class _Polyphase:
+    """``resample_poly(x, up, down)``'s filter as a matrix: output samples ``b*up`` to
+    ``b*up + up - 1`` are the window ``x[b*down + first : b*down + first + width]`` times
+    ``matrix`` (width x up), samples outside ``x`` being zeros."""
+
+    matrix: np.ndarray  # float64; float32 copy in matrix32
+    matrix32: np.ndarray
+    first: int
+
+    @property
+    def width(self) -> int:
+        return int(self.matrix.shape[0])
+
+
+@lru_cache(maxsize=8)
+def _resampler(up: int, down: int) -> _Polyphase:
+    from .dynamics import kaiser_lowpass  # here: dynamics imports this module
 
     factor = max(up, down)
-    taps = RESAMPLE_TAPS_PER_PHASE * factor + 1
-    return signal.firwin(taps, RESAMPLE_CUTOFF / factor, window=("kaiser", RESAMPLE_KAISER_BETA))
+    taps = kaiser_lowpass(
+        RESAMPLE_TAPS_PER_PHASE * factor + 1, RESAMPLE_CUTOFF / factor, RESAMPLE_KAISER_BETA
+    )
+    half = (taps.shape[0] - 1) // 2
+    # Output j is up * sum over m of x[m] * taps[j*down + half - m*up]: with j = b*up + r and
+    # m = b*down + t, tap r*down + half - t*up weighs window sample t of output r.
+    first = -(half // up)
+    last = ((up - 1) * down + half) // up
+    t = np.arange(first, last + 1)[:, None]
+    index = np.arange(up)[None, :] * down + half - t * up
+    inside = (index >= 0) & (index < taps.shape[0])
+    matrix = np.where(inside, up * taps[np.clip(index, 0, taps.shape[0] - 1)], 0.0)
+    matrix.setflags(write=False)
+    matrix32 = matrix.astype(np.float32)
+    matrix32.setflags(write=False)
+    return _Polyphase(matrix, matrix32, int(first))
+
+
+_POLYPHASE_ROWS = 1 << 14  # windows multiplied at a time: a few MB, in cache
+
+
+def _polyphase(x: np.ndarray, up: int, down: int) -> np.ndarray:
+    """``scipy.signal.resample_poly(x, up, down, window=<the steep filter>)`` for 1-D ``x``
+    (float32 or float64, computed and returned in that type), ``ceil(len(x) * up / down)``
+    samples."""
+    phases = _resampler(up, down)
+    matrix = phases.matrix32 if x.dtype == np.float32 else phases.matrix
+    n = x.shape[0]
+    n_out = -(-n * up // down)
+    blocks = -(-n_out // up)
+    if blocks == 0:
+        return np.zeros(0, dtype=x.dtype)
+    padded = np.zeros((blocks - 1) * down + phases.width, dtype=x.dtype)
+    kept = x[: max(0, min(n, padded.shape[0] + phases.first))]
+    padded[-phases.first : -phases.first + kept.shape[0]] = kept
+    windows = np.lib.stride_tricks.sliding_window_view(padded, phases.width)[::down]
+    out = np.empty((blocks, up), dtype=x.dtype)
+    for start in range(0, blocks, _POLYPHASE_ROWS):
+        stop = start + _POLYPHASE_ROWS
+        # A contiguous copy of the windows first: matmul on the overlapping view does not
+        # reach BLAS, and is several times slower.
+        out[start:stop] = np.ascontiguousarray(windows[start:stop]) @ matrix
+    return out.reshape(-1)[:n_out]
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Polyphase resampling with a steep anti-aliasing low-pass; float32 out."""
-    from scipy import signal
-
+    """Polyphase resampling with a steep anti-aliasing low-pass; float32 in and out."""
+    x = np.asarray(samples, dtype=np.float32)
     g = gcd(from_rate, to_rate)
     up, down = to_rate // g, from_rate // g
-    out = signal.resample_poly(samples, up, down, window=_resampler(up, down))
-    return out.astype(np.float32)
+    if up == down:
+        return x.copy()
+    return _polyphase(x, up, down)
 
 
 def resample_blocks(
     blocks: Iterable[np.ndarray], up: int, down: int, block: int = RESAMPLE_BLOCK
 ) -> Iterator[np.ndarray]:
-    """``resample_poly(x, up, down)`` with the steep filter, for ``x`` given as consecutive
-    1-D blocks of any sizes; yields the output (float64) in blocks.
+    """The steep polyphase resampling of ``x`` by ``up / down`` (``resample``'s, computed in
+    float64), for ``x`` given as consecutive 1-D blocks of any sizes; yields the output
+    (float64) in blocks.
 
     Each step filters ``block`` input samples (a whole number of ``down``s, so the output
     starts on a whole sample) with enough of their neighbours either side that no output
@@ -106,13 +310,11 @@ def resample_blocks(
         for x in blocks:
             yield np.asarray(x, dtype=np.float64)
         return
-    from scipy import signal  # only to resample: a sound at the session rate needs none
-
-    window = _resampler(up, down)
+    phases = _resampler(up, down)
     step = down * max(1, -(-block // down))
-    # The filter reaches half its length either side of an output sample, in the upsampled
-    # domain: that many input samples, and a few more, rounded up to whole downs.
-    reach = (window.shape[0] // 2) // up + 2
+    # An output sample sees the input samples of its window: that many either side, and a
+    # few more, rounded up to whole downs.
+    reach = phases.width + 2
     context = down * -(-reach // down)
     pending = np.zeros(0, dtype=np.float64)  # input samples from pending_start on
     pending_start = 0
@@ -122,7 +324,7 @@ def resample_blocks(
         while pending_start + pending.shape[0] >= start + step + context:
             lo = max(start - context, 0)
             piece = pending[lo - pending_start : start + step + context - pending_start]
-            y = signal.resample_poly(piece, up, down, window=window)
+            y = _polyphase(piece, up, down)
             first = (start - lo) // down * up
             yield y[first : first + step // down * up]
             start += step
@@ -133,7 +335,7 @@ def resample_blocks(
     n_out = -(-total * up // down)
     while start < total:
         lo = max(start - context, 0)
-        y = signal.resample_poly(pending[lo - pending_start :], up, down, window=window)
+        y = _polyphase(pending[lo - pending_start :], up, down)
         first = (start - lo) // down * up
         out_start = start // down * up
         yield y[first : first + min(step // down * up, n_out - out_start)]

@@ -270,7 +270,7 @@ def test_each_voice_chain_has_its_own_prepared_cues(tmp_path, fake_engine):
     assert warm.size > dry.size  # the room's tail
     np.testing.assert_array_equal(Speech(fake_engine, cache).samples("Welcome."), dry)
     # An effect whose code the cache cannot see is never cached.
-    Speech(fake_engine, cache, effect=lambda x: x * 0.5).samples("Welcome.")
+    Speech(fake_engine, cache, effect=lambda x, rate: x * 0.5).samples("Welcome.")
     assert len(prepared_files(cache)) == 2
     files, size = cache.stats()
     assert files == 1  # one cue, kept as the engine's clip and two prepared versions

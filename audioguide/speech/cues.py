@@ -1,11 +1,11 @@
 """Cue preparation: cue text in, speech samples at the session rate out.
 
 Asks the engine (or the cache) for each cue once, trims the engine's leading and trailing
-silence, resamples with a polyphase anti-aliasing filter (scipy's ``resample_poly``: a
-Kaiser-windowed FIR, not linear interpolation, so the engine's 22 kHz voice gains no aliases),
-and levels every cue to the same loudness so the voice sits at one level throughout. A cue's
-spoken length is the length of these samples, so the timeline and the mix agree by
-construction. The voice effect (voice_fx) then colours each prepared cue.
+silence, resamples with a polyphase anti-aliasing filter (audio.resample: a Kaiser-windowed
+FIR, not linear interpolation, so the engine's 22 kHz voice gains no aliases), and levels
+every cue to the same loudness so the voice sits at one level throughout. A cue's spoken
+length is the length of these samples, so the timeline and the mix agree by construction. The
+voice effect (voice_fx) colours each cue on the way, at the engine's rate.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from math import gcd
 
 import numpy as np
-import scipy
 
 from ..audio import SAMPLE_RATE, apply_fades, resample
 from ..dynamics import limit
@@ -47,15 +46,37 @@ def prepared_length(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> int:
     return -(-n * (sample_rate // g) // (clip.sample_rate // g))
 
 
-def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Trim, resample and level one engine clip; float32 mono at ``sample_rate``.
+Effect = Callable[[np.ndarray, int], np.ndarray]
+"""A voice effect: float32 mono samples and their rate in, float32 samples at that rate out."""
+
+
+def prepare_clip(
+    clip: SpeechClip, sample_rate: int = SAMPLE_RATE, effect: Effect | None = None
+) -> np.ndarray:
+    """Trim, level and resample one engine clip, through ``effect`` if one is given; float32
+    mono at ``sample_rate``.
 
     Levelled twice over: the voiced part to SPEECH_RMS, and the peaks held to
     VOICE_PEAK_OVER_RMS_DB above it (dynamics, not colour: done with or without the chain).
+    Without an effect the clip is resampled first and levelled at ``sample_rate``; with one,
+    levelled and put through the effect at the engine's rate, then resampled: the chain
+    costs half as much there, and sounds the same (docs/voices.md: the engines' voices hold
+    nothing above 10 kHz that the resampler would keep).
     """
     x = _trimmed(clip)
+    if effect is None:
+        if clip.sample_rate != sample_rate:
+            x = resample(x, clip.sample_rate, sample_rate)
+        return _levelled(x, sample_rate)
+    x = effect(_levelled(x, clip.sample_rate), clip.sample_rate)
     if clip.sample_rate != sample_rate:
         x = resample(x, clip.sample_rate, sample_rate)
+    edge = int(EDGE_FADE_S * sample_rate)
+    return apply_fades(x, edge, edge)  # the resampler's ripple at the edges, faded out
+
+
+def _levelled(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The voiced part at SPEECH_RMS, the peaks held; float32, faded at the edges."""
     rms = voiced_rms(x)
     x = x.astype(np.float32)
     if rms > 0:
@@ -72,11 +93,13 @@ def prepare_clip(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> np.ndarray
 # tests/test_speech.py prepares a fixed input and fails until the version and its recorded
 # digests are updated together.
 # 2: the limiter's gain smoothing in numpy (dynamics), up to 1e-5 apart; 3: the voice EQ's
-# subnormal guard (voice_fx.equalize), back-pain's cues up to 4 steps of 16 bits apart.
-PREPARATION_VERSION = 3
+# subnormal guard (voice_fx.equalize), back-pain's cues up to 4 steps of 16 bits apart; 4: the
+# resampler, the EQ and the room in numpy (float32 rounding), and the chain at the engine's
+# rate before resampling.
+PREPARATION_VERSION = 4
 
 
-def _preparation_key(effect: Callable[[np.ndarray], np.ndarray] | None) -> str | None:
+def _preparation_key(effect: Effect | None) -> str | None:
     """What prepares a cue for mixing, for the cache's key; None (not cached) for an effect
     that is not one of voice_fx's own, which PREPARATION_VERSION does not cover."""
     if effect is None:
@@ -85,21 +108,22 @@ def _preparation_key(effect: Callable[[np.ndarray], np.ndarray] | None) -> str |
         name = effect.__name__
     else:
         return None
-    # numpy's and scipy's filters and FFTs may round differently from one release to the next.
-    return f"{name}/v{PREPARATION_VERSION}/{np.__version__}/{scipy.__version__}/{SAMPLE_RATE}"
+    # numpy's matrix products and FFTs may round differently from one release to the next.
+    return f"{name}/v{PREPARATION_VERSION}/{np.__version__}/{SAMPLE_RATE}"
 
 
 class Speech:
     """Prepared speech for every cue of a session, from a cache or the engine.
 
-    ``effect`` (optional) is applied to each prepared cue, e.g. the voice chain.
+    ``effect`` (optional) colours each cue as it is prepared, e.g. the voice chain
+    (``prepare_clip``: at the engine's rate, before resampling).
     """
 
     def __init__(
         self,
         engine: SpeechEngine,
         cache: SpeechCache | None = None,
-        effect: Callable[[np.ndarray], np.ndarray] | None = None,
+        effect: Effect | None = None,
     ):
         self.engine = engine
         self.cache = cache
@@ -189,15 +213,20 @@ class Speech:
         return self.cache.get_prepared(self.engine.identity, text, self._preparation)
 
     def _prepare(self, text: str) -> PreparedCue:
-        dry = self.dry(text)
-        wet = dry if self.effect is None else self.effect(dry)
+        if self.effect is None:
+            wet = self.dry(text)
+            dry_samples = wet.shape[0]
+        else:
+            clip = self._raw(text)
+            dry_samples = self._dry_samples.get(text) or prepared_length(clip)
+            wet = prepare_clip(clip, effect=self.effect)
         # Only the cue as mixed is kept from now on, and as 16 bits scaled to its own peak
         # (noise 100 dB under it, far below what the MP3 keeps): a session's speech in half
         # the memory (back-pain: 36 MB instead of 72). Its dry length is all the timeline
         # needs.
         peak = float(np.max(np.abs(wet))) if wet.size else 0.0
         scale = np.float32(peak / 32767 if peak > 0 else 1.0)
-        cue = PreparedCue(np.rint(wet / scale).astype(np.int16), float(scale), dry.shape[0])
+        cue = PreparedCue(np.rint(wet / scale).astype(np.int16), float(scale), dry_samples)
         self._dry.pop(text, None)
         if self.cache is not None and self._preparation is not None:
             self.cache.put_prepared(self.engine.identity, text, self._preparation, cue)

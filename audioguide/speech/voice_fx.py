@@ -1,4 +1,5 @@
-"""The voice effect: prepared speech in, speech as it is mixed out (float32 mono).
+"""The voice effect: levelled speech in, speech as it is mixed out (float32 mono, any rate:
+speech/cues.py runs it at the engine's, before resampling).
 
 The voice chain (``voice_effect("warm")``, on by default) makes synthetic speech easier to
 listen to: a gentle cut of the harsh upper mids, a touch of low warmth, a soft saturation and a
@@ -13,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, apply_fades
+from ..audio import SAMPLE_RATE, apply_fades, fft_convolve, iir_impulse_response, sosfilt
 from ..dynamics import limit
 from ..loudness import biquad, with_subnormal_guard
 
@@ -45,20 +46,28 @@ ROOM_SEED = 1_411  # one fixed room: the voice sounds the same whatever --seed i
 
 
 def equalize(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The voice chain's EQ (VOICE_EQ), float32.
+    """The voice chain's EQ (VOICE_EQ), float32, in numpy (audio.sosfilt).
 
     Guarded: the filter's state would otherwise decay into subnormal floats in every pause
     after a sound, which some CPUs compute 40 times slower (loudness.with_subnormal_guard).
     """
-    from scipy import signal
-
-    sections = _voice_eq(sample_rate).astype(np.float32)
-    return signal.sosfilt(sections, with_subnormal_guard(samples)).astype(np.float32)
+    return sosfilt(_voice_eq(sample_rate), with_subnormal_guard(samples))
 
 
 @lru_cache(maxsize=4)
 def _voice_eq(sample_rate: int) -> np.ndarray:
     return np.array([biquad(*section, sample_rate) for section in VOICE_EQ])
+
+
+def low_pass(corner_hz: float, sample_rate: int) -> np.ndarray:
+    """A second-order Butterworth low pass as one section (b0, b1, b2, 1, a1, a2): the
+    cookbook's low pass at Q 1/sqrt(2), which is ``scipy.signal.butter(2, corner_hz, fs=...)``."""
+    w0 = 2.0 * np.pi * corner_hz / sample_rate
+    alpha = np.sin(w0) / np.sqrt(2.0)
+    cos_w0 = np.cos(w0)
+    b = ((1 - cos_w0) / 2, 1 - cos_w0, (1 - cos_w0) / 2)
+    a = (1 + alpha, -2 * cos_w0, 1 - alpha)
+    return np.array([*b, *a], dtype=np.float64) / a[0]
 
 
 @lru_cache(maxsize=4)
@@ -68,8 +77,6 @@ def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     Exponentially decaying, low-passed noise after a few early reflections; its energy is
     ROOM_WET_DB relative to the direct sound, which it does not contain.
     """
-    from scipy import signal
-
     rng = np.random.default_rng(ROOM_SEED)
     n = round(ROOM_LENGTH_S * sample_rate)
     t = np.arange(n, dtype=np.float64) / sample_rate
@@ -77,7 +84,10 @@ def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     tail[: round(ROOM_PREDELAY_S * sample_rate)] = 0.0
     for delay_s, gain in ROOM_EARLY_TAPS:
         tail[round(delay_s * sample_rate)] += gain * 4.0
-    tail = signal.sosfilt(signal.butter(2, ROOM_LOWPASS_HZ, fs=sample_rate, output="sos"), tail)
+    # Low-passed from the first reflection on: before it the room stays exactly silent.
+    first = int(np.flatnonzero(tail)[0])
+    soft = iir_impulse_response(low_pass(ROOM_LOWPASS_HZ, sample_rate)[None, :], n - first)
+    tail[first:] = fft_convolve(tail[first:], soft)[: n - first]
     fade = n // 5
     tail[n - fade :] *= np.cos(0.5 * np.pi * (np.arange(fade) + 0.5) / fade)
     energy = float(np.sum(tail**2))
@@ -97,8 +107,6 @@ def warm_voice(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarra
     The voiced level is kept as it came in, so the chain changes the colour, not the balance
     against the breath guide and bells.
     """
-    from scipy import signal
-
     if samples.size == 0:
         return samples.astype(np.float32)
     # float32 throughout: tanh and the FFTs run 1.5 to 4 times faster than in float64, and the
@@ -112,14 +120,14 @@ def warm_voice(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarra
         x *= np.float32(level / shaped)
         ceiling = level * 10 ** (VOICE_PEAK_OVER_RMS_DB / 20)
         x = limit(x, ceiling, sample_rate, oversample=False, in_place=True)
-    out = signal.fftconvolve(x, room_impulse(sample_rate).astype(np.float32))
+    out = fft_convolve(x, room_impulse(sample_rate).astype(np.float32))
     out[: x.shape[0]] += x
     # The room's tail ends at zero by construction; the fade keeps the last sample exact.
     edge = int(EDGE_FADE_S * sample_rate)
     return apply_fades(out, edge, edge)
 
 
-def voice_effect(name: str) -> Callable[[np.ndarray], np.ndarray] | None:
+def voice_effect(name: str) -> Callable[[np.ndarray, int], np.ndarray] | None:
     """The effect for ``--voice-fx NAME``: ``warm`` (the chain) or ``none`` (dry)."""
     if name == "none":
         return None
