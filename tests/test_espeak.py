@@ -53,6 +53,32 @@ def test_length_follows_the_rate():
     assert expected == pytest.approx(14 * 60 / DEFAULT_RATE_WPM)
 
 
+@pytest.mark.parametrize("rate", [120, 140, 160])
+def test_rate_is_words_per_minute_as_spoken(rate):
+    # Measured as the calibration measures it (scripts/calibrate_espeak.py): the words of real
+    # cues over the length of the prepared cues, pauses included. espeak-ng's own setting
+    # reads about 15% faster than it says (161 a minute at 140).
+    from audioguide.pronounce import ESPEAK
+    from audioguide.routine import load_routine
+    from audioguide.speech import prepared_length
+    from audioguide.speech.engine import words_per_minute
+    from audioguide.synth import SAMPLE_RATE
+    from audioguide.timeline import speech_texts
+
+    texts = list(dict.fromkeys(speech_texts(load_routine("back-pain"))))
+    clips = Pyttsx3Engine(rate_wpm=rate).synthesize_all([ESPEAK.respell(t) for t in texts])
+    seconds = [prepared_length(clip) / SAMPLE_RATE for clip in clips]
+    assert words_per_minute(texts, seconds) == pytest.approx(rate, rel=0.05)
+
+
+def test_the_espeak_setting_follows_the_measured_pace():
+    assert espeak.espeak_rate_for(140) == 123  # 2.97 + 0.8541 x 140
+    assert espeak.espeak_rate_for(80) == espeak.ESPEAK_MIN_RATE  # espeak-ng's slowest
+    settings = [espeak.espeak_rate_for(r) for r in range(80, 261)]
+    assert settings == sorted(settings)
+    assert Pyttsx3Engine(rate_wpm=140).identity != Pyttsx3Engine(rate_wpm=141).identity
+
+
 def test_unknown_voice_is_refused_with_matches():
     with pytest.raises(SpeechError, match=r"--voice: no voice 'en-usa'\. Close matches: .*en-us"):
         Pyttsx3Engine(voice="en-usa")

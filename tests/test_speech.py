@@ -289,3 +289,54 @@ def test_the_voice_eq_never_computes_in_subnormal_floats():
     assert out.dtype == np.float32
     magnitude = np.abs(out)
     assert not np.any(magnitude < np.finfo(np.float32).smallest_normal)
+
+
+class SpeakingEngine:
+    """Hands each clip over as it is spoken (as espeak's worker does), and before speaking
+    the last one waits until the first has been prepared: a preparation that only started
+    after the whole batch would leave it waiting."""
+
+    identity = "speaking/1"
+
+    def __init__(self, speech_of, expect_preparation: bool = True) -> None:
+        self.speech_of = speech_of
+        self.expect_preparation = expect_preparation
+        self.prepared_while_speaking = False
+        self.inner = FixedClipEngine()
+
+    def synthesize(self, text: str) -> SpeechClip:
+        return self.inner.synthesize(text)
+
+    def synthesize_all(self, texts):
+        import time
+
+        for i, text in enumerate(texts):
+            if i == len(texts) - 1:
+                deadline = time.monotonic() + (30 if self.expect_preparation else 0.5)
+                while time.monotonic() < deadline and texts[0] not in self.speech_of()._held:
+                    time.sleep(0.005)
+                self.prepared_while_speaking = texts[0] in self.speech_of()._held
+            yield self.synthesize(text)
+
+    def voices(self) -> list:
+        return []
+
+
+def test_cues_are_prepared_while_the_engine_speaks_the_rest():
+    speech: Speech
+    engine = SpeakingEngine(lambda: speech)
+    speech = Speech(engine, cache=None, effect=warm_voice)
+    texts = ["One.", "Two.", "Three."]
+    speech.synthesize_missing(texts)
+    assert engine.prepared_while_speaking
+    alone = Speech(FixedClipEngine(), cache=None, effect=warm_voice)
+    for text in texts:  # the same samples as a cue prepared on demand
+        assert np.array_equal(speech.samples(text), alone.samples(text))
+
+
+def test_a_plan_prepares_nothing_while_the_engine_speaks():
+    speech: Speech
+    engine = SpeakingEngine(lambda: speech, expect_preparation=False)
+    speech = Speech(engine, cache=None, effect=warm_voice)
+    speech.synthesize_missing(["One.", "Two."], prepared=False)
+    assert not engine.prepared_while_speaking and not speech._held

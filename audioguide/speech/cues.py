@@ -11,6 +11,7 @@ voice effect (voice_fx) colours each cue on the way, at the engine's rate.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from math import gcd
 
 import numpy as np
@@ -133,6 +134,8 @@ class Speech:
         self._preparation = _preparation_key(effect)
         self._dry_samples: dict[str, int] = {}  # lengths of dry cues no longer held
         self._fresh: dict[str, SpeechClip] = {}  # synthesized by synthesize_missing, not cached
+        # Cues being prepared on synthesize_missing's thread while the engine speaks on.
+        self._pending: dict[str, Future[PreparedCue]] = {}
         self.synthesized = 0
 
     def close(self) -> None:
@@ -172,12 +175,26 @@ class Speech:
         if not missing:
             return
         many = getattr(self.engine, "synthesize_all", None)
-        clips = many(missing) if many is not None else [self.engine.synthesize(t) for t in missing]
-        for text, clip in zip(missing, clips, strict=True):
-            self.synthesized += 1
-            if self.cache is not None:
-                self.cache.put(identity, text, clip)
-            self._fresh[text] = clip
+        clips = many(missing) if many is not None else map(self.engine.synthesize, missing)
+        # An engine that hands each clip over as it is spoken (espeak's worker) leaves this
+        # process's cores to the preparation meanwhile: one thread prepares each clip as it
+        # comes (more would only take the core the engine speaks on), and the threads that
+        # ask for the cues later take over what it has not started.
+        helper = ThreadPoolExecutor(max_workers=1) if prepared else None
+        try:
+            for text, clip in zip(missing, clips, strict=True):
+                self.synthesized += 1
+                if self.cache is not None:
+                    self.cache.put(identity, text, clip)
+                self._fresh[text] = clip
+                if helper is not None:
+                    self._pending[text] = helper.submit(self._make_held, text)
+        except BaseException:
+            if helper is not None:
+                helper.shutdown(wait=False, cancel_futures=True)
+            raise
+        if helper is not None:
+            helper.shutdown(wait=False)  # its thread ends when the last cue is prepared
 
     def _raw(self, text: str) -> SpeechClip:
         fresh = self._fresh.pop(text, None)
@@ -201,10 +218,17 @@ class Speech:
 
     def _hold(self, text: str) -> PreparedCue:
         held = self._held.get(text)
-        if held is None:
-            held = self._cached(text) or self._prepare(text)
-            self._held[text] = held
-            self._dry_samples[text] = held.dry_samples
+        if held is not None:
+            return held
+        pending = self._pending.pop(text, None)
+        if pending is not None and not pending.cancel():
+            return pending.result()  # being prepared on synthesize_missing's thread
+        return self._make_held(text)
+
+    def _make_held(self, text: str) -> PreparedCue:
+        held = self._cached(text) or self._prepare(text)
+        self._held[text] = held
+        self._dry_samples[text] = held.dry_samples
         return held
 
     def _cached(self, text: str) -> PreparedCue | None:

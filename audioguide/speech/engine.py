@@ -149,6 +149,14 @@ def expected_length_s(text: str, rate_wpm: float) -> float:
     return words * 60.0 / rate_wpm
 
 
+def words_per_minute(texts: list[str], seconds: list[float]) -> float:
+    """The pace of spoken cues: their words over their length, pauses included (the prepared
+    cue's length, its edges trimmed: what a session spends on it). How each engine's rate is
+    measured and calibrated (scripts/calibrate_espeak.py, scripts/calibrate_piper.py)."""
+    words = sum(len(text.split()) for text in texts)
+    return words * 60.0 / sum(seconds)
+
+
 def check_pronounceable(text: str) -> str:
     """``text``, or a SpeechError when it has nothing an engine could pronounce (no letter or
     digit: ``...``, ``-``, zero-width or direction marks only)."""

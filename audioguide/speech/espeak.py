@@ -23,10 +23,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,13 @@ CUE_TIMEOUT_S = 30.0  # the worker gives up on a cue after this long
 START_TIMEOUT_S = 60.0  # a worker's start: Python, pyttsx3, espeak-ng and its voice data
 REPLY_GRACE_S = 10.0  # beyond the worker's own bound, before the parent ends it
 ESPEAK_DATA_ENV = "ESPEAK_DATA_PATH"
+# espeak-ng reads faster than its rate setting says: words over the prepared cues' length
+# (engine.words_per_minute, as Piper's pace is measured), on every cue of the built-in
+# routines, are a straight line in the setting. Measured by scripts/calibrate_espeak.py with
+# gmw/en-us; the setting for a pace is its inverse.
+ESPEAK_RATE_AT_0 = 2.97
+ESPEAK_RATE_PER_WPM = 0.8541
+ESPEAK_MIN_RATE = 80
 
 # One worker: a cue takes about 3 ms to synthesize and a worker about 0.3 s to start, so a
 # second one costs more than it saves (docs/performance.md), and one worker speaking a batch
@@ -129,6 +137,12 @@ def list_voices() -> list[VoiceInfo]:
     return [VoiceInfo(*fields) for fields in _info()["voices"]]
 
 
+def espeak_rate_for(rate_wpm: float) -> int:
+    """espeak-ng's rate setting that makes it read ``rate_wpm`` words a minute as spoken,
+    pauses included, by the measured pace above (espeak-ng takes no less than 80)."""
+    return max(ESPEAK_MIN_RATE, round(ESPEAK_RATE_AT_0 + ESPEAK_RATE_PER_WPM * rate_wpm))
+
+
 class Pyttsx3Engine:
     """Speech through pyttsx3 (espeak-ng on Linux, the system voices elsewhere)."""
 
@@ -136,6 +150,7 @@ class Pyttsx3Engine:
         self, voice: str | None = None, rate_wpm: int = DEFAULT_RATE_WPM, pitch: int = DEFAULT_PITCH
     ):
         self.rate_wpm = check_rate(rate_wpm)
+        self.espeak_rate = espeak_rate_for(rate_wpm)
         self.pitch = pitch
         available = list_voices()
         if voice is None:
@@ -143,11 +158,11 @@ class Pyttsx3Engine:
         else:
             voice = resolve_voice(voice, available)
         self.voice = voice
-        self._identity = f"{_info()['version']}/{voice}/{rate_wpm}wpm/p{pitch}"
+        self._version = _info()["version"]
 
     @property
     def identity(self) -> str:
-        return self._identity
+        return f"{self._version}/{self.voice}/{self.rate_wpm}wpm/r{self.espeak_rate}/p{self.pitch}"
 
     def voices(self) -> list[VoiceInfo]:
         return list_voices()
@@ -156,27 +171,45 @@ class Pyttsx3Engine:
         """End the worker processes now, waiting calls included (they raise SpeechError)."""
         close_workers()
 
-    def synthesize_all(self, texts: list[str]) -> list[SpeechClip]:
+    def synthesize_all(self, texts: list[str]) -> Iterator[SpeechClip]:
         """Each text's clip, synthesized in this order by a worker that has spoken nothing
         before: espeak-ng sounds a cue a few samples differently depending on what it spoke
-        earlier in the process, so the same batch gives the same clips every time."""
-        global _POOL_HAS_SPOKEN
-        with _BATCH_LOCK:
-            if _POOL_HAS_SPOKEN:
-                _POOL.close()  # fresh workers, with no history
-            try:
-                return [self._synthesize(text) for text in texts]
-            finally:
+        earlier in the process, so the same batch gives the same clips every time.
+
+        The batch is spoken on a thread of its own, from this call to its end whether or not
+        its clips are read, and each clip is handed over as soon as it is spoken: the caller
+        can prepare it while the worker speaks the next (speech/cues.py does). A failure is
+        raised where its clip would have come.
+        """
+        texts = list(texts)
+        spoken: queue.SimpleQueue[tuple[SpeechClip | None, BaseException | None]]
+        spoken = queue.SimpleQueue()
+
+        def speak() -> None:
+            global _POOL_HAS_SPOKEN
+            with _BATCH_LOCK:
+                if _POOL_HAS_SPOKEN:
+                    _POOL.close()  # fresh workers, with no history
                 _POOL_HAS_SPOKEN = True
+                try:
+                    for text in texts:
+                        spoken.put((self._synthesize(text), None))
+                except BaseException as exc:  # handed to the reader, which raises it
+                    spoken.put((None, exc))
+
+        threading.Thread(target=speak, name="espeak batch", daemon=True).start()
+        return _handed_over(spoken, len(texts))
 
     def synthesize(self, text: str) -> SpeechClip:
+        """One clip, after any batch being spoken (it would change the batch's history)."""
         global _POOL_HAS_SPOKEN
-        _POOL_HAS_SPOKEN = True
-        return self._synthesize(text)
+        with _BATCH_LOCK:
+            _POOL_HAS_SPOKEN = True
+            return self._synthesize(text)
 
     def _synthesize(self, text: str) -> SpeechClip:
         check_pronounceable(text)
-        request = ("synthesize", text, self.voice, self.rate_wpm, self.pitch, CUE_TIMEOUT_S)
+        request = ("synthesize", text, self.voice, self.espeak_rate, self.pitch, CUE_TIMEOUT_S)
         for _attempt in range(MAX_ATTEMPTS):
             reply = _request(request, CUE_TIMEOUT_S + REPLY_GRACE_S, f"speaking {text[:60]!r}")
             clip = self._checked(text, reply)
@@ -209,6 +242,17 @@ class Pyttsx3Engine:
         if samples.size == 0 or np.abs(samples).max() < 100:
             return None
         return SpeechClip(samples=samples, sample_rate=rate)
+
+
+def _handed_over(
+    spoken: queue.SimpleQueue[tuple[SpeechClip | None, BaseException | None]], count: int
+) -> Iterator[SpeechClip]:
+    for _ in range(count):
+        clip, failure = spoken.get()
+        if failure is not None:
+            raise failure
+        assert clip is not None
+        yield clip
 
 
 register_engine(NAME, lambda voice, rate_wpm: Pyttsx3Engine(voice, rate_wpm), list_voices)
