@@ -1,8 +1,10 @@
 """Measure what the voice chain, the resampler and the ducking do to a voice (docs/voices.md).
 
-The same cues are taken at four points: the engine's raw output (22.05 kHz), the prepared cue
-(trimmed, resampled to 44.1 kHz, levelled), the prepared cue through the voice chain
-(``--voice-fx warm``), and the decoded MP3 of a real render. For each: the long-term spectrum
+The same cues are taken at five points: the engine's raw output (22.05 kHz), the prepared cue
+(trimmed, resampled to 44.1 kHz, levelled), the cue through the voice chain (``--voice-fx
+warm``, run at the engine's rate before resampling, as a render does), the chain run at
+44.1 kHz on the prepared cue instead (as before PREPARATION_VERSION 4: how much the order
+changes), and the decoded MP3 of a real render. For each: the long-term spectrum
 in octave bands (dB relative to the 1 kHz band), the spectral centroid, the voiced level and
 crest factor, and, at 44.1 kHz, the energy above the engine's Nyquist (what a resampler's
 images would add). A render with a pink ambient bed gives the duck as heard: the bed's level
@@ -86,7 +88,10 @@ def main() -> None:
         close()
     rate = raw[0].sample_rate
     dry = [prepare_clip(c) for c in raw]
-    wet = [warm_voice(d)[: d.size] for d in dry]
+    # The chain as a render runs it (at the engine's rate, then resampled), and run on the
+    # prepared cue at the session's rate instead, as it was before: what the order changes.
+    wet = [prepare_clip(c, effect=warm_voice)[: d.size] for c, d in zip(raw, dry, strict=True)]
+    at_session_rate = [warm_voice(d, SAMPLE_RATE)[: d.size] for d in dry]
     print(f"{len(texts)} cues of back-pain, {sum(d.size for d in dry) / SAMPLE_RATE:.0f} s")
     print(
         f"{'':<18} {' '.join(f'{f:>6}' for f in BANDS_HZ)}  centroid  voiced     crest  "
@@ -97,6 +102,11 @@ def main() -> None:
     print(describe("resampled only", resample(joined, rate, SAMPLE_RATE), SAMPLE_RATE))
     print(describe("prepared (44.1k)", np.concatenate(dry), SAMPLE_RATE))
     print(describe("voice chain", np.concatenate(wet), SAMPLE_RATE))
+    print(describe("chain at 44.1k", np.concatenate(at_session_rate), SAMPLE_RATE))
+    difference = np.concatenate(wet) - np.concatenate(at_session_rate)
+    apart = db(float(np.sum(difference.astype(np.float64) ** 2)))
+    apart -= db(float(np.sum(np.concatenate(at_session_rate).astype(np.float64) ** 2)))
+    print(f"the chain at 22.05 kHz and at 44.1 kHz differ by a signal {-apart:.1f} dB under it")
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

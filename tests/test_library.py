@@ -199,7 +199,9 @@ def test_the_overrun_check_uses_real_lengths(real_speech):
 
 def test_session_lengths_at_the_default_tempo(real_speech):
     full_session = plan_session("back-pain", speech=real_speech).total_s
-    assert 18 * 60 <= full_session <= 22 * 60  # "about 20 minutes"
+    # "about 20 minutes": 22:32 with espeak-ng read at a true 140 words a minute (22:36 with
+    # Piper), where espeak-ng once read 161 a minute for 21:42.
+    assert 18 * 60 <= full_session <= 23 * 60
     for level in LEVELS:
         quick = plan_session(
             "back-pain-quick", SessionOptions(render=RenderOptions(level=level)), speech=real_speech

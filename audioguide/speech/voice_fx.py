@@ -14,7 +14,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..audio import SAMPLE_RATE, apply_fades, fft_convolve, iir_impulse_response, sosfilt
+from ..audio import (
+    SAMPLE_RATE,
+    apply_fades,
+    fft_convolve,
+    iir_impulse_response,
+    resample,
+    sosfilt,
+)
 from ..dynamics import limit
 from ..loudness import biquad, with_subnormal_guard
 
@@ -75,8 +82,13 @@ def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The short room the voice is heard in: an impulse response, float64.
 
     Exponentially decaying, low-passed noise after a few early reflections; its energy is
-    ROOM_WET_DB relative to the direct sound, which it does not contain.
+    ROOM_WET_DB relative to the direct sound, which it does not contain. One room, made at
+    the session's rate: at another rate (the engine's, where the chain runs) it is that room
+    resampled, scaled so that it colours a voice the same.
     """
+    if sample_rate != SAMPLE_RATE:
+        room = resample(room_impulse(SAMPLE_RATE), SAMPLE_RATE, sample_rate)
+        return room.astype(np.float64) * (SAMPLE_RATE / sample_rate)
     rng = np.random.default_rng(ROOM_SEED)
     n = round(ROOM_LENGTH_S * sample_rate)
     t = np.arange(n, dtype=np.float64) / sample_rate
