@@ -1,0 +1,85 @@
+"""audio's numpy resampler and filters, held to scipy.signal's samples (the tests' reference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from audioguide import audio
+from audioguide.loudness import biquad
+from audioguide.speech import voice_fx
+
+
+def steep_taps(up: int, down: int) -> np.ndarray:
+    factor = max(up, down)
+    return signal.firwin(
+        audio.RESAMPLE_TAPS_PER_PHASE * factor + 1,
+        audio.RESAMPLE_CUTOFF / factor,
+        window=("kaiser", audio.RESAMPLE_KAISER_BETA),
+    )
+
+
+@pytest.mark.parametrize(("up", "down"), [(2, 1), (1, 2), (3, 2), (147, 160), (160, 147)])
+def test_the_resampler_is_resample_poly_with_the_steep_filter(up, down):
+    x = np.random.default_rng(up * 1000 + down).standard_normal(40_000)
+    expected = signal.resample_poly(x, up, down, window=steep_taps(up, down))
+    got = audio._polyphase(x, up, down)
+    assert got.dtype == np.float64 and got.shape == expected.shape
+    assert np.max(np.abs(got - expected)) < 1e-12
+    blocks = [x[:9_000], x[9_000:9_001], x[9_001:]]
+    joined = np.concatenate(list(audio.resample_blocks(blocks, up, down, block=4_096)))
+    assert np.max(np.abs(joined - expected)) < 1e-12
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 33, 100, 22_050])
+def test_resample_keeps_float32_and_every_length(n):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    expected = signal.resample_poly(x.astype(np.float64), 2, 1, window=steep_taps(2, 1))
+    got = audio.resample(x, 22_050, 44_100)
+    assert got.dtype == np.float32 and got.shape == (2 * n,)
+    assert np.max(np.abs(got - expected)) < 1e-6
+    assert audio.resample(np.zeros(0, np.float32), 22_050, 44_100).shape == (0,)
+
+
+def test_sosfilt_is_scipys_for_the_voice_eq():
+    for rate in (22_050, 44_100):
+        sections = np.array([biquad(*section, rate) for section in voice_fx.VOICE_EQ])
+        for n in (1, 63, 64, 65, 4_097, 100_000):
+            x = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.1
+            got = audio.sosfilt(sections, x)
+            assert got.dtype == np.float32 and got.shape == (n,)
+            assert np.max(np.abs(got - signal.sosfilt(sections, x.astype(np.float64)))) < 1e-5
+
+
+def test_fft_convolution_and_lengths():
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal(10_001).astype(np.float32), rng.standard_normal(777)
+    got = audio.fft_convolve(a, b)
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got - signal.fftconvolve(a.astype(np.float64), b))) < 1e-4
+    for n in (1, 7, 97, 1_000, 4_097, 123_457):
+        length = audio.fast_fft_length(n)
+        rest = length
+        for p in (2, 3, 5):
+            while rest % p == 0:
+                rest //= p
+        assert rest == 1 and length >= n
+        assert not any(_smooth(m) for m in range(n, length))
+
+
+def _smooth(m: int) -> bool:
+    for p in (2, 3, 5):
+        while m % p == 0:
+            m //= p
+    return m == 1
+
+
+def test_the_iir_impulse_response_and_the_butterworth_low_pass():
+    section = voice_fx.low_pass(4_000.0, 44_100)
+    assert np.max(np.abs(section - signal.butter(2, 4_000.0, fs=44_100, output="sos")[0])) < 1e-12
+    impulse = np.zeros(2_000)
+    impulse[0] = 1.0
+    expected = signal.sosfilt(section[None, :], impulse)
+    got = audio.iir_impulse_response(section[None, :], 2_000)
+    assert np.max(np.abs(got - expected)) < 1e-12
