@@ -245,7 +245,7 @@ HEAD = "title: T\nroutine: back-pain-quick\n"
         (
             HEAD + "progression:\n  - week: 1\n    minutes: 3\n",
             "p.yaml:4: progression[0].minutes: 3 is too short for back-pain-quick.yaml: with "
-            "the safety part kept and each practice done once it lasts 3:53; ask for 4 "
+            "the safety part kept and each practice done once it lasts 4:07; ask for 5 "
             "minutes or more (week 1, day 1)",
         ),
         (
