@@ -144,25 +144,37 @@ def _state_space(sections: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return a_matrix, b_vector, c_vector, d
 
 
+def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` without BLAS, for the filter's fixed matrices: OpenBLAS rounds a product
+    differently with its settings, and the matrices must be the same whatever they are. (The
+    products over samples run through BLAS, for speed; a render limits BLAS to one thread,
+    where they are the same run to run.)"""
+    return np.einsum("ij,jk->ik", a, b)
+
+
 @lru_cache(maxsize=8)
 def _block_iir(sections: tuple[tuple[float, ...], ...]) -> _BlockIIR:
     a_matrix, b_vector, c_vector, d = _state_space(np.array(sections, dtype=np.float64))
     n = _IIR_BLOCK
     powers = [np.eye(a_matrix.shape[0])]  # A^k, k <= n
     for _ in range(n):
-        powers.append(a_matrix @ powers[-1])
-    impulse = np.array([d] + [c_vector @ powers[k - 1] @ b_vector for k in range(1, n)])
+        powers.append(_product(a_matrix, powers[-1]))
+    impulse = np.array(
+        [d] + [np.einsum("i,ij,j->", c_vector, powers[k - 1], b_vector) for k in range(1, n)]
+    )
     toeplitz = np.zeros((n, n))  # output i from sample j <= i
     for i in range(n):
         toeplitz[i, : i + 1] = impulse[i::-1]
     block_step = powers[n].T
     into_row = [np.eye(a_matrix.shape[0])]
     for _ in range(_IIR_COLUMNS):
-        into_row.append(into_row[-1] @ block_step)
+        into_row.append(_product(into_row[-1], block_step))
     return _BlockIIR(
         from_samples=np.ascontiguousarray(toeplitz.T, dtype=np.float32),
-        from_state=np.array([c_vector @ powers[i] for i in range(n)]).T.astype(np.float32),
-        to_state=np.array([powers[n - 1 - j] @ b_vector for j in range(n)]),
+        from_state=np.array([np.einsum("i,ij->j", c_vector, powers[i]) for i in range(n)]).T.astype(
+            np.float32
+        ),
+        to_state=np.array([np.einsum("ij,j->i", powers[n - 1 - j], b_vector) for j in range(n)]),
         block_step=block_step,
         into_row=np.concatenate(into_row[:_IIR_COLUMNS], axis=1),
         row_step=into_row[_IIR_COLUMNS],
@@ -260,10 +272,11 @@ def _resampler(up: int, down: int) -> _Polyphase:
 _POLYPHASE_ROWS = 1 << 14  # windows multiplied at a time: a few MB, in cache
 
 
-def _polyphase(x: np.ndarray, up: int, down: int) -> np.ndarray:
+def _polyphase(x: np.ndarray, up: int, down: int, *, exact: bool = False) -> np.ndarray:
     """``scipy.signal.resample_poly(x, up, down, window=<the steep filter>)`` for 1-D ``x``
     (float32 or float64, computed and returned in that type), ``ceil(len(x) * up / down)``
-    samples."""
+    samples. ``exact``: without BLAS, whose rounding depends on its thread settings (for
+    fixed data made once and kept, such as an impulse response)."""
     phases = _resampler(up, down)
     matrix = phases.matrix32 if x.dtype == np.float32 else phases.matrix
     n = x.shape[0]
@@ -280,7 +293,8 @@ def _polyphase(x: np.ndarray, up: int, down: int) -> np.ndarray:
         stop = start + _POLYPHASE_ROWS
         # A contiguous copy of the windows first: matmul on the overlapping view does not
         # reach BLAS, and is several times slower.
-        out[start:stop] = np.ascontiguousarray(windows[start:stop]) @ matrix
+        rows = np.ascontiguousarray(windows[start:stop])
+        out[start:stop] = _product(rows, matrix) if exact else rows @ matrix
     return out.reshape(-1)[:n_out]
 
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from math import gcd
 
 import numpy as np
 
 from ..audio import (
     SAMPLE_RATE,
+    _polyphase,
     apply_fades,
     fft_convolve,
     iir_impulse_response,
-    resample,
     sosfilt,
 )
 from ..dynamics import limit
@@ -87,8 +88,9 @@ def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     resampled, scaled so that it colours a voice the same.
     """
     if sample_rate != SAMPLE_RATE:
-        room = resample(room_impulse(SAMPLE_RATE), SAMPLE_RATE, sample_rate)
-        return room.astype(np.float64) * (SAMPLE_RATE / sample_rate)
+        g = gcd(SAMPLE_RATE, sample_rate)
+        room = _polyphase(room_impulse(SAMPLE_RATE), sample_rate // g, SAMPLE_RATE // g, exact=True)
+        return room * (SAMPLE_RATE / sample_rate)
     rng = np.random.default_rng(ROOM_SEED)
     n = round(ROOM_LENGTH_S * sample_rate)
     t = np.arange(n, dtype=np.float64) / sample_rate
