@@ -86,6 +86,20 @@ def _clock(seconds: float) -> str:
     return f"{int(minutes):3d}:{secs:04.1f}"
 
 
+def progress_weights(synthesis_share: float) -> dict[str, tuple[float, float]]:
+    """Where each stage of a render sits on a bar of 100: (start, span). Synthesis takes its
+    share (pipeline.synthesis_share: none on a warm render, most of a cold Piper one); the
+    rest is shared as a warm render's time is: preparing speech 20%, the loudness pass 10%,
+    mastering and encoding 70% (docs/performance.md)."""
+    rest = 100.0 * (1.0 - synthesis_share)
+    return {
+        "synthesize": (0.0, 100.0 - rest),
+        "speech": (100.0 - rest, 0.2 * rest),
+        "measure": (100.0 - 0.8 * rest, 0.1 * rest),
+        "encode": (100.0 - 0.7 * rest, 0.7 * rest),
+    }
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     try:
@@ -468,13 +482,15 @@ def render(routine: str, out_dir: Path, quiet: bool, feed_url: str | None, **kwa
             with click.progressbar(
                 length=100, label="Rendering", file=sys.stderr, show_eta=False
             ) as bar:
-                # Shares of a typical cold render's time (docs/performance.md).
-                weights = {"speech": (0, 20), "measure": (20, 10), "encode": (30, 70)}
                 done = [0]
+                weights = progress_weights(0.0)
 
                 def progress(stage: str, count: float, total: float) -> None:
+                    nonlocal weights
+                    if stage == "synthesize" and count == 0:
+                        weights = progress_weights(total)
                     base, span = weights[stage]
-                    value = base + int(span * count / max(total, 1e-9))
+                    value = int(base + span * count / max(total, 1e-9))
                     if value > done[0]:
                         bar.update(value - done[0])
                         done[0] = value

@@ -58,8 +58,10 @@ VOICE_ENV = "AUDIOGUIDE_VOICE"
 T = TypeVar("T")
 
 Progress = Callable[[str, float, float], None]
-"""Called as progress(stage, done, total) while rendering: cues for "speech", seconds of
-audio for "measure" and "encode"."""
+"""Called as progress(stage, done, total) while rendering, stages in this order:
+"synthesize" only when cues are missing from the cache, as shares of the whole render's
+expected time (total: what synthesizing them takes, from ``synthesis_share``); then cues for
+"speech" (preparing them), seconds of audio for "measure" and "encode"."""
 
 
 def default_jobs() -> int:
@@ -344,6 +346,25 @@ def _files_read(routine: Routine, options: SessionOptions) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(Path(n) for n in named if n and Path(n).is_file()))
 
 
+# The share of a cold back-pain render's time its synthesis takes, on 2 cores (scripts/bench.py:
+# "piper synth" against "cold piper"; espeak-ng's cold render less its warm one): what the
+# progress bar gives the synthesis of every cue.
+SYNTHESIS_SHARES = {"piper": 0.85}
+DEFAULT_SYNTHESIS_SHARE = 0.15  # espeak-ng, and any other engine
+
+
+def synthesis_share(label: str, cues: int) -> Callable[[int], float]:
+    """For the voice ``label`` names (``piper:...``) and a session of ``cues`` cues: the
+    share of the render's time that synthesizing ``missing`` of them takes."""
+    whole = SYNTHESIS_SHARES.get(label.split(":", 1)[0], DEFAULT_SYNTHESIS_SHARE)
+
+    def share(missing: int) -> float:
+        part = whole * missing / max(cues, 1)  # synthesis time, in renders of every cue
+        return part / (part + 1.0 - whole)
+
+    return share
+
+
 def _prepare_speech(speech: Speech, texts: list[str], jobs: int, report: Progress) -> None:
     """Every cue as it will be mixed, prepared on ``jobs`` threads: read from the cache as
     prepared before, or read (or synthesized, one at a time as the engine requires, behind
@@ -351,9 +372,15 @@ def _prepare_speech(speech: Speech, texts: list[str], jobs: int, report: Progres
 
     Done once per cue before mixing, so the tracks never wait on, or repeat, a cue's effect.
     """
+    share = synthesis_share(voice_label(speech.engine), len(dict.fromkeys(texts)))
+
+    def spoken(done: int, missing: int) -> None:
+        report("synthesize", share(missing) * done / missing, share(missing))
+
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        speech.synthesize_missing(texts)  # one batch in the routine's order: reproducible
+        # One batch in the routine's order: reproducible.
+        speech.synthesize_missing(texts, progress=spoken)
         # Every cue is spoken: an engine's workers (Piper's, up to 300 MB each) end before
         # the cues are prepared, not after.
         close = getattr(speech.engine, "close", None)

@@ -23,7 +23,7 @@ import json
 import re
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -137,11 +137,15 @@ class Pronouncing:
     def synthesize(self, text: str) -> SpeechClip:
         return self.engine.synthesize(self.lexicon.respell(text))
 
-    def synthesize_all(self, texts: list[str]) -> list[SpeechClip]:
-        """The engine's batch when it has one (Piper's runs on every core), else one by one."""
+    def synthesize_all(self, texts: list[str]) -> Iterable[SpeechClip]:
+        """The engine's batch when it has one (Piper's runs on every core; espeak's and
+        Piper's hand each clip over as it is spoken), else one by one as they are read."""
         spoken = [self.lexicon.respell(t) for t in texts]
         many = getattr(self.engine, "synthesize_all", None)
-        return many(spoken) if many is not None else [self.engine.synthesize(t) for t in spoken]
+        clips: Iterable[SpeechClip] = (
+            many(spoken) if many is not None else map(self.engine.synthesize, spoken)
+        )
+        return clips
 
     def voices(self) -> list[VoiceInfo]:
         return self.engine.voices()

@@ -110,13 +110,45 @@ def test_progress_reaches_the_session_length_in_order(tmp_path, fake_engine):
         progress=lambda *a: calls.append(a),
     )
     stages = [stage for stage, _, _ in calls]
-    assert stages == sorted(stages, key=["speech", "measure", "encode"].index)
+    assert stages == sorted(stages, key=["synthesize", "speech", "measure", "encode"].index)
+    # No cache: every cue is synthesized, one report before the batch and one per cue, as
+    # shares of the render's time that climb to synthesis's whole share.
+    spoken = [(d, t) for s, d, t in calls if s == "synthesize"]
+    share = pipeline.synthesis_share("fake", 1)(1)
+    assert spoken[0] == (0, share) and spoken[-1] == pytest.approx((share, share))
+    assert [d for d, _ in spoken] == sorted(d for d, _ in spoken)
     for stage in ("measure", "encode"):
         done = [d for s, d, _ in calls if s == stage]
         assert done == sorted(done)
         assert len(done) == 5
         assert done[-1] == pytest.approx(result.timeline.total_s)
         assert {t for s, _, t in calls if s == stage} == {result.timeline.total_s}
+
+
+def test_synthesis_takes_the_bar_by_the_engine_and_what_is_missing():
+    piper, espeak = pipeline.synthesis_share("piper:x", 100), pipeline.synthesis_share("e", 100)
+    assert piper(100) == pytest.approx(pipeline.SYNTHESIS_SHARES["piper"])
+    assert espeak(100) == pytest.approx(pipeline.DEFAULT_SYNTHESIS_SHARE)
+    assert piper(0) == 0.0
+    assert 0.0 < piper(10) < piper(50) < piper(100)
+    assert espeak(50) < piper(50)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.15, 0.85])
+def test_the_bar_is_cut_into_stages_that_fill_it_in_order(share):
+    from audioguide.cli import progress_weights
+
+    weights = progress_weights(share)
+    order = ["synthesize", "speech", "measure", "encode"]
+    ends = [0.0]
+    for stage in order:
+        start, span = weights[stage]
+        assert start == pytest.approx(ends[-1]) and span >= 0.0
+        ends.append(start + span)
+    assert ends[-1] == pytest.approx(100.0)
+    assert weights["synthesize"][1] == pytest.approx(100.0 * share)
+    # What is not synthesis is shared as a warm render's time is.
+    assert weights["encode"][1] == pytest.approx(0.7 * (100.0 - 100.0 * share))
 
 
 def test_longest_tracks_are_started_first(tmp_path, fake_engine, monkeypatch):

@@ -145,9 +145,16 @@ class Speech:
         if close is not None:
             close()
 
-    def synthesize_missing(self, texts: Iterable[str], *, prepared: bool = True) -> None:
+    def synthesize_missing(
+        self,
+        texts: Iterable[str],
+        *,
+        prepared: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         """Synthesize, in one batch and in the order given, every cue the cache lacks (only
-        its clip when ``prepared`` is false: a plan needs no prepared cue).
+        its clip when ``prepared`` is false: a plan needs no prepared cue). ``progress`` is
+        told (cues spoken, cues missing) before the batch and as each cue comes.
 
         An engine may sound a cue a little differently depending on what it spoke before
         (espeak-ng does, by a few samples): one batch in the routine's order gives the same
@@ -174,6 +181,8 @@ class Speech:
             missing.append(text)
         if not missing:
             return
+        if progress is not None:
+            progress(0, len(missing))
         many = getattr(self.engine, "synthesize_all", None)
         clips = many(missing) if many is not None else map(self.engine.synthesize, missing)
         # An engine that hands each clip over as it is spoken (espeak's worker) leaves this
@@ -182,13 +191,15 @@ class Speech:
         # ask for the cues later take over what it has not started.
         helper = ThreadPoolExecutor(max_workers=1) if prepared else None
         try:
-            for text, clip in zip(missing, clips, strict=True):
+            for spoken, (text, clip) in enumerate(zip(missing, clips, strict=True), 1):
                 self.synthesized += 1
                 if self.cache is not None:
                     self.cache.put(identity, text, clip)
                 self._fresh[text] = clip
                 if helper is not None:
                     self._pending[text] = helper.submit(self._make_held, text)
+                if progress is not None:
+                    progress(spoken, len(missing))
         except BaseException:
             if helper is not None:
                 helper.shutdown(wait=False, cancel_futures=True)

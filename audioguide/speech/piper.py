@@ -33,7 +33,7 @@ import hashlib
 import importlib
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -502,14 +502,16 @@ class PiperEngine:
             return self._pool
 
     def synthesize(self, text: str) -> SpeechClip:
-        return self.synthesize_all([text])[0]
+        return next(self.synthesize_all([text]))
 
-    def synthesize_all(self, texts: list[str]) -> list[SpeechClip]:
+    def synthesize_all(self, texts: list[str]) -> Iterator[SpeechClip]:
         """Every text's clip, in order, synthesized on all the workers at once (the speech
-        stage's batch; each text's samples do not depend on the others)."""
+        stage's batch; each text's samples do not depend on the others). Every text is sent
+        to the workers by this call; each clip is handed over as soon as it and those before
+        it are spoken, so the caller can count them (the progress bar) and prepare them."""
         pool = self._executor()
         futures = [pool.submit(_worker_synthesize, t, self.length_scale) for t in texts]
-        return [self._clip(text, future) for text, future in zip(texts, futures, strict=True)]
+        return (self._clip(text, future) for text, future in zip(texts, futures, strict=True))
 
     def _clip(self, text: str, future: Any) -> SpeechClip:
         from concurrent.futures.process import BrokenProcessPool
