@@ -398,3 +398,66 @@ def test_two_cold_renders_are_byte_identical(short_routine_file, tmp_path):
     assert len(outputs[0]) >= 4  # tracks, the full session, the playlist, transcripts
     assert outputs[0].keys() == outputs[1].keys()
     assert [n for n in outputs[0] if outputs[0][n] != outputs[1][n]] == []
+
+
+COUNT_WORKERS_AND_RENDER = """
+import atexit, subprocess, sys
+started = []
+real_init = subprocess.Popen.__init__
+def init(self, args, *rest, **kwargs):
+    if args[0] == sys.executable:  # a worker (ldconfig, say, is not one)
+        started.append(args)
+    real_init(self, args, *rest, **kwargs)
+subprocess.Popen.__init__ = init
+atexit.register(lambda: print("workers started:", len(started)))
+sys.argv[0] = "audioguide"
+from audioguide.__main__ import main
+main()
+"""
+
+
+def test_a_warm_render_starts_no_espeak_worker(tmp_path):
+    """Every cue in the cache: nothing to speak, so no worker is started (its start was about
+    0.3 s of a 4 s render) just to learn espeak-ng's version and voices; they are kept beside
+    the cache, keyed by the files that decide them."""
+    env = {**os.environ, "AUDIOGUIDE_VOICE": "gmw/en-us"}
+    render = ["render", "back-pain-quick", "-o", str(tmp_path / "out"), "-q", "--force"]
+    for expected in (None, 0, 0):
+        proc = subprocess.run(
+            [sys.executable, "-c", COUNT_WORKERS_AND_RENDER, *render],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        count = int(proc.stdout.strip().splitlines()[-1].rsplit(" ", 1)[1])
+        if expected is None:
+            assert count >= 1  # cold: a worker speaks the cues
+        else:
+            assert count == expected
+
+
+def test_what_a_worker_said_is_kept_only_for_the_same_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIOGUIDE_CACHE_DIR", str(tmp_path))
+    info = {"version": "espeak-ng 1.52.0", "voices": [["gmw/en-us", "English", ["en-us"]]]}
+    fingerprint = espeak._fingerprint()
+    espeak._keep_info(fingerprint, info)
+    assert espeak._kept_info(fingerprint) == info
+    assert espeak._kept_info(fingerprint + "changed") is None  # another library or data
+    kept = tmp_path / espeak.INFO_FILE
+    for damaged in (b"", b"{not json", b'{"fingerprint": 1}', b"\xff\xfe"):
+        kept.write_bytes(damaged)
+        assert espeak._kept_info(fingerprint) is None
+
+
+def test_the_fingerprint_follows_the_voice_data(tmp_path, monkeypatch):
+    before = espeak._fingerprint()
+    data = tmp_path / "espeak-ng-data"
+    data.mkdir()
+    (data / "phontab").write_bytes(b"x")
+    monkeypatch.setenv("ESPEAK_DATA_PATH", str(data))
+    moved = espeak._fingerprint()
+    assert moved != before
+    (data / "phontab").write_bytes(b"xy")
+    assert espeak._fingerprint() != moved

@@ -1,8 +1,9 @@
 """The espeak-ng engine: cue text in, mono speech samples out, through pyttsx3.
 
 The only module that imports pyttsx3 and espeakng_loader, and it does so only inside a worker
-process it starts (``python -c`` running ``serve``): pyttsx3 2.99's espeak driver needs
-workarounds that must not touch the user's process (docs/design-notes.md has the
+process it starts (``python -c`` running ``serve``; the parent only finds their files, to
+know whether what a worker said of its version and voices still holds): pyttsx3 2.99's
+espeak driver needs workarounds that must not touch the user's process (docs/design-notes.md has the
 measurements). The first ``runAndWait`` after ``init`` returns before any audio is written,
 queued ``save_to_file`` calls keep only the last, property changes can be dropped, every file
 prints "Audio saved to ..." from espeak's thread, and a failure inside the driver's callback
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import queue
 import sys
@@ -122,14 +124,97 @@ _INFO_LOCK = threading.Lock()
 
 
 def _info() -> dict[str, Any]:
-    """The engine's version and voices, asked of a worker once per process."""
+    """The engine's version and voices: asked of a worker once per process, or read from
+    what a worker said before, kept beside the speech cache (INFO_FILE) under a fingerprint
+    of the files that decide them, so a render with every cue in the cache starts no worker
+    (its start is about 0.3 s of CPU)."""
     with _INFO_LOCK:
         if not _INFO:
             problem = _espeak_data_problem()
             if problem:
                 raise SpeechError(problem)
-            _INFO.update(_request(("info",), START_TIMEOUT_S, "starting"))
+            fingerprint = _fingerprint()
+            kept = _kept_info(fingerprint)
+            if kept is None:
+                kept = _request(("info",), START_TIMEOUT_S, "starting")
+                _keep_info(fingerprint, kept)
+            _INFO.update(kept)
         return _INFO
+
+
+INFO_FILE = "espeak-info.json"
+INFO_FORMAT = 1  # what a worker's "info" reply holds; a change makes every kept one stale
+
+
+def _fingerprint() -> str | None:
+    """What decides espeak-ng's version and voices here: the Python, pyttsx3's files, the
+    espeak-ng library the worker would load (the system's, else espeakng-loader's) and its
+    voice data (with $ESPEAK_DATA_PATH), each by size and time of change. None off Linux,
+    where pyttsx3 speaks with the system's voices and nothing is kept."""
+    if sys.platform != "linux":
+        return None
+    import ctypes.util
+    import importlib.util
+
+    parts: list[object] = [INFO_FORMAT, sys.version, ctypes.util.find_library("espeak-ng")]
+    files: list[Path] = []
+    data = os.environ.get(ESPEAK_DATA_ENV)
+    if data:
+        files += [Path(data) / "phontab", Path(data) / "voices", Path(data) / "lang"]
+        parts.append(data)
+    for name, inside in (
+        ("pyttsx3", ("__init__.py", "drivers/espeak.py")),
+        (
+            "espeakng_loader",
+            (
+                "libespeak-ng.so",
+                "espeak-ng-data/phontab",
+                "espeak-ng-data/voices",
+                "espeak-ng-data/lang",
+            ),
+        ),
+    ):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            parts.append(f"no {name}")
+            continue
+        files += [Path(spec.origin).parent / part for part in inside]
+    for path in files:
+        try:
+            stat = path.stat()
+            parts.append((str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+        except OSError:
+            parts.append((str(path), None))
+    return json.dumps(parts)
+
+
+def _kept_info(fingerprint: str | None) -> dict[str, Any] | None:
+    if fingerprint is None:
+        return None
+    from .cache import cache_dir
+
+    try:
+        kept = json.loads((cache_dir() / INFO_FILE).read_text(encoding="utf-8"))
+        info = kept["info"]
+        if kept["fingerprint"] != fingerprint or not isinstance(info["version"], str):
+            return None
+        [VoiceInfo(*fields) for fields in info["voices"]]  # each as list_voices reads it
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none kept, or damaged: ask a worker
+    return dict(info)
+
+
+def _keep_info(fingerprint: str | None, info: dict[str, Any]) -> None:
+    if fingerprint is None:
+        return
+    from .cache import cache_dir
+
+    path = cache_dir() / INFO_FILE
+    with contextlib.suppress(OSError):  # a cache folder that cannot be written keeps nothing
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(f".{INFO_FILE}.{os.getpid()}")
+        scratch.write_text(json.dumps({"fingerprint": fingerprint, "info": info}), "utf-8")
+        os.replace(scratch, path)
 
 
 def list_voices() -> list[VoiceInfo]:
