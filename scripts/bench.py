@@ -19,7 +19,7 @@ Every render is printed as a ratio to the limit of its own session, in wall and 
 beside the CPU model and whether the CPU does subnormal float arithmetic at full speed (a
 one-second check), so a figure from another machine can be read. Peak RSS is given twice: the
 largest single process (the child's own ``ru_maxrss``, reaped with ``wait4``) and the process
-tree's proportional set sizes summed (sampled every 20 ms: Piper synthesizes in worker
+tree's proportional set sizes summed (sampled every 100 ms: Piper synthesizes in worker
 processes; PSS shares a page two processes map between them). CPU time is the
 whole tree's. The slope of peak RSS between 20 and 240 minutes shows whether memory grows with
 length.
@@ -168,6 +168,9 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+SAMPLE_S = 0.1  # how often the process tree is sampled
+
+
 def _cpu_s(pid: int) -> float | None:
     """A process's own CPU time so far (user + system, not its children's), from /proc."""
     try:
@@ -181,7 +184,7 @@ def measured(command: list[str], env: dict[str, str]) -> tuple[float, float, flo
     """Run ``command`` in a fresh process: (wall s, peak RSS MB, CPU s, tree peak RSS MB).
 
     The child is reaped with wait4, which gives its own peak RSS (RUSAGE_CHILDREN would give
-    the largest of every child so far). A thread samples the process tree every 20 ms: its
+    the largest of every child so far). A thread samples the process tree every SAMPLE_S: its
     summed memory, and each process's own CPU time. The CPU time is the sum over every process
     of the tree of its own, the child's read once it has exited and before it is reaped: wait4
     alone misses workers the child does not reap itself (Piper's, forked by a fork server).
@@ -203,7 +206,9 @@ def measured(command: list[str], env: dict[str, str]) -> tuple[float, float, flo
                     seconds = _cpu_s(pid)
                     if seconds is not None:
                         cpu[pid] = max(cpu.get(pid, 0.0), seconds)
-                time.sleep(0.02)
+                # Not more often: reading every process's memory map costs the cores the
+                # render runs on (every 20 ms, a cold Piper render took 5 s longer).
+                time.sleep(SAMPLE_S)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
