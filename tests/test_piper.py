@@ -149,6 +149,16 @@ def test_same_text_same_samples_in_a_fresh_process(engine):
     assert np.array_equal(first.samples, second.samples)
 
 
+def test_a_batch_hands_each_clip_back_in_its_own_place(engine):
+    """The longest texts are sent to the workers first (the batch ends sooner); each clip
+    still comes back where its text was."""
+    texts = ["Rest.", TEXT, "Breathe out, slowly."]
+    batch = list(engine.synthesize_all(texts))
+    for text, clip in zip(texts, batch, strict=True):
+        assert np.array_equal(clip.samples, engine.synthesize(text).samples)
+    assert len({clip.samples.size for clip in batch}) == 3
+
+
 def test_pauses_follow_the_punctuation(engine):
     clip = engine.synthesize(TEXT)
     x = np.abs(clip.samples.astype(np.float32))

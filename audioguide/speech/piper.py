@@ -510,8 +510,13 @@ class PiperEngine:
         to the workers by this call; each clip is handed over as soon as it and those before
         it are spoken, so the caller can count them (the progress bar) and prepare them."""
         pool = self._executor()
-        futures = [pool.submit(_worker_synthesize, t, self.length_scale) for t in texts]
-        return (self._clip(text, future) for text, future in zip(texts, futures, strict=True))
+        # The longest texts go to the workers first, so that at the end no worker is still
+        # speaking a long cue while the others have nothing left: the batch ends sooner. The
+        # clips are still handed over in the batch's order.
+        futures: dict[int, Any] = {}
+        for i in sorted(range(len(texts)), key=lambda i: -len(texts[i])):
+            futures[i] = pool.submit(_worker_synthesize, texts[i], self.length_scale)
+        return (self._clip(text, futures[i]) for i, text in enumerate(texts))
 
     def _clip(self, text: str, future: Any) -> SpeechClip:
         from concurrent.futures.process import BrokenProcessPool
