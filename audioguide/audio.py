@@ -123,7 +123,7 @@ class _BlockIIR:
     row_step: np.ndarray  # one row of blocks on
 
 
-def _state_space(sections: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def sos_state_space(sections: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(A, B, C, D) of second-order sections in cascade, each in transposed direct form II
     (scipy's sosfilt): state' = A state + B x, y = C state + D x."""
     size = 2 * sections.shape[0]
@@ -154,7 +154,7 @@ def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _block_iir(sections: tuple[tuple[float, ...], ...]) -> _BlockIIR:
-    a_matrix, b_vector, c_vector, d = _state_space(np.array(sections, dtype=np.float64))
+    a_matrix, b_vector, c_vector, d = sos_state_space(np.array(sections, dtype=np.float64))
     n = _IIR_BLOCK
     powers = [np.eye(a_matrix.shape[0])]  # A^k, k <= n
     for _ in range(n):

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, sos_state_space
 
 BLOCK_S = 0.4
 HOP_S = 0.1
@@ -117,27 +117,6 @@ _PIECE_BLOCKS = _PIECE_SAMPLES // _BLOCK_SAMPLES + 1  # and one block more, for 
 _NEGLIGIBLE = 1e-30  # coefficients under this (of a mode decayed away) are made exact zeros
 
 
-def _state_space(sections: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(A, B, C, D) of second-order sections in cascade, each in transposed direct form II
-    as scipy's sosfilt runs them: state' = A state + B x, y = C state + D x."""
-    size = 2 * sections.shape[0]
-    a_matrix = np.zeros((size, size))
-    b_vector = np.zeros(size)
-    c_vector = np.zeros(size)
-    d = 1.0
-    for i, (b0, b1, b2, _, a1, a2) in enumerate(sections):
-        j = 2 * i
-        feed = np.array([b1 - a1 * b0, b2 - a2 * b0])
-        # This section's input is the output of the ones before: C state + D x.
-        a_matrix[j : j + 2, :j] = np.outer(feed, c_vector[:j])
-        a_matrix[j : j + 2, j : j + 2] = [[-a1, 1.0], [-a2, 0.0]]
-        b_vector[j : j + 2] = feed * d
-        c_vector[:j] *= b0
-        c_vector[j] = 1.0
-        d *= b0
-    return a_matrix, b_vector, c_vector, d
-
-
 def _negligible_to_zero(matrix: np.ndarray) -> np.ndarray:
     out = np.array(matrix, dtype=np.float64)
     out[np.abs(out) < _NEGLIGIBLE] = 0.0
@@ -158,7 +137,7 @@ class _BlockFilter:
 
 @lru_cache(maxsize=4)
 def _block_filter(sample_rate: int) -> _BlockFilter:
-    a_matrix, b_vector, c_vector, d = _state_space(np.asarray(k_weighting(sample_rate)))
+    a_matrix, b_vector, c_vector, d = sos_state_space(np.asarray(k_weighting(sample_rate)))
     n = _BLOCK_SAMPLES
     powers = [np.eye(a_matrix.shape[0])]  # A^k for k <= n
     for _ in range(n):
