@@ -134,6 +134,31 @@ def _tempo(ctx: click.Context, param: click.Parameter, value: str | None) -> Tem
         raise click.BadParameter(str(exc)) from None
 
 
+# Options render and program share word for word (each decorator makes a new option each time
+# it is applied, so one serves both commands).
+_VOICE_OPTION = click.option(
+    "--voice", metavar="ID", help="Voice to speak with (see 'audioguide voices')."
+)
+_RATE_OPTION = click.option(
+    "--rate",
+    type=int,
+    default=DEFAULT_RATE_WPM,
+    show_default=True,
+    help=f"Speaking rate in words per minute, {MIN_RATE_WPM} to {MAX_RATE_WPM}.",
+)
+_NO_CACHE_OPTION = click.option("--no-cache", is_flag=True, help="Synthesize every cue afresh.")
+_SEED_OPTION = click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for noise and bells, 0 or more."
+)
+_JOBS_OPTION = click.option(
+    "--jobs",
+    type=int,
+    default=None,
+    help=f"Tracks rendered at once, 1 to {MAX_JOBS} [default: the number of cores].",
+)
+_QUIET_OPTION = click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+
+
 def _timing_options(func: Callable[..., T]) -> Callable[..., T]:
     options = [
         click.option(
@@ -181,17 +206,9 @@ def _timing_options(func: Callable[..., T]) -> Callable[..., T]:
             help=f"Fit the session to about N minutes, {MIN_MINUTES:g} to {MAX_MINUTES:g}, by "
             "changing breath cycles and repetitions (never the tempo, never the safety part).",
         ),
-        click.option(
-            "--voice", metavar="ID", help="Voice to speak with (see 'audioguide voices')."
-        ),
-        click.option(
-            "--rate",
-            type=int,
-            default=DEFAULT_RATE_WPM,
-            show_default=True,
-            help=f"Speaking rate in words per minute, {MIN_RATE_WPM} to {MAX_RATE_WPM}.",
-        ),
-        click.option("--no-cache", is_flag=True, help="Synthesize every cue afresh."),
+        _VOICE_OPTION,
+        _RATE_OPTION,
+        _NO_CACHE_OPTION,
     ]
     for option in reversed(options):
         func = option(func)
@@ -448,15 +465,8 @@ _format_option = click.option(
     help="Replace the session folder (and zip) even if audioguide did not write it, or files "
     "were added since. Never one that holds the routine or its sounds.",
 )
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed for noise and bells, 0 or more."
-)
-@click.option(
-    "--jobs",
-    type=int,
-    default=None,
-    help=f"Tracks rendered at once, 1 to {MAX_JOBS} [default: the number of cores].",
-)
+@_SEED_OPTION
+@_JOBS_OPTION
 @click.option(
     "--feed-url",
     callback=_feed_url,
@@ -464,7 +474,7 @@ _format_option = click.option(
     help="Also write FOLDER/feed.xml, a podcast feed of every session in the output folder, "
     "for when that folder is published at URL (see 'audioguide serve' to serve it yourself).",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@_QUIET_OPTION
 def render(routine: str, out_dir: Path, quiet: bool, feed_url: str | None, **kwargs: Any) -> None:
     """Render ROUTINE (a built-in name or a .yaml file) to MP3 tracks and a playlist.
 
@@ -714,32 +724,19 @@ def _event_lines(events: tuple[Event, ...]) -> list[str]:
     help="Folder to write into; the programme goes in a subfolder NAME-programme.",
 )
 @_programme_options
-@click.option("--voice", metavar="ID", help="Voice to speak with (see 'audioguide voices').")
-@click.option(
-    "--rate",
-    type=int,
-    default=DEFAULT_RATE_WPM,
-    show_default=True,
-    help=f"Speaking rate in words per minute, {MIN_RATE_WPM} to {MAX_RATE_WPM}.",
-)
+@_VOICE_OPTION
+@_RATE_OPTION
 @_sound_options
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed for noise and bells, 0 or more."
-)
-@click.option(
-    "--jobs",
-    type=int,
-    default=None,
-    help=f"Tracks rendered at once, 1 to {MAX_JOBS} [default: the number of cores].",
-)
-@click.option("--no-cache", is_flag=True, help="Synthesize every cue afresh.")
+@_SEED_OPTION
+@_JOBS_OPTION
+@_NO_CACHE_OPTION
 @click.option(
     "--force",
     is_flag=True,
     help="Replace the programme's folders even if audioguide did not write them, or files "
     "were added since.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@_QUIET_OPTION
 def program(
     programme: str,
     out_dir: Path,
