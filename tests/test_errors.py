@@ -368,15 +368,20 @@ def previous_render_of_long(workdir: Path) -> Path:
     return folder
 
 
-def render_until_encoding(workdir: Path) -> subprocess.Popen[str]:
-    """A real render in a subprocess, once it is writing into its staging folder."""
-    proc = subprocess.Popen(
+def start_render(workdir: Path) -> subprocess.Popen[str]:
+    """``audioguide render routine.yaml -o out`` in a subprocess of its own, output piped."""
+    return subprocess.Popen(
         [sys.executable, "-m", "audioguide", "render", "routine.yaml", "-o", "out"],
         cwd=workdir,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def render_until_encoding(workdir: Path) -> subprocess.Popen[str]:
+    """A real render in a subprocess, once it is writing into its staging folder."""
+    proc = start_render(workdir)
     deadline = time.monotonic() + 120
     while not list((workdir / "out").glob(".routine.*.partial")):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -474,13 +479,7 @@ def test_ctrl_c_during_start_up(workdir):
     maps = Path("/proc/self/maps")
     if not maps.exists():
         pytest.skip("needs /proc to see when the imports are under way")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "audioguide", "render", "routine.yaml", "-o", "out"],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_render(workdir)
     try:
         # As soon as numpy's library is loaded, the imports are under way.
         deadline = time.monotonic() + 60
