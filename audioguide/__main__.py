@@ -11,17 +11,14 @@ import signal
 import sys
 from typing import NoReturn
 
-from .errors import Interrupted
+from .errors import STOP_SIGNALS, Interrupted
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EFBIG, errno.EDQUOT}
 INTERRUPTED = "Interrupted; nothing was changed."
-_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
 
 
 def main() -> None:
-    for signum in _SIGNALS:
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _interrupt)
     try:
         from .cli import cli  # numpy, scipy and the rest: most of a second
@@ -42,7 +39,7 @@ def main() -> None:
 
 def _interrupt(signum: int, frame: object) -> None:
     # Once: a second signal must not cut short the clean-up the first one started.
-    for other in _SIGNALS:
+    for other in STOP_SIGNALS:
         signal.signal(other, signal.SIG_IGN)
     raise Interrupted(signum)
 

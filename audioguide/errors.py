@@ -6,6 +6,8 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import signal
+
 
 class AudioguideError(Exception):
     """Base class: a problem the user can fix, with a message that says how."""
@@ -51,6 +53,12 @@ class ExportError(AudioguideError):
 
 class ServeError(AudioguideError):
     """Serving a folder failed: nothing rendered there, the port is taken, an extra is missing."""
+
+
+# The signals that stop a run as Ctrl-C does (those this platform has).
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class Interrupted(KeyboardInterrupt):

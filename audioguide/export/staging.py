@@ -22,7 +22,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..errors import ExportError
+from ..errors import STOP_SIGNALS, ExportError
 from .ownership import (
     ZIP_COMMENT,
     check_replaceable,
@@ -212,23 +212,18 @@ def staged_folder(
         raise
 
 
-_HELD_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP arriving inside are delivered, to the handlers there were,
     when it ends. Only the main thread can set handlers, and only handlers set from Python
     can be put back; otherwise signals are not held."""
     main = threading.current_thread() is threading.main_thread()
-    if not main or any(signal.getsignal(signum) is None for signum in _HELD_SIGNALS):
+    if not main or any(signal.getsignal(signum) is None for signum in STOP_SIGNALS):
         yield
         return
     held: list[int] = []
     previous = {
-        signum: signal.signal(signum, lambda s, _: held.append(s)) for signum in _HELD_SIGNALS
+        signum: signal.signal(signum, lambda s, _: held.append(s)) for signum in STOP_SIGNALS
     }
     try:
         yield
