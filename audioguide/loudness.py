@@ -181,13 +181,14 @@ class KWeighting:
     piece.
 
     Its input is guarded (``with_subnormal_guard``), so neither its output nor its state
-    ever holds a subnormal number, however long the silence.
+    ever holds a subnormal number, however long the silence. ``first_sample`` is the index of
+    the first sample it is fed in the signal it is part of: the guard's phase.
     """
 
-    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+    def __init__(self, sample_rate: int = SAMPLE_RATE, first_sample: int = 0) -> None:
         self._matrices = _block_filter(sample_rate)
         self.state = np.zeros(self._matrices.from_state.shape[0])
-        self._position = 0  # samples filtered so far: the guard's phase
+        self._position = first_sample  # the guard's phase
 
     def filter(self, samples: np.ndarray, *, carry: bool = True) -> np.ndarray:
         """The next piece, K-weighted; float32. ``carry=False`` leaves the state as it was:
@@ -240,6 +241,14 @@ class KWeighting:
             self.state = end
             self._position += n
         return y.reshape(-1)[:n]
+
+
+# How long the K-weighting remembers. Its slowest modes (the RLB high pass's double pole near
+# 38 Hz) decay by a factor of 0.9946 a sample: whatever came in more than this long ago adds
+# at most 1.7e-50 (-1000 dB) of its peak to the output now (the tail of the filter's impulse
+# response, summed in tests/test_loudness.py), so a filter started at rest this long before a
+# sample gives it as the filter carried from the track's start does, to float32 rounding.
+K_WEIGHTING_MEMORY_S = 0.5
 
 
 class BlockMeter:
@@ -338,13 +347,18 @@ class StemMeter:
 
     The K-weighting is linear, so the mix ``ga * a + gb * b`` has block powers
     ``ga**2 * A + gb**2 * B + 2 * ga * gb * AB`` for any gains (``blend_powers``): one
-    measurement answers every balance of the two.
+    measurement answers every balance of the two. Blocks are counted from the first sample
+    fed, which is sample ``first_sample`` of the stems (the filters' guard phase, as
+    ``KWeighting``'s); the filters start at rest there.
     """
 
-    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+    def __init__(self, sample_rate: int = SAMPLE_RATE, first_sample: int = 0) -> None:
         self.hop = round(HOP_S * sample_rate)
         self.block = round(BLOCK_S * sample_rate)
-        self._filters = (KWeighting(sample_rate), KWeighting(sample_rate))
+        self._filters = (
+            KWeighting(sample_rate, first_sample),
+            KWeighting(sample_rate, first_sample),
+        )
         self._rest = (np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32))
         self._energies: list[np.ndarray] = []  # per hop: sum a^2, sum b^2, sum a*b (3 x hops)
 

@@ -35,6 +35,7 @@ from .dynamics import limit
 from .loudness import (
     BLOCK_S,
     HOP_S,
+    K_WEIGHTING_MEMORY_S,
     BlockMeter,
     StemMeter,
     blend_powers,
@@ -477,15 +478,55 @@ def track_levels(mixer: TrackMixer) -> TrackLevels:
     return TrackLevels(powers, voice_blocks(mixer, powers.shape[0]), mixer.voice_peaks())
 
 
-def stem_levels(mixer: TrackMixer) -> StemLevels:
-    """A track's two stems measured a span at a time, for ``balanced_gain``."""
-    mixer.note_voice_peaks()
-    meter = StemMeter()
-    for lo, hi in mixer.spans():
-        meter.feed(*mixer.mix_stems(lo, hi))
-    voice, rest, cross = meter.powers()
-    spoken = voice_blocks(mixer, voice.shape[0])
-    return StemLevels(voice, rest, cross, spoken, mixer.voice_peaks())
+def stem_levels(mixer: TrackMixer, levels: TrackLevels) -> StemLevels:
+    """A track's two stems, for ``balanced_gain``, from its mix as pass 1 measured it
+    (``levels``, ``track_levels``): only the blocks the voice reaches are mixed and measured
+    again, so the cost follows the speech, not the track.
+
+    The voice stem is exact silence between cues, and the K-weighting forgets its input
+    within K_WEIGHTING_MEMORY_S. So a block that no cue's audio, nor the K_WEIGHTING_MEMORY_S
+    after it, reaches has no voice and no cross term, and the rest's power there is the mix's.
+    The blocks a cue does reach are measured as two stems (``loudness.StemMeter``), with
+    filters started at rest K_WEIGHTING_MEMORY_S before them (or at the track's start, as
+    pass 1's), where they give what filters carried from the track's start give.
+    """
+    hop, size = round(HOP_S * SAMPLE_RATE), round(BLOCK_S * SAMPLE_RATE)
+    lead_hops = -(-seconds_to_samples(K_WEIGHTING_MEMORY_S) // hop)
+    voice = np.zeros_like(levels.powers)
+    rest = levels.powers.copy()
+    cross = np.zeros_like(levels.powers)
+    for first, end in voiced_blocks(mixer, levels.powers.shape[0]):
+        lead = min(first, lead_hops)
+        lo, hi = (first - lead) * hop, (end - 1) * hop + size
+        meter = StemMeter(first_sample=lo)
+        for a in range(lo, hi, SPAN_SAMPLES):
+            meter.feed(*mixer.mix_stems(a, min(a + SPAN_SAMPLES, hi)))
+        measured = meter.powers()
+        for out, blocks in zip((voice, rest, cross), measured, strict=True):
+            out[first:end] = blocks[lead:]
+    return StemLevels(voice, rest, cross, levels.spoken, levels.voice_peaks)
+
+
+def voiced_blocks(mixer: TrackMixer, blocks: int) -> list[tuple[int, int]]:
+    """(first, end) of the runs of a track's first ``blocks`` loudness blocks that the voice
+    reaches: blocks that overlap a spoken cue's audio or the K_WEIGHTING_MEMORY_S after it, in
+    order. Runs closer than K_WEIGHTING_MEMORY_S are joined (measured apart, the second would
+    mix that much of the first again to start its filters)."""
+    hop, size = round(HOP_S * SAMPLE_RATE), round(BLOCK_S * SAMPLE_RATE)
+    memory = seconds_to_samples(K_WEIGHTING_MEMORY_S)
+    runs: list[tuple[int, int]] = []
+    for lo, hi in sorted(mixer.voice_spans()):
+        # Block i spans [i * hop, i * hop + size): it overlaps [lo, hi + memory) for i from
+        # first to end - 1.
+        first = max(0, (lo - size) // hop + 1)
+        end = min(blocks, -(-(hi + memory) // hop))
+        if end <= first:
+            continue
+        if runs and first * hop - memory <= (runs[-1][1] - 1) * hop + size:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], end))
+        else:
+            runs.append((first, end))
+    return runs
 
 
 def _mono_target(loudness_lufs: float, channels: int) -> float:

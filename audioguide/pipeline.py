@@ -300,10 +300,12 @@ def _render_session(
     gain = master_gain(levels, settings.loudness_lufs, ceiling)
     if gain is None:
         # Little speech: the plain gain would shout the voice. Measured again as two stems
-        # (voice, the rest), only such a session finds the balance that meets the target.
-        # The bar stays where pass 1 left it (it only goes forward).
+        # (voice, the rest) where the voice sounds, only such a session finds the balance
+        # that meets the target. The bar stays where pass 1 left it (it only goes forward).
         stems = _in_parallel(
-            lambda track: stem_levels(TrackMixer(track, speech, settings)),
+            lambda track: stem_levels(
+                TrackMixer(track, speech, settings), levels[tracks.index(track)]
+            ),
             tracks,
             jobs,
             lambda done: None,

@@ -9,7 +9,7 @@ import pyloudnorm
 import pytest
 from scipy import signal
 
-from audioguide import loudness
+from audioguide import audio, loudness
 from audioguide.loudness import block_powers, gated_loudness
 from audioguide.synth import SAMPLE_RATE
 
@@ -144,6 +144,56 @@ def test_the_numpy_k_weighting_is_scipys_in_any_pieces():
     # Float32 samples: within 4e-6 of float64 on this full-scale step, where scipy's sosfilt
     # in float32 (the meter's filter before) is 4e-5 off.
     assert np.max(np.abs(y - expected)) < 1e-5
+
+
+# -- the K-weighting's memory --------------------------------------------------------------
+
+
+def k_weighting_tail(start: int, summed: int = SR) -> float:
+    """The most that inputs ``start`` or more samples ago, each at most 1 in magnitude, can
+    add to the K-weighting's output: the sum of |h[k]| over k >= ``start`` of its impulse
+    response h[k] = C A^(k-1) B (k >= 1), in float64. ``summed`` terms are added up; the rest
+    is bounded by |C| |A^(start + summed - 1) B| times the sum of |A^j| over every j >= 0,
+    which is at most the sum over j < summed divided by 1 - |A^summed| (norms: Frobenius,
+    at least the spectral ones, so the bound holds)."""
+    a_matrix, b_vector, c_vector, _ = audio.sos_state_space(np.asarray(loudness.k_weighting()))
+    state = np.linalg.matrix_power(a_matrix, start - 1) @ b_vector
+    power = np.eye(a_matrix.shape[0])  # A^j
+    total, norms = 0.0, 0.0
+    for _ in range(summed):
+        total += abs(float(c_vector @ state))
+        state = a_matrix @ state
+        norms += float(np.linalg.norm(power))
+        power = a_matrix @ power
+    assert np.linalg.norm(power) < 1.0
+    rest = np.linalg.norm(c_vector) * np.linalg.norm(state) * norms / (1 - np.linalg.norm(power))
+    return total + float(rest)
+
+
+def test_the_k_weighting_forgets_its_input_within_its_memory():
+    # What the stem pass relies on (mix.stem_levels): an input K_WEIGHTING_MEMORY_S ago adds
+    # at most 1.7e-50 of its peak to the output, a thousand dB under float32's rounding.
+    memory = round(loudness.K_WEIGHTING_MEMORY_S * SR)
+    assert k_weighting_tail(memory) < 1e-49
+    assert k_weighting_tail(SR // 20) > 1e-6  # not so 50 ms on: the bound is not trivial
+
+
+def test_a_k_weighting_started_at_rest_a_memory_before_is_the_carried_one():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(6 * SR).astype(np.float32) * np.float32(0.3)
+    x[2 * SR : 3 * SR] += np.float32(0.5)  # a step, for the slow high pass
+    start = 2 * SR + 1_234
+    late = start + round(loudness.K_WEIGHTING_MEMORY_S * SR)
+    sections = np.array(loudness.k_weighting())
+    # In float64 (scipy): from the memory on, equal to float64's own rounding; before, not.
+    carried = signal.sosfilt(sections, x.astype(np.float64))
+    fresh = signal.sosfilt(sections, x[start:].astype(np.float64))
+    assert np.max(np.abs(fresh[late - start :] - carried[late:])) < 1e-11
+    assert np.max(np.abs(fresh[:100] - carried[start : start + 100])) > 0.01
+    # The meter's filter started there (its guard in phase) is the carried one to its own
+    # float32 rounding (within 1e-5 of float64: test_the_numpy_k_weighting_is_scipys...).
+    ours = loudness.KWeighting(first_sample=start).filter(x[start:])
+    assert np.max(np.abs(ours[late - start :] - carried[late:])) < 1e-5
 
 
 def test_the_guard_keeps_the_voice_eq_out_of_subnormal_numbers():

@@ -1,5 +1,5 @@
 """Every session at its loudness target, the voice never shouting (``mix.master_gain``,
-``mix.balanced_gain``, ``loudness.StemMeter``).
+``mix.balanced_gain``, ``mix.stem_levels``, ``loudness.StemMeter``).
 
 Unit tests of the solver on block powers worked from known signals, then real sessions of
 little speech rendered through the CLI with espeak-ng and LAME, decoded and measured with
@@ -18,6 +18,7 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 from scipy import signal
+from threadpoolctl import threadpool_limits
 
 from audioguide import mix
 from audioguide.cli import cli
@@ -225,9 +226,47 @@ def test_the_mixer_speaks_at_its_voice_gain_and_its_stems_add_up(fake_speech):
     )
 
 
-def test_the_stems_are_measured_a_span_at_a_time(fake_speech, monkeypatch):
-    routine = parse_routine("title: Long\nsections:\n  - title: A\n    steps: [{pause: 60}]\n")
-    track = build_timeline(routine, fake_speech.length_s).tracks[0]
+def test_the_voiced_blocks_are_those_a_cue_or_the_k_weightings_memory_of_it_reaches():
+    # Blocks of 17,640 samples every 4,410; the memory is 22,050 samples (0.5 s). A cue over
+    # samples 44,100 to 88,200 reaches blocks 7 (26,460 to 44,100 would end at its start) to
+    # 24 (105,840 is under 88,200 + 22,050 = 110,250; block 25 starts there).
+    assert mix.voiced_blocks(Spans([(44_100, 88_200)]), 100) == [(7, 25)]
+    assert mix.voiced_blocks(Spans([(44_100, 88_200)]), 20) == [(7, 20)]  # the track ends
+    # A cue whose blocks' filters would start (0.5 s before) inside the first's is joined to
+    # it; one further is not. Spans come in any order.
+    near, far = (150_000, 160_000), (300_000, 310_000)
+    assert mix.voiced_blocks(Spans([near, (44_100, 88_200)]), 100) == [(7, 42)]
+    assert mix.voiced_blocks(Spans([far, (44_100, 88_200)]), 100) == [(7, 25), (65, 76)]
+    assert mix.voiced_blocks(Spans([]), 100) == []
+
+
+@pytest.fixture
+def one_blas_thread():
+    """BLAS on one thread, as a render runs it (on more, the filters' small products spin)."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def stems_of_the_whole(mixer: mix.TrackMixer, levels: TrackLevels) -> StemLevels:
+    """The two stems measured over the whole track, a span at a time, filters carried from
+    its start: as the stem pass measured them before it measured only where the voice is."""
+    meter = StemMeter()
+    for lo, hi in mixer.spans():
+        meter.feed(*mixer.mix_stems(lo, hi))
+    return StemLevels(*meter.powers(), levels.spoken, levels.voice_peaks)
+
+
+@pytest.mark.parametrize("ambient", [None, "brown"])  # one track over a pink bed, or all
+def test_the_stems_measured_where_the_voice_is_are_those_of_the_whole_tracks(
+    fake_speech, monkeypatch, one_blas_thread, ambient
+):
+    # The low-speech session of the end-to-end tests (two cues, shortened to 10 minutes),
+    # with a fast voice: the stem pass mixes a few seconds around each cue, a span at most at
+    # a time, and finds the stems (and so the gain) that measuring the whole tracks finds.
+    routine = parse_routine(LOW_SPEECH.replace("cycles: 90", "cycles: 30"))
+    tracks = build_timeline(routine, fake_speech.length_s).tracks
+    assert sum(t.duration_s for t in tracks) > 9 * 60
+    settings = mix.MixSettings(ambient=ambient)
     ranges: list[int] = []
     real = mix.TrackMixer.mix_stems
 
@@ -235,12 +274,30 @@ def test_the_stems_are_measured_a_span_at_a_time(fake_speech, monkeypatch):
         ranges.append(min(hi, self.length) - max(lo, 0))
         return real(self, lo, hi)
 
+    levels = [mix.track_levels(mix.TrackMixer(t, fake_speech, settings)) for t in tracks]
+    assert mix.master_gain(levels, -16.0) is None  # a bound binds: the stem pass runs
+    wholes = [
+        stems_of_the_whole(mix.TrackMixer(t, fake_speech, settings), lv)
+        for t, lv in zip(tracks, levels, strict=True)
+    ]
     monkeypatch.setattr(mix.TrackMixer, "mix_stems", recording)
-    mixer = mix.TrackMixer(track, fake_speech, mix.MixSettings(ambient="pink"))
-    stems = mix.stem_levels(mixer)
-    assert mixer.length > 4 * mix.SPAN_SAMPLES
-    assert max(ranges) == mix.SPAN_SAMPLES and sum(ranges) == mixer.length
-    np.testing.assert_allclose(stems.rest, mix.track_powers(mixer), rtol=1e-4)
+    parts = [
+        mix.stem_levels(mix.TrackMixer(t, fake_speech, settings), lv)
+        for t, lv in zip(tracks, levels, strict=True)
+    ]
+    assert max(ranges) <= mix.SPAN_SAMPLES
+    assert sum(ranges) < 20 * SR  # of 30 minutes
+    for part, whole in zip(parts, wholes, strict=True):
+        for name in ("voice", "rest", "cross"):
+            found, expected = getattr(part, name), getattr(whole, name)
+            assert found.shape == expected.shape and found.dtype == np.float64
+            # To the meters' float32 rounding, against the loudest block.
+            np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-7 * part.voice.max())
+        assert part.voice.max() > 1e-3 and np.count_nonzero(part.voice) < part.voice.size // 20
+    gain, expected = balanced_gain(parts, -16.0), balanced_gain(wholes, -16.0)
+    assert gain.voice_gain_db < -1.0
+    assert gain.gain_db == pytest.approx(expected.gain_db, abs=1e-5)
+    assert gain.voice_gain_db == pytest.approx(expected.voice_gain_db, abs=1e-5)
 
 
 # -- real sessions, end to end ----------------------------------------------------------------
