@@ -331,16 +331,38 @@ sections:
 
 def true_peak_dbtp(x: np.ndarray) -> float:
     """BS.1770's true peak, 4x oversampled, a piece at a time (a session whole is GBs).
+    Each piece is oversampled with TRUE_PEAK_OVERLAP samples of its neighbours on either side
+    and only its own samples' part is kept: at a cut the filter rings as at a click (the
+    signal seems to drop to silence there), up to 0.8 dB over a loud piece's real peak.
     Pieces whose samples all stay 6 dB under the highest sample are passed over: an
     inter-sample peak stands at most about 3 dB over the samples around it."""
-    peak, piece, overlap = 0.0, 1 << 16, 256
+    peak, piece, overlap, up = 0.0, 1 << 16, TRUE_PEAK_OVERLAP, 4
     floor = float(np.max(np.abs(x))) / 2.0
     for lo in range(0, x.size, piece):
-        chunk = x[max(lo - overlap, 0) : lo + piece + overlap].astype(np.float64)
+        start = max(lo - overlap, 0)
+        chunk = x[start : lo + piece + overlap].astype(np.float64)
         if np.max(np.abs(chunk)) < floor:
             continue
-        peak = max(peak, float(np.max(np.abs(signal.resample_poly(chunk, 4, 1)))))
+        own = signal.resample_poly(chunk, up, 1)[(lo - start) * up : (lo - start + piece) * up]
+        peak = max(peak, float(np.max(np.abs(own))))
     return 20 * np.log10(peak)
+
+
+# resample_poly's filter reaches 10 input samples either side (for 4x); far more than that.
+TRUE_PEAK_OVERLAP = 256
+
+
+def test_the_true_peak_of_a_long_signal_is_its_peak_wherever_the_pieces_are_cut():
+    # A slow loud tone, high where the pieces are cut, faded in and out: no inter-sample
+    # overshoot to find anywhere.
+    n = 3 * (1 << 16) + 1000
+    tone = 0.5 * np.cos(2 * np.pi * 50.0 * np.arange(n) / SR + 0.3)
+    fade = np.sin(np.linspace(0.0, np.pi / 2, 2000)) ** 2
+    tone[:2000] *= fade
+    tone[-2000:] *= fade[::-1]
+    whole = 20 * np.log10(np.max(np.abs(signal.resample_poly(tone, 4, 1))))
+    assert true_peak_dbtp(tone.astype(np.float32)) == pytest.approx(whole, abs=0.01)
+    assert whole == pytest.approx(20 * np.log10(0.5), abs=0.01)
 
 
 def measured(folder: Path, plan: dict) -> dict[str, float]:
