@@ -7,13 +7,13 @@ espeak driver needs workarounds that must not touch the user's process (docs/des
 measurements). The first ``runAndWait`` after ``init`` returns before any audio is written,
 queued ``save_to_file`` calls keep only the last, property changes can be dropped, every file
 prints "Audio saved to ..." from espeak's thread, and a failure inside the driver's callback
-(a WAV file that cannot be written to a full temporary folder) leaves its run loop spinning
-for ever. So the worker sends its stdout and stderr to /dev/null for good, replaces the
-driver's ``print`` and ``time`` with its own, does one empty ``runAndWait`` after ``init``,
-sets each property and reads it back until espeak uses it, then does exactly one
-``save_to_file`` and one ``runAndWait`` per cue, within a time bound. The parent checks every
-clip for length, waits for a reply at most a bounded time, and ends a worker that overruns or
-when the user presses Ctrl-C.
+leaves its run loop spinning for ever. So the worker sends its stdout and stderr to /dev/null
+for good, replaces the driver's ``print``, ``time`` and ``wave`` with its own (the last keeps
+each cue's audio in memory where the driver would write a WAV file to be read back), does one
+empty ``runAndWait`` after ``init``, sets each property and reads it back until espeak uses
+it, then does exactly one ``save_to_file`` and one ``runAndWait`` per cue, within a time
+bound. The parent checks every clip for length, waits for a reply at most a bounded time, and
+ends a worker that overruns or when the user presses Ctrl-C.
 
 On Linux, espeak-ng's library and voice data come from the espeakng-loader wheel when the
 system has none, so ``pip install`` is all a user needs.
@@ -377,17 +377,79 @@ class DriverClock:
         time.sleep(min(seconds, 0.001))
 
 
+Wav = tuple[int, int, int, bytes]
+"""A cue's audio as the driver writes it: (sample rate, sample width, channels, frames)."""
+
+
+class CapturedWav:
+    """The ``wave`` module as pyttsx3's espeak driver sees it: every attribute is the real
+    one, except ``open``, whose writer keeps what the driver writes in ``written``, under the
+    file name it was given, instead of writing a file.
+
+    The driver writes each cue as a WAV file from espeak's callback, to be read back at once.
+    A file of its own per cue, in a folder of its own, cost 2 to 4 ms a cue here, one cue after
+    another (removing a file just written is slow on a journalling file system): about 0.3 s
+    of a cold back-pain render, now spent on nothing. The samples are the same bytes.
+    """
+
+    def __init__(self) -> None:
+        self.written: dict[str, Wav] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        import wave
+
+        return getattr(wave, name)
+
+    def open(self, name: object, mode: str | None = None) -> _WavWriter:
+        if mode != "wb":
+            raise ValueError(f"the driver may only write its audio here (mode {mode!r})")
+        return _WavWriter(self.written, str(name))
+
+
+class _WavWriter:
+    """What the driver calls on a ``wave.open(name, "wb")``, kept in memory."""
+
+    def __init__(self, written: dict[str, Wav], name: str) -> None:
+        self.written = written
+        self.name = name
+        self.rate = self.width = self.channels = 0
+        self.frames: list[bytes] = []
+
+    def __enter__(self) -> _WavWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def setnchannels(self, channels: int) -> None:
+        self.channels = channels
+
+    def setsampwidth(self, width: int) -> None:
+        self.width = width
+
+    def setframerate(self, rate: int) -> None:
+        self.rate = rate
+
+    def writeframes(self, frames: bytes) -> None:
+        self.frames.append(bytes(frames))
+
+    def close(self) -> None:
+        self.written[self.name] = (self.rate, self.width, self.channels, b"".join(self.frames))
+
+
 class _WorkerEngine:
     """pyttsx3 and its espeak driver, patched, inside the worker process."""
 
     def __init__(self) -> None:
         self.source = _prepare_espeak()
         self.clock = DriverClock()
+        self.wav = CapturedWav()
+        self.cues = 0
         self.printed = 0
         try:
             import pyttsx3
 
-            self.driver_module = patch_driver(self.clock, self._swallow_print)
+            self.driver_module = patch_driver(self.clock, self._swallow_print, self.wav)
             self.engine = pyttsx3.init("espeak" if sys.platform == "linux" else None)
             self.engine.runAndWait()  # the first run returns early; spend it on nothing
         except SpeechError:
@@ -458,27 +520,50 @@ class _WorkerEngine:
 
     def synthesize(
         self, text: str, voice: str | None, rate_wpm: int, pitch: int, timeout_s: float
-    ) -> tuple[int, int, int, bytes] | None:
+    ) -> Wav | None:
         """One cue: (rate, sample width, channels, frames) as the driver wrote them, or None
-        when it wrote nothing readable."""
-        import tempfile
-        import wave
-
+        when it wrote nothing."""
         if voice is not None:
             self.apply_property("voice", voice)
         self.apply_property("rate", rate_wpm)
         self.apply_property("pitch", pitch)
+        if sys.platform != "linux":  # the system's voices, whose drivers write files
+            return self._spoken_to_file(text, timeout_s)
+        # A name per cue, as its file had: audio the driver hands over late (the first run
+        # after init does) lands under the cue being spoken, as it would have in that file,
+        # and the parent's check of its length rejects it.
+        self.cues += 1
+        name = f"cue-{self.cues}.wav"
+        self.wav.written.clear()
+        self._speak(text, name, timeout_s)
+        from pyttsx3.drivers import _espeak
+
+        # The run ends from espeak's callback, which may still be running: espeak is done
+        # with the cue only here. Going on to the next cue at once (as soon as the audio
+        # was no longer written to a file and read back) left one cue in 20 to 40 empty and
+        # every cue after it a few samples different; waiting left none in 1,443 (writing
+        # and reading the file had left one in 444).
+        _espeak.Synchronize()
+        return self.wav.written.pop(name, None)
+
+    def _speak(self, text: str, path: str, timeout_s: float) -> None:
+        self.engine.save_to_file(text, path)
+        self.clock.deadline = time.monotonic() + timeout_s
+        self.clock.failure = None
+        try:
+            self.engine.runAndWait()
+        except _CueFailed as exc:
+            raise SpeechError(_cue_failure(text, exc.__cause__, timeout_s)) from None
+        finally:
+            self.clock.deadline = None
+
+    def _spoken_to_file(self, text: str, timeout_s: float) -> Wav | None:
+        import tempfile
+        import wave
+
         with tempfile.TemporaryDirectory(prefix="audioguide-tts-") as tmp:
             path = Path(tmp) / "cue.wav"
-            self.engine.save_to_file(text, str(path))
-            self.clock.deadline = time.monotonic() + timeout_s
-            self.clock.failure = None
-            try:
-                self.engine.runAndWait()
-            except _CueFailed as exc:
-                raise SpeechError(_cue_failure(text, exc.__cause__, timeout_s, tmp)) from None
-            finally:
-                self.clock.deadline = None
+            self._speak(text, str(path), timeout_s)
             if not path.is_file():
                 return None
             try:
@@ -493,17 +578,7 @@ class _WorkerEngine:
                 return None
 
 
-def _cue_failure(text: str, cause: BaseException | None, timeout_s: float, folder: str) -> str:
-    # The driver reports a WAV file it could not write as RuntimeError("Error saving WAV
-    # file: ..."), its OSError as the context.
-    os_error = cause if isinstance(cause, OSError) else getattr(cause, "__context__", None)
-    if isinstance(os_error, OSError):
-        where = str(Path(folder).parent)
-        return (
-            f"the speech engine cannot write its audio for {text[:60]!r} to the temporary "
-            f"folder {where} ({os_error.strerror or os_error}); free some space there, or "
-            "set TMPDIR to a folder with room"
-        )
+def _cue_failure(text: str, cause: BaseException | None, timeout_s: float) -> str:
     if cause is not None:
         return f"the speech engine failed on {text[:60]!r} ({cause}); try another --voice"
     return (
@@ -538,13 +613,15 @@ def _prepare_espeak() -> str:
 SUPPORTED_PYTTSX3 = (2,)  # the major versions whose driver patch_driver knows
 
 
-def patch_driver(clock: DriverClock, quiet_print: Callable[..., None]) -> Any:
-    """Give pyttsx3's espeak driver module our ``time`` and ``print``; return the module.
+def patch_driver(clock: DriverClock, quiet_print: Callable[..., None], wav: CapturedWav) -> Any:
+    """Give pyttsx3's espeak driver module our ``time``, ``print`` and ``wave``; return the
+    module.
 
     Raises SpeechError when the installed pyttsx3 is not laid out the way this expects (a
-    release that no longer looks ``time`` or ``print`` up in its driver module): the patch
-    would silently do nothing, or break mid-synthesis.
+    release that no longer looks ``time``, ``print`` or ``wave`` up in its driver module): the
+    patch would silently do nothing, or break mid-synthesis.
     """
+    import wave
     from importlib import metadata
 
     import pyttsx3.drivers.espeak as driver
@@ -561,6 +638,8 @@ def patch_driver(clock: DriverClock, quiet_print: Callable[..., None]) -> Any:
         or "time" not in names
         or "sleep" not in names
         or "print" not in callback_names
+        or getattr(driver, "wave", None) is not wave
+        or "wave" not in callback_names
     ):
         raise SpeechError(
             f"pyttsx3 {version} is not a version audioguide knows how to drive; install "
@@ -568,6 +647,7 @@ def patch_driver(clock: DriverClock, quiet_print: Callable[..., None]) -> Any:
         )
     driver.time = clock
     driver.print = quiet_print
+    driver.wave = wav
     return driver
 
 
