@@ -248,7 +248,7 @@ def test_a_second_render_prepares_nothing(tmp_path, fake_engine, monkeypatch):
     lengths = [first.length_s(t) for t in texts]
     assert len(prepared_files(first.cache)) == len(texts)
 
-    def not_again(clip):
+    def not_again(*args, **kwargs):
         raise AssertionError("prepared again")
 
     monkeypatch.setattr(speech_module, "prepare_clip", not_again)
@@ -293,6 +293,38 @@ def test_a_damaged_prepared_cue_is_prepared_again(tmp_path, fake_engine, damage)
     again = Speech(fake_engine, cache)
     np.testing.assert_array_equal(again.samples("Welcome home."), good_samples)
     assert path.read_bytes() == good
+
+
+def test_cues_read_at_once_keep_their_order_and_damaged_ones_are_missing(tmp_path, fake_engine):
+    """The cache is read on several threads: every entry still goes to its own cue, and the
+    damaged ones are synthesized again in one batch, in the order given."""
+    from audioguide.speech import warm_voice
+    from audioguide.speech.cues import _preparation_key
+
+    def prepared_entry_path(cache: SpeechCache, identity: str, text: str):
+        key = cache.key(identity, text, _preparation_key(warm_voice))
+        (path,) = cache.root.rglob(f"{key}.cue")
+        return path
+
+    texts = [f"Cue number {i} " + "word " * (i % 5) for i in range(30)]
+    first = Speech(fake_engine, SpeechCache(tmp_path), effect=warm_voice)
+    first.synthesize_missing(texts)
+    wet = {text: first.samples(text) for text in texts}
+    cache = SpeechCache(tmp_path)
+    damaged = [texts[i] for i in (3, 4, 17, 29)]
+    for text in damaged:  # the prepared cue and its clip: synthesized again
+        for path in (
+            entry_path(cache, fake_engine.identity, text),
+            prepared_entry_path(cache, fake_engine.identity, text),
+        ):
+            path.write_bytes(one_sample_off(path.read_bytes(), "cue"))
+    fake_engine.calls.clear()
+    second = Speech(fake_engine, cache, effect=warm_voice)
+    second.synthesize_missing(list(reversed(texts)) + texts)
+    assert fake_engine.calls == list(reversed(damaged))
+    for text in texts:
+        np.testing.assert_array_equal(second.samples(text), wet[text])
+        assert second.samples(text).dtype == np.float32
 
 
 def test_entries_swapped_between_two_keys_are_never_used(tmp_path, fake_engine):
