@@ -251,7 +251,7 @@ def test_a_second_render_prepares_nothing(tmp_path, fake_engine, monkeypatch):
     def not_again(*args, **kwargs):
         raise AssertionError("prepared again")
 
-    monkeypatch.setattr(speech_module, "prepare_clip", not_again)
+    monkeypatch.setattr(speech_module, "_prepared", not_again)
     fake_engine.calls.clear()
     second = Speech(fake_engine, SpeechCache(tmp_path), effect=warm_voice)
     for text, samples in zip(texts, wet, strict=True):

@@ -147,11 +147,16 @@ def test_planned_length_is_the_prepared_length(text):
     # plan learns cue lengths without resampling; render mixes the resampled cue: they must
     # agree to the sample, or the plan and the files disagree.
     from audioguide.speech import prepare_clip, prepared_length
+    from audioguide.speech.cues import _prepared
     from audioguide.speech.espeak import Pyttsx3Engine
 
     clip = Pyttsx3Engine().synthesize(text)
     assert prepared_length(clip) == prepare_clip(clip).shape[0]
     assert prepared_length(clip, 48_000) == prepare_clip(clip, 48_000).shape[0]
+    # The length a render keeps as it prepares a cue through the chain, from the same trim.
+    for rate in (SAMPLE_RATE, 48_000):
+        wet, dry_samples = _prepared(clip, rate, effect=warm_voice)
+        assert dry_samples == prepared_length(clip, rate) < wet.shape[0]
 
 
 # -- the preparation's version: what keys the prepared-cue cache ------------------------------

@@ -49,11 +49,14 @@ def _trimmed(clip: SpeechClip) -> np.ndarray:
 
 def prepared_length(clip: SpeechClip, sample_rate: int = SAMPLE_RATE) -> int:
     """``prepare_clip(clip).shape[0]``, without resampling or levelling: all a plan needs."""
-    n = _trimmed(clip).shape[0]
-    if clip.sample_rate == sample_rate:
+    return _resampled_length(_trimmed(clip).shape[0], clip.sample_rate, sample_rate)
+
+
+def _resampled_length(n: int, from_rate: int, to_rate: int) -> int:
+    if from_rate == to_rate:
         return n
-    g = gcd(clip.sample_rate, sample_rate)
-    return -(-n * (sample_rate // g) // (clip.sample_rate // g))
+    g = gcd(from_rate, to_rate)
+    return -(-n * (to_rate // g) // (from_rate // g))
 
 
 Effect = Callable[[np.ndarray, int], np.ndarray]
@@ -73,16 +76,25 @@ def prepare_clip(
     costs half as much there, and sounds the same (docs/voices.md: the engines' voices hold
     nothing above 10 kHz that the resampler would keep).
     """
+    return _prepared(clip, sample_rate, effect)[0]
+
+
+def _prepared(
+    clip: SpeechClip, sample_rate: int = SAMPLE_RATE, effect: Effect | None = None
+) -> tuple[np.ndarray, int]:
+    """``prepare_clip``'s samples and ``prepared_length``, trimming the clip once."""
     x = _trimmed(clip)
+    dry_samples = _resampled_length(x.shape[0], clip.sample_rate, sample_rate)
     if effect is None:
         if clip.sample_rate != sample_rate:
             x = resample(x, clip.sample_rate, sample_rate)
-        return _levelled(x, sample_rate)
+        return _levelled(x, sample_rate), dry_samples
     x = effect(_levelled(x, clip.sample_rate), clip.sample_rate)
     if clip.sample_rate != sample_rate:
         x = resample(x, clip.sample_rate, sample_rate)
     edge = int(EDGE_FADE_S * sample_rate)
-    return apply_fades(x, edge, edge)  # the resampler's ripple at the edges, faded out
+    # The resampler's ripple at the edges, faded out.
+    return apply_fades(x, edge, edge), dry_samples
 
 
 def _levelled(x: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -288,9 +300,7 @@ class Speech:
             wet = self.dry(text)
             dry_samples = wet.shape[0]
         else:
-            clip = self._raw(text)
-            dry_samples = self._dry_samples.get(text) or prepared_length(clip)
-            wet = prepare_clip(clip, effect=self.effect)
+            wet, dry_samples = _prepared(self._raw(text), effect=self.effect)
         # Only the cue as mixed is kept from now on, and as 16 bits scaled to its own peak
         # (noise 100 dB under it, far below what the MP3 keeps): a session's speech in half
         # the memory (back-pain: 36 MB instead of 72). Its dry length is all the timeline
