@@ -277,8 +277,8 @@ class Pyttsx3Engine:
                     _POOL.close()  # fresh workers, with no history
                 _POOL_HAS_SPOKEN = True
                 try:
-                    for text in texts:
-                        spoken.put((self._synthesize(text), None))
+                    for index in range(len(texts)):
+                        spoken.put((self._batch_clip(texts, index), None))
                 except BaseException as exc:  # handed to the reader, which raises it
                     spoken.put((None, exc))
 
@@ -294,17 +294,45 @@ class Pyttsx3Engine:
 
     def _synthesize(self, text: str) -> SpeechClip:
         check_pronounceable(text)
-        request = ("synthesize", text, self.voice, self.espeak_rate, self.pitch, CUE_TIMEOUT_S)
         for _attempt in range(MAX_ATTEMPTS):
-            reply = _request(request, CUE_TIMEOUT_S + REPLY_GRACE_S, f"speaking {text[:60]!r}")
-            clip = self._checked(text, reply)
+            clip = self._spoken(text)
             if clip is not None:
                 return clip
-        raise SpeechError(
-            f"the speech engine gave no usable audio for the cue {text[:60]!r} after "
-            f"{MAX_ATTEMPTS} tries; try another --voice, or reinstall audioguide if every cue "
-            "fails"
-        )
+        raise SpeechError(_no_audio(text))
+
+    def _batch_clip(self, texts: list[str], index: int) -> SpeechClip:
+        """``texts[index]``'s clip from the batch's worker, which has spoken ``texts[:index]``.
+
+        A cue the worker gets wrong (now and then espeak hands one over empty) was spoken all
+        the same: the worker's history is no longer the batch's, and every cue after it would
+        come out a few samples different from a render where nothing went wrong. So a fresh
+        worker speaks ``texts[:index]`` again, unheard, before the cue is asked for again.
+        """
+        text = texts[index]
+        check_pronounceable(text)
+        for _attempt in range(MAX_ATTEMPTS):
+            clip = self._spoken(text)
+            if clip is not None:
+                return clip
+            self._replay(texts[:index])
+        raise SpeechError(_no_audio(text))
+
+    def _replay(self, texts: list[str]) -> None:
+        """A fresh worker that has spoken ``texts``, each of them right."""
+        wrong = ""
+        for _attempt in range(MAX_ATTEMPTS):
+            _POOL.close()
+            failed = next((text for text in texts if self._spoken(text) is None), None)
+            if failed is None:
+                return
+            wrong = failed
+        raise SpeechError(_no_audio(wrong))
+
+    def _spoken(self, text: str) -> SpeechClip | None:
+        """The worker's clip of ``text``, None when it is not this text's audio."""
+        request = ("synthesize", text, self.voice, self.espeak_rate, self.pitch, CUE_TIMEOUT_S)
+        reply = _request(request, CUE_TIMEOUT_S + REPLY_GRACE_S, f"speaking {text[:60]!r}")
+        return self._checked(text, reply)
 
     def _checked(self, text: str, reply: Any) -> SpeechClip | None:
         """The worker's clip if it is this text's audio, else None (try again)."""
@@ -327,6 +355,14 @@ class Pyttsx3Engine:
         if samples.size == 0 or np.abs(samples).max() < 100:
             return None
         return SpeechClip(samples=samples, sample_rate=rate)
+
+
+def _no_audio(text: str) -> str:
+    return (
+        f"the speech engine gave no usable audio for the cue {text[:60]!r} after "
+        f"{MAX_ATTEMPTS} tries; try another --voice, or reinstall audioguide if every cue "
+        "fails"
+    )
 
 
 def _handed_over(
@@ -535,16 +571,25 @@ class _WorkerEngine:
         self.cues += 1
         name = f"cue-{self.cues}.wav"
         self.wav.written.clear()
+        deadline = time.monotonic() + timeout_s
         self._speak(text, name, timeout_s)
+        self._wait_for_espeak(text, deadline, timeout_s)
+        return self.wav.written.pop(name, None)
+
+    def _wait_for_espeak(self, text: str, deadline: float, timeout_s: float) -> None:
+        """Until espeak is done with the cue. The run ends from espeak's callback, which may
+        still be running then: going on to the next cue at once (as soon as the audio was no
+        longer written to a file and read back) left one cue in 20 to 40 empty and every cue
+        after it a few samples different; waiting left none in 1,443 (writing and reading
+        the file had left one in 444). Polled, not with ``espeak_Synchronize``, which sleeps
+        20 ms at a time: 1 to 8 cues of back-pain's 111 are still being finished, for less
+        than a millisecond."""
         from pyttsx3.drivers import _espeak
 
-        # The run ends from espeak's callback, which may still be running: espeak is done
-        # with the cue only here. Going on to the next cue at once (as soon as the audio
-        # was no longer written to a file and read back) left one cue in 20 to 40 empty and
-        # every cue after it a few samples different; waiting left none in 1,443 (writing
-        # and reading the file had left one in 444).
-        _espeak.Synchronize()
-        return self.wav.written.pop(name, None)
+        while _espeak.IsPlaying():
+            if time.monotonic() > deadline:
+                raise SpeechError(_cue_failure(text, None, timeout_s))
+            time.sleep(0.0002)
 
     def _speak(self, text: str, path: str, timeout_s: float) -> None:
         self.engine.save_to_file(text, path)
