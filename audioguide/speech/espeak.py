@@ -310,11 +310,12 @@ class Pyttsx3Engine:
         """
         text = texts[index]
         check_pronounceable(text)
-        for _attempt in range(MAX_ATTEMPTS):
+        for attempt in range(1, MAX_ATTEMPTS + 1):
             clip = self._spoken(text)
             if clip is not None:
                 return clip
-            self._replay(texts[:index])
+            if attempt < MAX_ATTEMPTS:
+                self._replay(texts[:index])
         raise SpeechError(_no_audio(text))
 
     def _replay(self, texts: list[str]) -> None:
