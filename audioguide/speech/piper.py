@@ -35,7 +35,6 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +111,16 @@ _KNOWN_BY_PACKAGE = {v.package: v for v in KNOWN_VOICES}
 
 
 def piper_version() -> str | None:
-    """piper-tts's version, or None when the ``natural`` extra is not installed."""
+    """piper-tts's version, or None when the ``natural`` extra is not installed.
+
+    importlib.metadata (14 ms to import) is imported here, not with this module, which every
+    render imports: without the extra, an espeak-ng render never imports it."""
+    import importlib.util
+
+    if importlib.util.find_spec("piper") is None:
+        return None
+    from importlib import metadata
+
     try:
         return metadata.version("piper-tts")
     except metadata.PackageNotFoundError:
@@ -145,6 +153,8 @@ def _model_of(target: Any) -> Path:
 def installed_voices() -> list[VoiceFile]:
     """Every voice installed as a package: the ``audioguide.voices`` entry points, then the
     joe package by its name. A package that fails to say where its model is is left out."""
+    from importlib import metadata
+
     found: dict[str, VoiceFile] = {}
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = entry.dist
@@ -443,6 +453,8 @@ class PiperEngine:
         self.workers = max(1, workers)
         self.voice_file = self._find(voice)
         self.checked = check_voice(self.voice_file)
+        from importlib import metadata
+
         onnx = metadata.version("onnxruntime")
         self._identity = (
             f"piper-tts {version}/onnxruntime {onnx}/{self.checked.sha256}/"
