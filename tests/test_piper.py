@@ -110,6 +110,54 @@ def test_a_damaged_model_of_a_known_voice_is_refused(tmp_path):
         pe.check_voice(pe._voice_file(model, "file"))
 
 
+def digests_of(monkeypatch) -> list[Path]:
+    """The files ``check_voice`` digests from now on, in order."""
+    digested: list[Path] = []
+    real = pe._digest
+
+    def counting(path: Path) -> str:
+        digested.append(path)
+        return real(path)
+
+    monkeypatch.setattr(pe, "_digest", counting)
+    return digested
+
+
+def test_a_model_is_digested_once_while_its_file_is_unchanged(monkeypatch):
+    voice = next(v for v in pe.installed_voices() if v.name == "en_US-joe-medium")
+    digested = digests_of(monkeypatch)
+    first = pe.check_voice(voice)
+    assert voice.model in digested  # nothing kept yet: digested
+    digested.clear()
+    again = pe.check_voice(voice)
+    assert again == first and again.sha256 == JOE_SHA256
+    assert digested == [voice.config]  # the model's digest was kept, under its fingerprint
+
+
+def test_a_model_changed_after_its_digest_was_kept_is_still_refused(tmp_path, monkeypatch):
+    model = tmp_path / "en_US-joe-medium.onnx"
+    model.write_bytes(joe.model_path().read_bytes())
+    (tmp_path / "en_US-joe-medium.onnx.json").write_bytes(joe.config_path().read_bytes())
+    voice = pe._voice_file(model, "file")
+    assert pe.check_voice(voice).known == pe.KNOWN_VOICES[0]
+    with model.open("r+b") as f:  # damaged in place: the same size, the same inode
+        f.seek(-10, 2)
+        f.write(b"0123456789")
+    digested = digests_of(monkeypatch)
+    with pytest.raises(SpeechError, match=r"differs from the published model \(sha256 .*58afce032"):
+        pe.check_voice(voice)
+    assert model in digested
+
+
+def test_a_damaged_record_of_digests_is_digested_again(monkeypatch):
+    voice = next(v for v in pe.installed_voices() if v.name == "en_US-joe-medium")
+    pe.check_voice(voice)
+    pe._digests_path().write_text("{not json", encoding="utf-8")
+    digested = digests_of(monkeypatch)
+    assert pe.check_voice(voice).sha256 == JOE_SHA256
+    assert voice.model in digested
+
+
 def test_identity_names_everything_that_changes_the_audio(engine):
     import onnxruntime
 

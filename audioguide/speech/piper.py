@@ -29,9 +29,11 @@ session options, so the session is built here); the workers together use every c
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import importlib
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -224,11 +226,67 @@ def _digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+DIGESTS_FILE = "piper-digests.json"
+DIGESTS_FORMAT = 1
+MAX_KEPT_DIGESTS = 32  # models digested before: a handful of voices, each at most once kept
+
+
+def _model_digest(model: Path) -> str:
+    """The model's sha256, read from what an earlier run digested (DIGESTS_FILE, beside the
+    speech cache) while the file's fingerprint (device, inode, size, times of modification
+    and change) is the same, else digested again (64 ms for 63 MB here) and kept. The known
+    digests are checked against whichever it is, so a replaced file is still caught: a
+    change to a file changes its fingerprint."""
+    try:
+        stat = model.stat()
+    except OSError:
+        return _digest(model)  # raises the error the caller reports
+    fingerprint = [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+    key = str(model.absolute())
+    kept = _kept_digests()
+    entry = kept.get(key)
+    if isinstance(entry, dict) and entry.get("fingerprint") == fingerprint:
+        sha256 = entry.get("sha256")
+        if isinstance(sha256, str) and len(sha256) == 64:
+            return sha256
+    sha256 = _digest(model)
+    kept.pop(key, None)
+    kept[key] = {"fingerprint": fingerprint, "sha256": sha256}
+    _keep_digests(dict(list(kept.items())[-MAX_KEPT_DIGESTS:]))
+    return sha256
+
+
+def _digests_path() -> Path:
+    from .cache import cache_dir
+
+    return cache_dir() / DIGESTS_FILE
+
+
+def _kept_digests() -> dict[str, Any]:
+    try:
+        kept = json.loads(_digests_path().read_text(encoding="utf-8"))
+        if kept["format"] == DIGESTS_FORMAT and isinstance(kept["models"], dict):
+            return dict(kept["models"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # none kept, or damaged: digest again
+    return {}
+
+
+def _keep_digests(models: dict[str, Any]) -> None:
+    path = _digests_path()
+    with contextlib.suppress(OSError):  # a cache folder that cannot be written keeps nothing
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(f".{DIGESTS_FILE}.{os.getpid()}.{threading.get_ident()}")
+        scratch.write_text(json.dumps({"format": DIGESTS_FORMAT, "models": models}), "utf-8")
+        os.replace(scratch, path)
+
+
 def check_voice(voice: VoiceFile) -> CheckedVoice:
     """Read and check a voice's files; SpeechError naming the voice and the fix if not usable.
 
-    The model is digested (64 ms for 63 MB here); a model published under a known digest must
-    have it, so a damaged or replaced download is caught before any cue is spoken.
+    The model is digested (64 ms for 63 MB here, once per version of the file: see
+    ``_model_digest``); a model published under a known digest must have it, so a damaged or
+    replaced download is caught before any cue is spoken.
     """
     fix = _reinstall_hint(voice)
     if not voice.model.is_file():
@@ -254,7 +312,7 @@ def check_voice(voice: VoiceFile) -> CheckedVoice:
             f"voice {voice.name}: {voice.config.name} does not describe a usable voice "
             f"(sample rate {sample_rate} Hz, phoneme ids up to {highest} of {num_symbols}); {fix}"
         )
-    sha256 = _digest(voice.model)
+    sha256 = _model_digest(voice.model)
     known = next((v for v in KNOWN_VOICES if v.sha256 == sha256), None)
     expected = _KNOWN_BY_NAME.get(voice.name)
     if known is None and expected is not None:
