@@ -7,6 +7,8 @@ and skips with the reason where it is not.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -195,6 +197,41 @@ def test_same_text_same_samples_in_a_fresh_process(engine):
     assert first.samples.dtype == np.int16
     assert first.sample_rate == 22_050
     assert np.array_equal(first.samples, second.samples)
+
+
+PROBE = """
+from audioguide.speech import piper
+
+
+def shares_the_servers_voice():
+    preloaded = piper._PRELOADED
+    return preloaded is not None and piper._WORKER_VOICE is preloaded[1]
+"""
+
+SHARED = """
+import sys
+import probe
+from audioguide.speech import piper
+
+engines = [piper.PiperEngine(voice, workers=2) for voice in sys.argv[1:]]
+for engine in engines:
+    pool = engine._executor()
+    print([pool.submit(probe.shares_the_servers_voice).result() for _ in range(4)])
+    engine.close()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server on Windows: spawned workers")
+def test_workers_share_the_voice_the_fork_server_loaded(tmp_path):
+    # The first engine's voice is loaded once, by the fork server, before it forks a worker;
+    # another voice later in the same process is loaded by each worker itself.
+    (tmp_path / "probe.py").write_text(PROBE, encoding="utf-8")
+    other = copy_voice(tmp_path / "voices", "other")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    command = [sys.executable, "-c", SHARED, "en_US-joe-medium", str(other)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == [str([True] * 4), str([False] * 4)]
 
 
 def test_a_batch_hands_each_clip_back_in_its_own_place(engine):

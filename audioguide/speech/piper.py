@@ -360,13 +360,19 @@ def length_scale_for(rate_wpm: float) -> float:
 
 _WORKER_VOICE: Any = None
 _WORKER_FAILURE: str | None = None
+# Set in the fork server (see _worker_context): ((model, config), voice), loaded before any
+# worker is forked, so every worker shares the voice's pages and none loads its own.
+_PRELOADED: tuple[tuple[str, str], Any] | None = None
+# What the render that starts a fork server asks it to load first: [pid, model, config, check]
+# as JSON, with the render's pid, so a value left in a user's environment is never acted on.
+PRELOAD_ENV = "AUDIOGUIDE_PIPER_PRELOAD"
 
 
 class VoiceLoadFailed(Exception):
     """Raised in a worker for each cue when its voice did not load; carries the reason."""
 
 
-def _load(model: str, config: str) -> Any:
+def _load(model: str, config: str, check_ids: bool = True) -> Any:
     import onnxruntime
     from piper import PiperConfig, PiperVoice
 
@@ -384,8 +390,11 @@ def _load(model: str, config: str) -> Any:
         model, sess_options=options, providers=["CPUExecutionProvider"]
     )
     voice = PiperVoice(config=piper_config, session=session)
-    # Every phoneme id of the config through the model once: a config written for another
-    # model fails here, not in the middle of a session.
+    if not check_ids:
+        return voice
+    # Every phoneme id of the config through the model once (0.5 s of CPU): a config written
+    # for another model fails here, not in the middle of a session. A known model's config was
+    # checked against the model's published figures (check_voice): it needs no such pass.
     ids = sorted({int(i) for values in piper_config.phoneme_id_map.values() for i in values})
     try:
         voice.phoneme_ids_to_audio(ids, _synthesis_config(1.0))
@@ -405,10 +414,13 @@ def _synthesis_config(length_scale: float) -> Any:
     )
 
 
-def _worker_init(model: str, config: str) -> None:
+def _worker_init(model: str, config: str, check_ids: bool = True) -> None:
     global _WORKER_VOICE, _WORKER_FAILURE
+    if _PRELOADED is not None and _PRELOADED[0] == (model, config):
+        _WORKER_VOICE = _PRELOADED[1]
+        return
     try:
-        _WORKER_VOICE = _load(model, config)
+        _WORKER_VOICE = _load(model, config, check_ids)
     except _ConfigMismatch:
         _WORKER_FAILURE = "config"
     except Exception:  # reported with the first cue, where the caller can say which voice
@@ -417,6 +429,21 @@ def _worker_init(model: str, config: str) -> None:
 
 class _ConfigMismatch(Exception):
     pass
+
+
+def _preload() -> None:
+    """In the fork server, as it imports this module: load the voice PRELOAD_ENV names for the
+    render that started it (its parent). A voice that fails to load is left to each worker,
+    which reports why with its first cue."""
+    global _PRELOADED
+    try:
+        pid, model, config, check_ids = json.loads(os.environ.get(PRELOAD_ENV) or "null")
+    except (ValueError, TypeError):
+        return
+    if pid != os.getppid():
+        return
+    with contextlib.suppress(Exception):
+        _PRELOADED = ((model, config), _load(model, config, check_ids))
 
 
 def _edges(x: np.ndarray) -> np.ndarray:
@@ -494,6 +521,27 @@ def _worker_context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+def _start_fork_server(model: str, config: str, check_ids: bool) -> None:
+    """Start the fork server now, if it is not running, with this voice to load before it
+    forks any worker (``_preload``): loaded once for every worker, whose pages they share
+    (about 90 MB a worker), instead of once in each. The environment is how the server's
+    start is told; it holds the value only while the server is started. A server already
+    running (an earlier session of this process) forks workers that load their own voice
+    unless it is the one the server has."""
+    from multiprocessing import forkserver
+
+    value = json.dumps([os.getpid(), model, config, check_ids])
+    before = os.environ.get(PRELOAD_ENV)
+    os.environ[PRELOAD_ENV] = value
+    try:
+        forkserver.ensure_running()
+    finally:
+        if before is None:
+            os.environ.pop(PRELOAD_ENV, None)
+        else:
+            os.environ[PRELOAD_ENV] = before
+
+
 class PiperEngine:
     """Speech through Piper with one voice, synthesized in ``workers`` processes."""
 
@@ -562,11 +610,19 @@ class PiperEngine:
 
         with self._pool_lock:
             if self._pool is None:
+                context = _worker_context()
+                load = (
+                    str(self.voice_file.model),
+                    str(self.voice_file.config),
+                    self.checked.known is None,
+                )
+                if context.get_start_method() == "forkserver":
+                    _start_fork_server(*load)
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.workers,
-                    mp_context=_worker_context(),
+                    mp_context=context,
                     initializer=_worker_init,
-                    initargs=(str(self.voice_file.model), str(self.voice_file.config)),
+                    initargs=load,
                 )
                 atexit.register(self.close)
             return self._pool
@@ -690,3 +746,5 @@ def _installed_voice_infos() -> list[VoiceInfo]:
 register_engine(
     "piper", lambda voice, rate_wpm: PiperEngine(voice, rate_wpm=rate_wpm), _installed_voice_infos
 )
+
+_preload()
