@@ -380,9 +380,11 @@ def _load(model: str, config: str, check_ids: bool = True) -> Any:
     options.intra_op_num_threads = 1  # one per worker: the workers fill the cores
     options.inter_op_num_threads = 1
     options.log_severity_level = 4  # its errors come back to us as exceptions, not on stderr
-    # No memory arena: a clause's activations (tens of MB for a long one) go back to the
-    # system when it is spoken, instead of the arena keeping every worker at its largest.
-    options.enable_cpu_mem_arena = False
+    # onnxruntime's memory arena: without it every clause's activations are allocated from
+    # and returned to the system, a tenth of a worker's CPU time spent in the kernel clearing
+    # pages (measured: 1.17 s of system time per 10 s of user time, 0.08 with the arena). A
+    # worker keeps its largest clause's memory (about 250 MB, where it peaked at 300 without).
+    options.enable_cpu_mem_arena = True
     options.enable_mem_pattern = False
     with open(config, encoding="utf-8") as f:
         piper_config = PiperConfig.from_dict(json.load(f))
