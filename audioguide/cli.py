@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -27,7 +27,6 @@ from .export import (
     ExportOptions,
     session_files,
 )
-from .export.feed import FEED_NAME, check_feed_url, find_sessions, write_feed
 from .mix import DEFAULT_LOUDNESS_LUFS, MAX_LOUDNESS_LUFS, MIN_LOUDNESS_LUFS, MixSettings
 from .pipeline import (
     DEFAULT_OUT_DIR,
@@ -37,14 +36,6 @@ from .pipeline import (
     plan_session,
     render_session,
     voice_rows,
-)
-from .programme import (
-    DAYS_IN_WEEK,
-    MAX_WEEKS,
-    ProgrammePlan,
-    ProgrammeSession,
-    plan_programme,
-    render_programme,
 )
 from .routine import (
     AMBIENT_KINDS,
@@ -68,6 +59,16 @@ from .speech import (
 )
 from .synth import BREATH_SOUNDS
 from .timeline import MAX_MINUTES, MIN_MINUTES, Event, RenderOptions, Timeline, check_routine
+
+if TYPE_CHECKING:
+    from .programme import ProgrammePlan, ProgrammeSession
+
+# The feed's and the programmes' machinery (export/feed.py, programme.py) is imported by the
+# commands that use it, not by every command: a render would pay its import for nothing
+# (tests/test_warm_imports.py). For the same reason the limits of --weeks and --days-per-week
+# are programme.py's written again here; that test holds them equal.
+MAX_WEEKS = 104
+DAYS_IN_WEEK = 7
 
 T = TypeVar("T")
 PROGRAMME_PLAN_SCHEMA = 1  # the shape of plan --program --json (docs/programmes.md)
@@ -344,6 +345,8 @@ def _given(kwargs: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
 def _feed_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
+    from .export.feed import check_feed_url
+
     try:
         return check_feed_url(value)
     except AudioguideError as exc:
@@ -508,7 +511,11 @@ def render(routine: str, out_dir: Path, quiet: bool, feed_url: str | None, **kwa
                 result = render_session(routine, out_dir, options, progress=progress)
         else:
             result = render_session(routine, out_dir, options)
-        feed = write_feed(out_dir, feed_url) if feed_url else None
+        feed = None
+        if feed_url:
+            from .export.feed import write_feed
+
+            feed = write_feed(out_dir, feed_url)
     for warning in result.warnings:  # even with --quiet: a folder was left behind
         click.echo(f"Warning: {warning}", err=True)
     if quiet:
@@ -523,7 +530,7 @@ def render(routine: str, out_dir: Path, quiet: bool, feed_url: str | None, **kwa
     click.echo(f"Written to {result.folder}/")
     click.echo(f"Playlist: {result.playlist}")
     if feed is not None:
-        click.echo(f"Feed: {feed} (for {feed_url}{FEED_NAME})")
+        click.echo(f"Feed: {feed} (for {feed_url}{feed.name})")
 
 
 @cli.command()
@@ -571,6 +578,8 @@ def plan(
     if is_programme:
         _refuse_programme_settings(ctx)
         options = _options(audio_format=audio_format, **kwargs)
+        from .programme import plan_programme
+
         with _user_errors():
             programme_plan = plan_programme(
                 routine,
@@ -759,6 +768,8 @@ def program(
         audioguide program back-pain --days-per-week 3 --start 2026-12-07
         audioguide plan back-pain --program
     """
+    from .programme import render_programme
+
     kwargs["bitrate"] = int(kwargs["bitrate"])
     options = _options(**kwargs)
 
@@ -940,6 +951,8 @@ def serve(folder: Path, host: str, port: int, no_token: bool) -> None:
                 "link can listen (--host 127.0.0.1 keeps it on this machine).",
                 err=True,
             )
+        from .export.feed import find_sessions
+
         count = len(find_sessions(folder))
         if not count:
             click.echo(

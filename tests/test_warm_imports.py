@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 
+from audioguide import cli, programme
+
 # Not needed by a render whose every cue is in the cache: the feed's and the server's machinery
-# (xml.sax.saxutils alone pulls in urllib.request and http.client), the worker processes of a
-# cold Piper render, Piper and onnxruntime themselves, scipy.signal and scipy.ndimage (the
-# loudness filter and the limiter are numpy), pyloudnorm (the tests' reference), espeak's driver.
+# (xml.sax.saxutils alone pulls in urllib.request and http.client), the programmes', the worker
+# processes of a cold Piper render, Piper and onnxruntime themselves, scipy.signal and
+# scipy.ndimage (the loudness filter and the limiter are numpy), pyloudnorm (the tests'
+# reference) and espeak's driver.
 UNUSED_WHEN_WARM = (
     "urllib.request",
     "http.client",
@@ -27,6 +30,8 @@ UNUSED_WHEN_WARM = (
     "pyttsx3",
     "qrcode",
     "audioguide.server",
+    "audioguide.export.feed",
+    "audioguide.programme",
 )
 
 RENDER_AND_LIST_MODULES = """
@@ -49,3 +54,8 @@ def test_a_warm_render_imports_no_module_it_does_not_use(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "loaded: []"
     assert (tmp_path / "out" / "back-pain-quick").is_dir()  # it did render
+
+
+def test_the_clis_limits_of_a_programme_are_the_programmes():
+    # Written again in cli.py so that a render need not import programme.py for them.
+    assert (cli.MAX_WEEKS, cli.DAYS_IN_WEEK) == (programme.MAX_WEEKS, programme.DAYS_IN_WEEK)

@@ -21,7 +21,6 @@ import numpy as np
 
 from ..checks import check_choice, check_flag, check_whole
 from .cover import cover_png
-from .feed import write_chapters
 from .ffmpeg import AUDIO_FORMATS, DEFAULT_FORMAT, FfmpegSink, check_format
 from .mp3 import (
     DEFAULT_BITRATE_KBPS,
@@ -32,7 +31,7 @@ from .mp3 import (
     to_pcm16,
 )
 from .names import SessionFiles, session_files, slugify
-from .sidecars import PlaylistEntry, write_playlist, write_transcripts
+from .sidecars import PlaylistEntry, write_chapters, write_playlist, write_transcripts
 from .staging import staged_folder, write_zip
 from .tags import SessionTags, track_cues
 

@@ -32,13 +32,12 @@ from ..errors import OptionError
 from ..phrases import ENGLISH
 from .ffmpeg import AUDIO_FORMATS
 from .names import FULL_SESSION_SUFFIX
-from .sidecars import SRT_SUFFIX, VTT_SUFFIX
+from .sidecars import CHAPTERS_SUFFIX, SRT_SUFFIX, VTT_SUFFIX, chapters_json_text
 from .tags import Chapter
 
 FEED_NAME = "feed.xml"
 PROGRAMME_INDEX = "programme.json"  # a programme's index (programme.py), beside its sessions
 FEED_TYPE = "application/rss+xml"
-CHAPTERS_SUFFIX = ".chapters.json"
 CHAPTERS_TYPE = "application/json+chapters"  # as Podcasting 2.0 names it
 COVER_NAME = "cover.png"
 PLAYLIST_SUFFIX = ".m3u8"
@@ -259,30 +258,9 @@ def _tags(path: Path, info: mutagen.FileType) -> tuple[str, str, tuple[Chapter, 
     return (easy.get("title") or [""])[0], (easy.get("artist") or [""])[0], ()
 
 
-def chapters_json_text(title: str, artist: str, chapters: Sequence[Chapter]) -> str:
-    """Podcasting 2.0 JSON chapters, times in seconds to the millisecond (as ID3 keeps them)."""
-    data = {
-        "version": "1.2.0",
-        "title": title,
-        "author": artist,
-        "chapters": [
-            {"startTime": round(c.start_s, 3), "endTime": round(c.end_s, 3), "title": c.title}
-            for c in chapters
-        ],
-    }
-    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-
-
 def chapters_json(session: RenderedSession) -> str:
     """The JSON chapters of a rendered session: its full-session file's ID3 chapters."""
     return chapters_json_text(session.title, session.artist, session.chapters)
-
-
-def write_chapters(audio_path: Path, title: str, artist: str, chapters: Sequence[Chapter]) -> None:
-    """Write ``<audio>.chapters.json`` beside ``audio_path`` (at render time, for a static
-    feed): UTF-8, LF line ends."""
-    text = chapters_json_text(title, artist, chapters)
-    audio_path.with_suffix(CHAPTERS_SUFFIX).write_text(text, encoding="utf-8", newline="\n")
 
 
 def page_listing(sessions: Sequence[RenderedSession]) -> list[dict[str, object]]:

@@ -4,19 +4,22 @@ The playlist (UTF-8 ``.m3u8``, as phone players read it) and the transcripts bes
 file: ``.lrc`` for players that show lyrics (and people who read along), WebVTT for a browser's
 ``<track>`` element and SRT, the two a podcast feed's ``podcast:transcript`` offers, each written
 from the same cues by ``write_transcripts``. The times are the
-cue starts from the timeline, counted from the start of the file they sit beside.
+cue starts from the timeline, counted from the start of the file they sit beside. Beside the
+full-session file, its chapters as Podcasting 2.0 JSON, which a static feed links to (feed.py).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tags import Cue
+from .tags import Chapter, Cue
 
 VTT_SUFFIX = ".vtt"
 SRT_SUFFIX = ".srt"
+CHAPTERS_SUFFIX = ".chapters.json"
 
 
 def lrc_timestamp(seconds: float) -> str:
@@ -140,3 +143,24 @@ def write_subtitles(audio_path: Path, cues: Sequence[Cue], *, length_s: float) -
         (SRT_SUFFIX, srt_text(cues, length_s=length_s)),
     ):
         audio_path.with_suffix(suffix).write_text(text, encoding="utf-8", newline="\n")
+
+
+def chapters_json_text(title: str, artist: str, chapters: Sequence[Chapter]) -> str:
+    """Podcasting 2.0 JSON chapters, times in seconds to the millisecond (as ID3 keeps them)."""
+    data = {
+        "version": "1.2.0",
+        "title": title,
+        "author": artist,
+        "chapters": [
+            {"startTime": round(c.start_s, 3), "endTime": round(c.end_s, 3), "title": c.title}
+            for c in chapters
+        ],
+    }
+    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+
+
+def write_chapters(audio_path: Path, title: str, artist: str, chapters: Sequence[Chapter]) -> None:
+    """Write ``<audio>.chapters.json`` beside ``audio_path`` (at render time, for a static
+    feed): UTF-8, LF line ends."""
+    text = chapters_json_text(title, artist, chapters)
+    audio_path.with_suffix(CHAPTERS_SUFFIX).write_text(text, encoding="utf-8", newline="\n")
