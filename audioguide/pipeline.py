@@ -44,6 +44,7 @@ from .speech import (
     SpeechCache,
     SpeechEngine,
     VoiceInfo,
+    cache_dir,
     make_engine,
     voice_effect,
 )
@@ -55,6 +56,7 @@ from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_tex
 DEFAULT_OUT_DIR = "audioguide-out"
 MAX_JOBS = 64
 VOICE_ENV = "AUDIOGUIDE_VOICE"
+COVER_MEMO = "covers"  # in the cache folder, beside the speech cache: the covers drawn before
 T = TypeVar("T")
 
 Progress = Callable[[str, float, float], None]
@@ -314,7 +316,8 @@ def _render_session(
 
     cleanup: list[str] = []
     with staged_folder(target, force=force, keep=keep, warnings=cleanup) as staging:
-        writer = SessionWriter(staging, timeline, export_options)
+        cover_memo = cache_dir() / COVER_MEMO if options.use_cache else None
+        writer = SessionWriter(staging, timeline, export_options, cover_memo=cover_memo)
 
         def write(track: Track) -> None:
             mixer = TrackMixer(track, speech, settings, voice_gain_db=gain.voice_gain_db)

@@ -26,9 +26,9 @@ from mutagen.mp3 import MP3, BitrateMode
 
 from audioguide.cli import cli
 from audioguide.errors import ExportError, OptionError
-from audioguide.export import ExportOptions, SessionWriter, session_files
+from audioguide.export import ExportOptions, SessionWriter, cover, session_files
 from audioguide.export import ffmpeg as formats
-from audioguide.export.cover import COVER_SIZE_PX, cover_png
+from audioguide.export.cover import COVER_SIZE_PX, MEMO_SUFFIX, cover_png, memoized_cover_png
 from audioguide.export.mp3 import EncodedTrack, TrackEncoder, to_pcm16
 from audioguide.export.mp3frames import (
     crc16,
@@ -389,6 +389,91 @@ def test_cover_is_a_square_png_that_shows_the_title():
     differs = np.any(pixels != other, axis=2)
     assert differs[int(COVER_SIZE_PX * 0.65) :].any()
     assert not differs[: int(COVER_SIZE_PX * 0.6)].any()
+
+
+TITLE, SUBTITLE = "Qigong for Back Pain Relief", "audioguide"
+
+
+def test_a_memoized_cover_is_the_drawn_cover_read_back_without_drawing(tmp_path, monkeypatch):
+    drawn = cover_png(TITLE, SUBTITLE)
+    assert memoized_cover_png(TITLE, SUBTITLE, memo=tmp_path) == drawn  # drawn and kept
+    (kept,) = tmp_path.glob(f"*{MEMO_SUFFIX}")
+    assert not list(tmp_path.glob("*.tmp"))  # written through a renamed temporary file
+
+    def no_drawing(*args: object) -> bytes:
+        raise AssertionError("the cover was drawn again")
+
+    monkeypatch.setattr(cover, "cover_png", no_drawing)
+    assert memoized_cover_png(TITLE, SUBTITLE, memo=tmp_path) == drawn
+    # Anything else that is drawn is another entry, never this one's bytes.
+    monkeypatch.undo()
+    assert memoized_cover_png("Evening Calm", SUBTITLE, memo=tmp_path) != drawn
+    assert memoized_cover_png(TITLE, "", memo=tmp_path) != drawn
+    assert len(memoized_cover_png(TITLE, SUBTITLE, 300, memo=tmp_path)) < len(drawn)
+    assert len(list(tmp_path.glob(f"*{MEMO_SUFFIX}"))) == 4
+    assert kept.read_bytes().endswith(drawn)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # cut short
+        lambda data: data[:32],  # no picture at all
+        lambda data: bytes(len(data)),  # zeroed by a power cut
+        lambda data: data[:-1] + bytes([data[-1] ^ 1]),  # one bit of the picture
+        lambda data: bytes([data[0] ^ 1]) + data[1:],  # one bit of the checksum
+        lambda data: b"",
+    ],
+)
+def test_a_damaged_cover_memo_is_drawn_again_and_replaced(tmp_path, damage):
+    drawn = cover_png(TITLE, SUBTITLE)
+    memoized_cover_png(TITLE, SUBTITLE, memo=tmp_path)
+    (kept,) = tmp_path.glob(f"*{MEMO_SUFFIX}")
+    whole = kept.read_bytes()
+    kept.write_bytes(damage(whole))
+    assert memoized_cover_png(TITLE, SUBTITLE, memo=tmp_path) == drawn
+    assert kept.read_bytes() == whole
+
+
+def test_a_cover_memo_of_another_key_is_not_used(tmp_path):
+    memoized_cover_png("Evening Calm", SUBTITLE, memo=tmp_path)
+    (other,) = tmp_path.glob(f"*{MEMO_SUFFIX}")
+    memoized_cover_png(TITLE, SUBTITLE, memo=tmp_path)
+    (mine,) = set(tmp_path.glob(f"*{MEMO_SUFFIX}")) - {other}
+    mine.write_bytes(other.read_bytes())  # a valid memo, under the wrong name
+    assert memoized_cover_png(TITLE, SUBTITLE, memo=tmp_path) == cover_png(TITLE, SUBTITLE)
+
+
+def test_a_cover_memo_that_cannot_be_written_only_costs_the_drawing(tmp_path):
+    blocked = tmp_path / "memo"
+    blocked.write_text("a file where the memo folder would be")
+    assert memoized_cover_png(TITLE, SUBTITLE, memo=blocked) == cover_png(TITLE, SUBTITLE)
+    assert memoized_cover_png(TITLE, SUBTITLE, memo=None) == cover_png(TITLE, SUBTITLE)
+
+
+def test_a_render_takes_its_cover_from_the_memo_with_the_same_bytes(
+    short_routine_file, tmp_path, fake_speech, monkeypatch
+):
+    first = render(short_routine_file, tmp_path, fake_speech)
+    drawn = cover_png(first.timeline.title, first.timeline.artist)
+    assert (first.folder / "cover.png").read_bytes() == drawn
+
+    def no_drawing(*args: object) -> bytes:
+        raise AssertionError("the cover was drawn again")
+
+    monkeypatch.setattr(cover, "cover_png", no_drawing)
+    again = render(short_routine_file, tmp_path, fake_speech)
+    assert (again.folder / "cover.png").read_bytes() == drawn
+    assert ID3(again.files[0]).getall("APIC")[0].data == drawn
+
+
+def test_a_render_without_the_cache_draws_its_cover(short_routine_file, tmp_path, fake_speech):
+    options = SessionOptions(use_cache=False, jobs=2)
+    result = render_session(str(short_routine_file), tmp_path / "out", options, speech=fake_speech)
+    assert (result.folder / "cover.png").read_bytes() == cover_png(
+        result.timeline.title, result.timeline.artist
+    )
+    assert not list(tmp_path.rglob(f"*{MEMO_SUFFIX}"))
 
 
 def test_itunsmpb_states_delay_padding_and_length():

@@ -12,7 +12,7 @@ from audioguide import cli, programme
 # (xml.sax.saxutils alone pulls in urllib.request and http.client), the programmes', the worker
 # processes of a cold Piper render, Piper and onnxruntime themselves, scipy.signal and
 # scipy.ndimage (the loudness filter and the limiter are numpy), pyloudnorm (the tests'
-# reference) and espeak's driver.
+# reference), espeak's driver, and Pillow (the cover comes from its memo).
 UNUSED_WHEN_WARM = (
     "urllib.request",
     "http.client",
@@ -32,6 +32,7 @@ UNUSED_WHEN_WARM = (
     "audioguide.server",
     "audioguide.export.feed",
     "audioguide.programme",
+    "PIL",
 )
 
 RENDER_AND_LIST_MODULES = """

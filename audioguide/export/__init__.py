@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..checks import check_choice, check_flag, check_whole
-from .cover import cover_png
+from .cover import memoized_cover_png
 from .ffmpeg import AUDIO_FORMATS, DEFAULT_FORMAT, FfmpegSink, check_format
 from .mp3 import (
     DEFAULT_BITRATE_KBPS,
@@ -125,15 +125,26 @@ def make_sink(
 
 
 class SessionWriter:
-    """Writes one session's files into ``folder`` (the staging folder of a render)."""
+    """Writes one session's files into ``folder`` (the staging folder of a render).
 
-    def __init__(self, folder: Path, timeline: Timeline, options: ExportOptions) -> None:
+    ``cover_memo`` is the folder where covers drawn before are kept (``cover``); None draws the
+    session's cover afresh.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        timeline: Timeline,
+        options: ExportOptions,
+        *,
+        cover_memo: Path | None = None,
+    ) -> None:
         options.check()
         self.folder = folder
         self.timeline = timeline
         self.options = options
         self.files = session_files(timeline, options.audio_format)
-        self.cover = cover_png(timeline.title, timeline.artist)
+        self.cover = memoized_cover_png(timeline.title, timeline.artist, memo=cover_memo)
         year = options.year or datetime.date.today().year
         self.tags = SessionTags(timeline, year, self.cover)
         self.sink = make_sink(folder, timeline, self.files, self.tags, options)
