@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import os
 import signal
 import sys
@@ -40,6 +41,11 @@ def main() -> None:
         if failure is not None:
             _exit_stdout_failed(failure)
         raise
+    finally:
+        # What is left is freed with the process. Python's last collection of it at exit
+        # took about 0.05 s of CPU after a render, serial, for nothing (every file the
+        # command wrote is closed by now).
+        gc.freeze()
 
 
 def one_malloc_arena() -> None:
