@@ -550,10 +550,20 @@ def voice_gain_limit_db(voice_peaks: np.ndarray, ceiling_dbtp: float) -> float:
     """The most gain the voice may be mastered at: where the peak of its typical cue (the
     median of its cues' peaks) stands MAX_VOICE_LIMITING_DB over the limiter's ceiling.
     Infinite for a session with no speech."""
-    typical = float(np.median(voice_peaks)) if voice_peaks.size else 0.0
+    typical = _median(voice_peaks) if voice_peaks.size else 0.0
     if typical <= 0.0:
         return float("inf")
     return ceiling_dbtp + MAX_VOICE_LIMITING_DB - float(20.0 * np.log10(typical))
+
+
+def _median(x: np.ndarray) -> float:
+    """``np.median(x)`` of a non-empty 1-D array without NaNs, to the bit, without the 12 ms
+    of CPU every render paid for ``np.median``'s first call importing ``numpy.ma``."""
+    half = x.size // 2
+    if x.size % 2:
+        return float(np.partition(x, half)[half])
+    middle = np.partition(x, [half - 1, half])[half - 1 : half + 1]
+    return float(np.mean(middle))
 
 
 def _voice_fits(voice_gain_db: float, over_session_lu: float, limit_db: float) -> bool:

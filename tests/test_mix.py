@@ -468,3 +468,12 @@ print(sorted(m for m in ("scipy.signal", "scipy.ndimage", "pyloudnorm") if m in 
         [sys.executable, "-c", program], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+@given(
+    st.lists(st.floats(0.0, 4.0, width=32), min_size=1, max_size=40),
+    st.sampled_from([np.float32, np.float64]),
+)
+def test_the_typical_cue_peak_is_np_median_to_the_bit(peaks, dtype):
+    x = np.array(peaks, dtype=dtype)
+    assert mix._median(x) == float(np.median(x))

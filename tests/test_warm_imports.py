@@ -33,6 +33,7 @@ UNUSED_WHEN_WARM = (
     "audioguide.export.feed",
     "audioguide.programme",
     "PIL",
+    "numpy.ma",  # np.median's first call imports it
 )
 
 RENDER_AND_LIST_MODULES = """
