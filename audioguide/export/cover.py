@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
+
+from ..speech.cache import write_atomic
 
 COVER_SIZE_PX = 600  # players scale it; 600 px stays sharp on a phone and small in the tag
 # What cover_png draws: change it with any change to the drawing, so no memo of the old one
@@ -89,7 +89,8 @@ def memoized_cover_png(
     if png and _digest(key, png) == digest:
         return png
     png = cover_png(title, subtitle, size_px)
-    _write_atomic(path, _digest(key, png) + png)
+    entry = _digest(key, png) + png
+    write_atomic(path, lambda out: out.write(entry))
     return png
 
 
@@ -107,20 +108,3 @@ def _pillow_version() -> str | None:
 
 def _digest(key: str, png: bytes) -> bytes:
     return hashlib.sha256(key.encode() + b"\0" + png).digest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file renamed into place: a render at the same time reads the
-    old memo or the new one, never half of one."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-    except OSError:
-        return

@@ -208,12 +208,14 @@ def _write_entry(path: Path, key: str, header: bytes, body: bytes) -> None:
         raw.write(_checksum(key, header, body))
         raw.write(body)
 
-    _write_atomic(path, write)
+    write_atomic(path, write)
 
 
-def _write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write an entry through a temporary file renamed into place: a reader at the same time
-    sees the old entry or the new one, never half of one."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a cache file (an entry, a cover, a memo) through a temporary file renamed into
+    place: a reader at the same time sees the old file or the new one, never half of one. A
+    cache that cannot be written only costs speed: an OSError keeps nothing and goes no
+    further."""
     try:
         try:
             fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")

@@ -207,14 +207,10 @@ def _kept_info(fingerprint: str | None) -> dict[str, Any] | None:
 def _keep_info(fingerprint: str | None, info: dict[str, Any]) -> None:
     if fingerprint is None:
         return
-    from .cache import cache_dir
+    from .cache import cache_dir, write_atomic
 
-    path = cache_dir() / INFO_FILE
-    with contextlib.suppress(OSError):  # a cache folder that cannot be written keeps nothing
-        path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_name(f".{INFO_FILE}.{os.getpid()}")
-        scratch.write_text(json.dumps({"fingerprint": fingerprint, "info": info}), "utf-8")
-        os.replace(scratch, path)
+    kept = json.dumps({"fingerprint": fingerprint, "info": info}).encode()
+    write_atomic(cache_dir() / INFO_FILE, lambda out: out.write(kept))
 
 
 def list_voices() -> list[VoiceInfo]:

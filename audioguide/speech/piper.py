@@ -273,12 +273,10 @@ def _kept_digests() -> dict[str, Any]:
 
 
 def _keep_digests(models: dict[str, Any]) -> None:
-    path = _digests_path()
-    with contextlib.suppress(OSError):  # a cache folder that cannot be written keeps nothing
-        path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_name(f".{DIGESTS_FILE}.{os.getpid()}.{threading.get_ident()}")
-        scratch.write_text(json.dumps({"format": DIGESTS_FORMAT, "models": models}), "utf-8")
-        os.replace(scratch, path)
+    from .cache import write_atomic
+
+    kept = json.dumps({"format": DIGESTS_FORMAT, "models": models}).encode()
+    write_atomic(_digests_path(), lambda out: out.write(kept))
 
 
 def check_voice(voice: VoiceFile) -> CheckedVoice:
