@@ -51,6 +51,7 @@ from .speech import (
 from .speech import piper as piper_engine
 from .speech.espeak import DEFAULT_VOICE as DEFAULT_ESPEAK_VOICE
 from .speech.espeak import list_voices
+from .speech.workers import usable_cores
 from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_texts
 
 DEFAULT_OUT_DIR = "audioguide-out"
@@ -67,11 +68,8 @@ expected time (total: what synthesizing them takes, from ``synthesis_share``); t
 
 
 def default_jobs() -> int:
-    """Tracks rendered at once by default: the cores this process may run on (a container or
-    ``taskset`` can allow fewer than the machine has)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+    """Tracks rendered at once by default: the cores this process may run on."""
+    return usable_cores()
 
 
 @dataclass(frozen=True)

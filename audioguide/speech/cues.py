@@ -10,7 +10,6 @@ voice effect (voice_fx) colours each cue on the way, at the engine's rate.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from math import gcd
@@ -23,17 +22,11 @@ from . import voice_fx
 from .cache import PreparedCue, SpeechCache
 from .engine import SpeechClip, SpeechEngine
 from .voice_fx import EDGE_FADE_S, VOICE_PEAK_OVER_RMS_DB, voiced_rms
+from .workers import usable_cores
 
 SPEECH_RMS = 0.1  # -20 dBFS over the voiced part of each cue
 CACHE_READERS = 4  # threads reading cached cues at most (no more than the cores)
 SILENCE_THRESHOLD = 10 ** (-45 / 20)  # relative to the cue's peak
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def _trimmed(clip: SpeechClip) -> np.ndarray:
@@ -249,7 +242,7 @@ class Speech:
                     return cue
             return cache.get(identity, text)
 
-        readers = min(CACHE_READERS, len(texts), _cores())
+        readers = min(CACHE_READERS, len(texts), usable_cores())
         if readers < 2:
             return [read(text) for text in texts]
         with ThreadPoolExecutor(max_workers=readers, thread_name_prefix="cue cache") as pool:

@@ -33,8 +33,9 @@ _FRAME = struct.Struct("<I")
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def default_workers() -> int:
-    """Worker processes synthesizing at once: the cores this process may run on."""
+def usable_cores() -> int:
+    """The cores this process may run on (a container or ``taskset`` can allow fewer than the
+    machine has): the default for worker processes, render threads and cache readers."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
@@ -150,7 +151,7 @@ class WorkerPool:
         self._all: set[_Worker] = set()
         self._starting = 0
         self._changed = threading.Condition()
-        self.size = size or default_workers()
+        self.size = size or usable_cores()
 
     def call(self, request: tuple[Any, ...], timeout_s: float) -> Any:
         """The reply of a worker to ``request``, within ``timeout_s``. Raises WorkerGone when
