@@ -427,15 +427,19 @@ def track_powers(mixer: TrackMixer) -> np.ndarray:
     return meter.powers()
 
 
+# A loudness block and its hop, in samples (loudness.BLOCK_S, HOP_S).
+_BLOCK = round(BLOCK_S * SAMPLE_RATE)
+_HOP = round(HOP_S * SAMPLE_RATE)
+
+
 def voice_blocks(mixer: TrackMixer, blocks: int) -> np.ndarray:
     """Which of a track's first ``blocks`` loudness blocks are heard while the voice speaks
     (bool): those whose middle falls in a spoken cue's audio."""
-    hop, size = round(HOP_S * SAMPLE_RATE), round(BLOCK_S * SAMPLE_RATE)
     spoken = np.zeros(blocks, dtype=bool)
     for lo, hi in mixer.voice_spans():
-        # Block i's middle is i * hop + size / 2: in [lo, hi) for i from first to end - 1.
-        first = max(0, -(-(2 * lo - size) // (2 * hop)))
-        end = max(0, -(-(2 * hi - size) // (2 * hop)))
+        # Block i's middle is i * _HOP + _BLOCK / 2: in [lo, hi) for i from first to end - 1.
+        first = max(0, -(-(2 * lo - _BLOCK) // (2 * _HOP)))
+        end = max(0, -(-(2 * hi - _BLOCK) // (2 * _HOP)))
         spoken[first:end] = True
     return spoken
 
@@ -490,14 +494,13 @@ def stem_levels(mixer: TrackMixer, levels: TrackLevels) -> StemLevels:
     filters started at rest K_WEIGHTING_MEMORY_S before them (or at the track's start, as
     pass 1's), where they give what filters carried from the track's start give.
     """
-    hop, size = round(HOP_S * SAMPLE_RATE), round(BLOCK_S * SAMPLE_RATE)
-    lead_hops = -(-seconds_to_samples(K_WEIGHTING_MEMORY_S) // hop)
+    lead_hops = -(-seconds_to_samples(K_WEIGHTING_MEMORY_S) // _HOP)
     voice = np.zeros_like(levels.powers)
     rest = levels.powers.copy()
     cross = np.zeros_like(levels.powers)
     for first, end in voiced_blocks(mixer, levels.powers.shape[0]):
         lead = min(first, lead_hops)
-        lo, hi = (first - lead) * hop, (end - 1) * hop + size
+        lo, hi = (first - lead) * _HOP, (end - 1) * _HOP + _BLOCK
         meter = StemMeter(first_sample=lo)
         for a in range(lo, hi, SPAN_SAMPLES):
             meter.feed(*mixer.mix_stems(a, min(a + SPAN_SAMPLES, hi)))
@@ -512,17 +515,16 @@ def voiced_blocks(mixer: TrackMixer, blocks: int) -> list[tuple[int, int]]:
     reaches: blocks that overlap a spoken cue's audio or the K_WEIGHTING_MEMORY_S after it, in
     order. Runs closer than K_WEIGHTING_MEMORY_S are joined (measured apart, the second would
     mix that much of the first again to start its filters)."""
-    hop, size = round(HOP_S * SAMPLE_RATE), round(BLOCK_S * SAMPLE_RATE)
     memory = seconds_to_samples(K_WEIGHTING_MEMORY_S)
     runs: list[tuple[int, int]] = []
     for lo, hi in sorted(mixer.voice_spans()):
-        # Block i spans [i * hop, i * hop + size): it overlaps [lo, hi + memory) for i from
+        # Block i spans [i * _HOP, i * _HOP + _BLOCK): it overlaps [lo, hi + memory) for i from
         # first to end - 1.
-        first = max(0, (lo - size) // hop + 1)
-        end = min(blocks, -(-(hi + memory) // hop))
+        first = max(0, (lo - _BLOCK) // _HOP + 1)
+        end = min(blocks, -(-(hi + memory) // _HOP))
         if end <= first:
             continue
-        if runs and first * hop - memory <= (runs[-1][1] - 1) * hop + size:
+        if runs and first * _HOP - memory <= (runs[-1][1] - 1) * _HOP + _BLOCK:
             runs[-1] = (runs[-1][0], max(runs[-1][1], end))
         else:
             runs.append((first, end))
