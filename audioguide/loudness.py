@@ -306,11 +306,19 @@ class BlockMeter:
             filtered = self._filter.filter(self._pending, carry=False)
             energies.append(self._hop_energies(filtered, self._rest)[0])
         joined = np.concatenate(energies) if energies else np.zeros(0)
-        hops_per_block = self.block // self.hop
-        if joined.size < hops_per_block:
-            return np.zeros(0)
-        cumulative = np.concatenate(([0.0], np.cumsum(joined)))
-        return (cumulative[hops_per_block:] - cumulative[:-hops_per_block]) / self.block
+        return _block_means(joined, self.block // self.hop, self.block)
+
+
+def _block_means(energies: np.ndarray, hops_per_block: int, block: int) -> np.ndarray:
+    """Per-hop energies (the last axis) to the mean square of every block of
+    ``hops_per_block`` hops (``block`` samples), one block a hop: none when there is no whole
+    block."""
+    hops = energies.shape[-1]
+    if hops < hops_per_block:
+        return np.zeros((*energies.shape[:-1], 0))
+    zero = np.zeros((*energies.shape[:-1], 1))
+    cumulative = np.concatenate((zero, np.cumsum(energies, axis=-1)), axis=-1)
+    return (cumulative[..., hops_per_block:] - cumulative[..., :-hops_per_block]) / block
 
 
 def block_powers(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -383,11 +391,7 @@ class StemMeter:
     def powers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(A, B, AB): the block powers of ``a``, of ``b``, and their cross term."""
         joined = np.concatenate(self._energies, axis=1) if self._energies else np.zeros((3, 0))
-        hops_per_block = self.block // self.hop
-        if joined.shape[1] < hops_per_block:
-            return np.zeros(0), np.zeros(0), np.zeros(0)
-        cumulative = np.concatenate((np.zeros((3, 1)), np.cumsum(joined, axis=1)), axis=1)
-        blocks = (cumulative[:, hops_per_block:] - cumulative[:, :-hops_per_block]) / self.block
+        blocks = _block_means(joined, self.block // self.hop, self.block)
         return blocks[0], blocks[1], blocks[2]
 
 
