@@ -261,11 +261,11 @@ class BlockMeter:
     (summed in float64).
     """
 
-    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+    def __init__(self, sample_rate: int = SAMPLE_RATE, first_sample: int = 0) -> None:
         self.hop = round(HOP_S * sample_rate)
         self.block = round(BLOCK_S * sample_rate)
         assert self.block % self.hop == 0
-        self._filter = KWeighting(sample_rate)
+        self._filter = KWeighting(sample_rate, first_sample)
         self._energies: list[np.ndarray] = []
         self._rest = np.zeros(0, dtype=np.float32)  # filtered samples short of a whole hop
         self._pending = np.zeros(0, dtype=np.float32)  # fed samples short of a whole chunk
@@ -299,17 +299,31 @@ class BlockMeter:
         energies = np.einsum("ij,ij->i", hops, hops).astype(np.float64)
         return energies, y[whole:].copy()
 
-    def powers(self) -> np.ndarray:
-        """The block powers of everything fed so far (the last part-hop is not a block)."""
+    def energies(self) -> np.ndarray:
+        """The energy (sum of K-weighted squares, float64) of every whole hop fed so far."""
         energies = list(self._energies)
         if self._pending.size:  # filtered for this answer only: more may be fed
             filtered = self._filter.filter(self._pending, carry=False)
             energies.append(self._hop_energies(filtered, self._rest)[0])
-        joined = np.concatenate(energies) if energies else np.zeros(0)
-        return _block_means(joined, self.block // self.hop, self.block)
+        return np.concatenate(energies) if energies else np.zeros(0)
+
+    def powers(self) -> np.ndarray:
+        """The block powers of everything fed so far (the last part-hop is not a block)."""
+        return block_means(self.energies(), self.block // self.hop, self.block)
 
 
-def _block_means(energies: np.ndarray, hops_per_block: int, block: int) -> np.ndarray:
+@lru_cache(maxsize=4)
+def silent_hop_energy(sample_rate: int = SAMPLE_RATE) -> float:
+    """The energy ``BlockMeter`` gives a hop of exact silence more than K_WEIGHTING_MEMORY_S
+    after any sound: the guard's, K-weighted (about 1e-26, some 250 dB under the absolute
+    gate), so a hop of silence can be given it without filtering."""
+    meter = BlockMeter(sample_rate)
+    settled = -(-round(K_WEIGHTING_MEMORY_S * sample_rate) // meter.hop)
+    meter.feed(np.zeros((settled + 1) * meter.hop, dtype=np.float32))
+    return float(meter.energies()[-1])
+
+
+def block_means(energies: np.ndarray, hops_per_block: int, block: int) -> np.ndarray:
     """Per-hop energies (the last axis) to the mean square of every block of
     ``hops_per_block`` hops (``block`` samples), one block a hop: none when there is no whole
     block."""
@@ -391,7 +405,7 @@ class StemMeter:
     def powers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(A, B, AB): the block powers of ``a``, of ``b``, and their cross term."""
         joined = np.concatenate(self._energies, axis=1) if self._energies else np.zeros((3, 0))
-        blocks = _block_means(joined, self.block // self.hop, self.block)
+        blocks = block_means(joined, self.block // self.hop, self.block)
         return blocks[0], blocks[1], blocks[2]
 
 

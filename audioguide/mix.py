@@ -39,8 +39,10 @@ from .loudness import (
     BlockMeter,
     StemMeter,
     blend_powers,
+    block_means,
     block_powers,
     gated_loudness,
+    silent_hop_energy,
 )
 from .routine import AMBIENT_KINDS
 from .sounds import (
@@ -313,6 +315,23 @@ class TrackMixer:
         peaks = self._peaks or {}
         return np.array([peaks[slot] for slot in sorted(peaks)], dtype=np.float64)
 
+    def sounding_spans(self) -> list[tuple[int, int]]:
+        """(first, end) sample of every stretch where anything may sound, counted from the
+        track's first, in order: the events' audio joined where it overlaps or touches (the
+        whole track under a bed). Outside them the mix is exact silence."""
+        if self._bed_kind != "none":
+            return [(0, self.length)] if self.length > 0 else []
+        spans: list[tuple[int, int]] = []
+        for slot in np.argsort(self._starts, kind="stable").tolist():
+            lo, hi = max(int(self._starts[slot]), 0), min(int(self._ends[slot]), self.length)
+            if hi <= lo:
+                continue
+            if spans and lo <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], hi))
+            else:
+                spans.append((lo, hi))
+        return spans
+
     def voice_spans(self) -> list[tuple[int, int]]:
         """(first, end) sample of every spoken cue's audio, counted from the track's first."""
         return [
@@ -419,17 +438,56 @@ def ambient_bed(
 # Mastering: one session gain from the tracks' loudness blocks (``loudness``), then the limiter
 
 
-def track_powers(mixer: TrackMixer) -> np.ndarray:
-    """The block powers of a track's mix, mixed and measured a span at a time."""
-    meter = BlockMeter()
-    for lo, hi in mixer.spans():
-        meter.feed(mixer.mix(lo, hi))
-    return meter.powers()
-
-
 # A loudness block and its hop, in samples (loudness.BLOCK_S, HOP_S).
 _BLOCK = round(BLOCK_S * SAMPLE_RATE)
 _HOP = round(HOP_S * SAMPLE_RATE)
+
+
+def track_powers(mixer: TrackMixer) -> np.ndarray:
+    """The block powers of a track's mix, mixed and measured a span at a time, only where
+    something sounds.
+
+    A block power is the sum of its hops' energies. Where the mix has been exact silence for
+    K_WEIGHTING_MEMORY_S, the K-weighting has forgotten every sound before (to 1.7e-50 of its
+    peak) and gives the guard alone: such a hop is given that energy
+    (``loudness.silent_hop_energy``, some 250 dB under the absolute gate) without mixing or
+    filtering anything. The hops from a sound's start to K_WEIGHTING_MEMORY_S after its end
+    (``measured_hops``) are mixed and K-weighted, each run by a filter started at rest where
+    the run starts: there the filter carried from the track's start holds only the guard's
+    own response (about 1e-15) and what is left of earlier sounds, so the two give the same
+    samples to float32 rounding (the guard's argument: 1e-15 changes no sample over 1e-8).
+    Under a bed the whole track is one run, measured exactly as it always was.
+    """
+    hops = mixer.length // _HOP
+    energies = np.full(hops, silent_hop_energy())
+    for first, end in measured_hops(mixer, hops):
+        # The last run takes the track's part-hop too, so a track measured whole (under a bed)
+        # is filtered in the very pieces it was before.
+        lo, hi = first * _HOP, mixer.length if end == hops else end * _HOP
+        meter = BlockMeter(first_sample=lo)
+        for a in range(lo, hi, SPAN_SAMPLES):
+            meter.feed(mixer.mix(a, min(a + SPAN_SAMPLES, hi)))
+        energies[first:end] = meter.energies()
+    return block_means(energies, _BLOCK // _HOP, _BLOCK)
+
+
+def measured_hops(mixer: TrackMixer, hops: int) -> list[tuple[int, int]]:
+    """(first, end) of the runs of a track's first ``hops`` loudness hops that are filtered
+    to be measured, in order: from the hop a sounding stretch (``TrackMixer.sounding_spans``)
+    starts in to the one that ends K_WEIGHTING_MEMORY_S or more after it, so a run starts
+    only after that much silence, or at the track's start. Runs that meet are joined."""
+    memory = seconds_to_samples(K_WEIGHTING_MEMORY_S)
+    runs: list[tuple[int, int]] = []
+    for lo, hi in mixer.sounding_spans():
+        first = lo // _HOP
+        end = min(hops, -(-(hi + memory) // _HOP))
+        if end <= first:
+            continue
+        if runs and first <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], end))
+        else:
+            runs.append((first, end))
+    return runs
 
 
 def voice_blocks(mixer: TrackMixer, blocks: int) -> np.ndarray:
