@@ -153,8 +153,21 @@ def _add(buffer: np.ndarray, offset: int, samples: np.ndarray, gain: float = 1.0
         buffer[start:end] += piece if gain == 1.0 else piece * np.float32(gain)
 
 
-@lru_cache(maxsize=64)
+# Workers wanting the same tone wait for the one making it rather than make it again (both
+# first tracks of back-pain breathe: each of its two tones was made twice, 40 ms of CPU each).
+_TONE_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+_TONE_LOCKS_LOCK = threading.Lock()
+
+
 def _tone(phase: str, n: int) -> np.ndarray:
+    with _TONE_LOCKS_LOCK:
+        lock = _TONE_LOCKS.setdefault((phase, n), threading.Lock())
+    with lock:
+        return _made_tone(phase, n)
+
+
+@lru_cache(maxsize=64)
+def _made_tone(phase: str, n: int) -> np.ndarray:
     # The tone guide has no randomness: every cycle at one tempo reuses the same phase sound.
     out = breath_guide(phase, n, "tone", np.random.default_rng(0))
     out.setflags(write=False)

@@ -477,3 +477,30 @@ print(sorted(m for m in ("scipy.signal", "scipy.ndimage", "pyloudnorm") if m in 
 def test_the_typical_cue_peak_is_np_median_to_the_bit(peaks, dtype):
     x = np.array(peaks, dtype=dtype)
     assert mix._median(x) == float(np.median(x))
+
+
+def test_workers_wanting_the_same_tone_make_it_once(monkeypatch):
+    # Both first tracks of a session may breathe at one tempo: the second worker waits for
+    # the tone the first is making instead of making it again.
+    import threading
+    import time
+
+    made = []
+
+    def slow_guide(phase, n, sound, rng):
+        made.append((phase, n))
+        time.sleep(0.05)
+        return np.zeros(n, dtype=np.float32)
+
+    monkeypatch.setattr(mix, "breath_guide", slow_guide)
+    mix._made_tone.cache_clear()
+    try:
+        workers = [threading.Thread(target=mix._tone, args=("inhale", 1_234)) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        mix._tone("exhale", 1_234)
+    finally:
+        mix._made_tone.cache_clear()
+    assert made == [("inhale", 1_234), ("exhale", 1_234)]
