@@ -504,3 +504,27 @@ def test_workers_wanting_the_same_tone_make_it_once(monkeypatch):
     finally:
         mix._made_tone.cache_clear()
     assert made == [("inhale", 1_234), ("exhale", 1_234)]
+
+
+def test_workers_wanting_the_same_bell_read_it_once(monkeypatch):
+    import threading
+    import time
+
+    read = []
+
+    @lru_cache(maxsize=4)
+    def slow_load(path):
+        read.append(path)
+        time.sleep(0.05)
+        return np.zeros(10, dtype=np.float32)
+
+    monkeypatch.setattr(mix, "load_sound", slow_load)
+    bells = track((), 1.0)
+    workers = [
+        threading.Thread(target=mix._bell_sound, args=(MixSettings(), bells)) for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(read) == 1
