@@ -569,8 +569,8 @@ def stem_levels(mixer: TrackMixer, levels: TrackLevels) -> StemLevels:
     within K_WEIGHTING_MEMORY_S. So a block that no cue's audio, nor the K_WEIGHTING_MEMORY_S
     after it, reaches has no voice and no cross term, and the rest's power there is the mix's.
     The blocks a cue does reach are measured as two stems (``loudness.StemMeter``), with
-    filters started at rest K_WEIGHTING_MEMORY_S before them (or at the track's start, as
-    pass 1's), where they give what filters carried from the track's start give.
+    filters started at rest K_WEIGHTING_MEMORY_S before them (or at the track's start),
+    where they give what filters carried from the track's start give.
     """
     lead_hops = -(-seconds_to_samples(K_WEIGHTING_MEMORY_S) // _HOP)
     voice = np.zeros_like(levels.powers)

@@ -91,7 +91,10 @@ def test_a_worker_holds_a_span_of_a_track_never_the_track(tmp_path, fake_engine,
         return real_mix(self, lo, hi)
 
     monkeypatch.setattr(mix.TrackMixer, "mix", recording_mix)
-    long = parse_routine("title: Long\nsections:\n  - title: A\n    steps: [{pause: 60}]\n")
+    # Under a bed, so that pass 1 mixes the whole track too (it skips silence).
+    long = parse_routine(
+        "title: Long\nsounds: {ambient: pink}\nsections:\n  - title: A\n    steps: [{pause: 60}]\n"
+    )
     result = render_session(long, tmp_path / "out", options(), speech=Speech(fake_engine, None))
     samples = round(result.timeline.tracks[0].duration_s * 44_100)
     assert samples > 4 * mix.SPAN_SAMPLES
