@@ -84,7 +84,7 @@ def test_pass_1_gives_the_block_powers_of_the_filter_carried_over_the_whole_trac
         np.testing.assert_allclose(measured[-1], carried[-1], rtol=1e-5, atol=1e-20)
         assert gated_loudness(measured[-1]) == pytest.approx(gated_loudness(carried[-1]), abs=1e-4)
     if ambient is None:  # the silence was skipped, not filtered
-        assert filtered < 0.93 * hops
+        assert filtered < 0.85 * hops  # 79% here, in 26 runs
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the silent blocks' powers need no special case
         gain_db = mix.master_gain_db(measured, -16.0)
