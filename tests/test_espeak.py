@@ -479,13 +479,23 @@ def test_a_cue_spoken_wrong_in_a_batch_leaves_the_batch_as_if_nothing_had_gone_w
     asked: list[str] = []
     real_request = espeak._request
 
+    def empty(wav):
+        rate, width, channels, _frames = wav
+        return rate, width, channels, b""  # as espeak hands it over
+
     def once_empty(request, timeout_s, what):
         reply = real_request(request, timeout_s, what)
         if request[0] == "synthesize":
             asked.append(request[1])
             if request[1] == BATCH[2] and asked.count(BATCH[2]) == 1:
-                rate, width, channels, _frames = reply
-                return rate, width, channels, b""  # as espeak hands it over
+                return empty(reply)
+        if request[0] == "synthesize_many":  # the batch asks for a few cues at a time
+            replies = []
+            for text, wav in zip(request[1], reply, strict=True):
+                asked.append(text)
+                first_time = text == BATCH[2] and asked.count(BATCH[2]) == 1
+                replies.append(empty(wav) if first_time else wav)
+            return replies
         return reply
 
     monkeypatch.setattr(espeak, "_request", once_empty)
@@ -493,3 +503,35 @@ def test_a_cue_spoken_wrong_in_a_batch_leaves_the_batch_as_if_nothing_had_gone_w
     assert asked == [*BATCH[:3], *BATCH[:2], *BATCH[2:]]  # the cues before it, spoken again
     for a, b in zip(clean, again, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_batch_asks_for_several_cues_at_a_time_and_sounds_as_one_at_a_time(monkeypatch):
+    """The batch's worker speaks a few cues per request, without waiting on this process in
+    between; the clips are the ones it gives asked for each cue on its own."""
+    texts = [f"{text} Number {n}." for n in range(3) for text in BATCH]
+    sizes: list[int] = []
+    real_request = espeak._request
+
+    def counted(request, timeout_s, what):
+        if request[0] == "synthesize_many":
+            sizes.append(len(request[1]))
+        return real_request(request, timeout_s, what)
+
+    monkeypatch.setattr(espeak, "_request", counted)
+    together = [clip.samples for clip in Pyttsx3Engine().synthesize_all(texts)]
+    assert sizes == [1, 2, 4, 5]  # espeak.BATCH_CUES, the last cut to the batch
+    monkeypatch.setattr(espeak, "BATCH_CUES", (1,))
+    sizes.clear()
+    alone = [clip.samples for clip in Pyttsx3Engine().synthesize_all(texts)]
+    assert sizes == [1] * len(texts)
+    for a, b in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_cue_with_nothing_to_pronounce_in_a_batch_fails_where_its_clip_would_come():
+    texts = [*BATCH[:3], "...", BATCH[3]]
+    clips = Pyttsx3Engine().synthesize_all(texts)
+    for _ in BATCH[:3]:  # in the same request as the cue after them
+        assert next(clips).samples.size > 0
+    with pytest.raises(SpeechError, match="the cue '...' has nothing to pronounce"):
+        next(clips)

@@ -70,6 +70,11 @@ ESPEAK_MIN_RATE = 80
 # second one costs more than it saves (docs/performance.md), and one worker speaking a batch
 # in order gives the same clips whatever the number of cores.
 _POOL = WorkerPool(__name__, START_TIMEOUT_S, size=1)
+# Cues asked of the batch's worker at a time: the first alone, so the cues' preparation here
+# starts at once, then twice as many each time up to the last size. A request costs a round
+# trip through this process (a few milliseconds, more while other threads hold the GIL); a
+# cue about 3 ms of the worker's CPU.
+BATCH_CUES = (1, 2, 4, 8, 16)
 _POOL_HAS_SPOKEN = False  # a worker of the pool has synthesized: it carries a history
 _BATCH_LOCK = threading.Lock()
 atexit.register(_POOL.close)
@@ -273,8 +278,8 @@ class Pyttsx3Engine:
                     _POOL.close()  # fresh workers, with no history
                 _POOL_HAS_SPOKEN = True
                 try:
-                    for index in range(len(texts)):
-                        spoken.put((self._batch_clip(texts, index), None))
+                    for clip in self._batch_clips(texts):
+                        spoken.put((clip, None))
                 except BaseException as exc:  # handed to the reader, which raises it
                     spoken.put((None, exc))
 
@@ -296,23 +301,40 @@ class Pyttsx3Engine:
                 return clip
         raise SpeechError(_no_audio(text))
 
-    def _batch_clip(self, texts: list[str], index: int) -> SpeechClip:
-        """``texts[index]``'s clip from the batch's worker, which has spoken ``texts[:index]``.
+    def _batch_clips(self, texts: list[str]) -> Iterator[SpeechClip]:
+        """Each text's clip, in order, from the batch's worker, asked for a few cues at a time
+        (BATCH_CUES): it speaks them one after the other and answers once, so it does not
+        wait on this process between cues (that wait, on a process whose other threads
+        prepare cues, was most of a batch's time).
 
         A cue the worker gets wrong (now and then espeak hands one over empty) was spoken all
         the same: the worker's history is no longer the batch's, and every cue after it would
-        come out a few samples different from a render where nothing went wrong. So a fresh
-        worker speaks ``texts[:index]`` again, unheard, before the cue is asked for again.
+        come out a few samples different from a render where nothing went wrong. So the cues
+        it spoke after that one are dropped, and a fresh worker speaks the batch's cues
+        before it again, unheard, before it is asked for again (``_respoken``).
         """
-        text = texts[index]
-        check_pronounceable(text)
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            clip = self._spoken(text)
+        index = 0
+        for size in _batch_sizes():
+            if index == len(texts):
+                return
+            asked = texts[index : index + size]
+            clips = self._spoken_many(_pronounceable_prefix(asked))
+            yield from clips
+            index += len(clips)
+            if len(clips) < len(asked):  # the next cannot be spoken, or was spoken wrong
+                check_pronounceable(texts[index])  # raised where its clip would have come
+                yield self._respoken(texts, index)
+                index += 1
+
+    def _respoken(self, texts: list[str], index: int) -> SpeechClip:
+        """``texts[index]``'s clip, which the batch's worker got wrong: from fresh workers
+        that have spoken ``texts[:index]``, each of them right."""
+        for _attempt in range(1, MAX_ATTEMPTS):
+            self._replay(texts[:index])
+            clip = self._spoken(texts[index])
             if clip is not None:
                 return clip
-            if attempt < MAX_ATTEMPTS:
-                self._replay(texts[:index])
-        raise SpeechError(_no_audio(text))
+        raise SpeechError(_no_audio(texts[index]))
 
     def _replay(self, texts: list[str]) -> None:
         """A fresh worker that has spoken ``texts``, each of them right."""
@@ -324,6 +346,24 @@ class Pyttsx3Engine:
                 return
             wrong = failed
         raise SpeechError(_no_audio(wrong))
+
+    def _spoken_many(self, texts: list[str]) -> list[SpeechClip]:
+        """The worker's clips of ``texts``, spoken in this order, up to the first that is not
+        its text's audio (the worker goes no further than one it could not speak)."""
+        if not texts:
+            return []
+        settings = (self.voice, self.espeak_rate, self.pitch, CUE_TIMEOUT_S)
+        timeout_s = len(texts) * CUE_TIMEOUT_S + REPLY_GRACE_S
+        replies = _request(
+            ("synthesize_many", texts, *settings), timeout_s, f"speaking {texts[0][:60]!r}"
+        )
+        clips = []
+        for text, reply in zip(texts, replies, strict=False):
+            clip = self._checked(text, reply)
+            if clip is None:
+                break
+            clips.append(clip)
+        return clips
 
     def _spoken(self, text: str) -> SpeechClip | None:
         """The worker's clip of ``text``, None when it is not this text's audio."""
@@ -352,6 +392,23 @@ class Pyttsx3Engine:
         if samples.size == 0 or np.abs(samples).max() < 100:
             return None
         return SpeechClip(samples=samples, sample_rate=rate)
+
+
+def _batch_sizes() -> Iterator[int]:
+    """BATCH_CUES, then its last size for ever."""
+    yield from BATCH_CUES
+    while True:
+        yield BATCH_CUES[-1]
+
+
+def _pronounceable_prefix(texts: list[str]) -> list[str]:
+    """``texts`` up to the first that ``check_pronounceable`` refuses."""
+    for count, text in enumerate(texts):
+        try:
+            check_pronounceable(text)
+        except SpeechError:
+            return texts[:count]
+    return texts
 
 
 def _no_audio(text: str) -> str:
@@ -710,6 +767,14 @@ def serve() -> None:
             return engine.stats()
         if kind == "synthesize":
             return engine.synthesize(*args)
+        if kind == "synthesize_many":
+            texts, *settings = args
+            spoken = []
+            for text in texts:
+                spoken.append(engine.synthesize(text, *settings))
+                if spoken[-1] is None:  # the rest would follow a history the batch has not
+                    break
+            return spoken
         raise ValueError(f"unknown request {kind!r}")
 
     serve_requests(handle)
