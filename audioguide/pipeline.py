@@ -20,7 +20,14 @@ from threadpoolctl import threadpool_limits
 
 from .checks import check_choice, check_flag, check_optional_text, check_whole
 from .errors import ExportError, OptionError, SpeechError
-from .export import ExportOptions, SessionWriter, slugify, staged_folder, write_zip
+from .export import (
+    ExportOptions,
+    SessionWriter,
+    cover_in_background,
+    slugify,
+    staged_folder,
+    write_zip,
+)
 from .export.ownership import check_replaceable, check_zip_replaceable
 from .mix import (
     MixSettings,
@@ -272,6 +279,9 @@ def _render_session(
     zip_path = target.with_name(f"{target.name}.zip")
     if export_options.zip:
         check_zip_replaceable(zip_path, force=force)
+    # Drawn (or read from its memo) beside the speech, not in the serial step before pass 2.
+    cover_memo = cache_dir() / COVER_MEMO if options.use_cache else None
+    cover = cover_in_background(routine.title, routine.artist, memo=cover_memo)
     speech = routine_speech(speech or make_speech(options), routine)
     texts = speech_texts(routine, options.render)
     report = progress or (lambda stage, done, total: None)
@@ -314,8 +324,7 @@ def _render_session(
 
     cleanup: list[str] = []
     with staged_folder(target, force=force, keep=keep, warnings=cleanup) as staging:
-        cover_memo = cache_dir() / COVER_MEMO if options.use_cache else None
-        writer = SessionWriter(staging, timeline, export_options, cover_memo=cover_memo)
+        writer = SessionWriter(staging, timeline, export_options, cover=cover)
 
         def write(track: Track) -> None:
             mixer = TrackMixer(track, speech, settings, voice_gain_db=gain.voice_gain_db)

@@ -726,3 +726,19 @@ def test_plan_json_names_the_files_in_the_format_asked_for(short_routine_file, a
     assert result.exit_code == 0, result.output
     files = [track["file"] for track in json.loads(result.output)["tracks"]]
     assert files == ["01 - Arrive." + audio_format, "02 - Breathe." + audio_format]
+
+
+def test_a_cover_made_in_the_background_is_the_same_and_its_failure_is_raised_where_wanted(
+    tmp_path, monkeypatch
+):
+    made = cover.cover_in_background(TITLE, SUBTITLE, memo=tmp_path)
+    assert made.result(timeout=60) == cover_png(TITLE, SUBTITLE)
+
+    def broken(*args: object) -> bytes:
+        raise OSError("no fonts")
+
+    monkeypatch.setattr(cover, "cover_png", broken)
+    failed = cover.cover_in_background("Evening Calm", SUBTITLE, memo=tmp_path)
+    with pytest.raises(OSError, match="no fonts"):
+        failed.result(timeout=60)
+    assert not list(tmp_path.glob("*.tmp"))

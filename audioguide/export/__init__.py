@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..checks import check_choice, check_flag, check_whole
-from .cover import memoized_cover_png
+from .cover import cover_in_background, memoized_cover_png
 from .ffmpeg import AUDIO_FORMATS, DEFAULT_FORMAT, FfmpegSink, check_format
 from .mp3 import (
     DEFAULT_BITRATE_KBPS,
@@ -49,6 +50,7 @@ __all__ = [
     "ExportOptions",
     "SessionFiles",
     "SessionWriter",
+    "cover_in_background",
     "session_files",
     "slugify",
     "staged_folder",
@@ -128,7 +130,8 @@ class SessionWriter:
     """Writes one session's files into ``folder`` (the staging folder of a render).
 
     ``cover_memo`` is the folder where covers drawn before are kept (``cover``); None draws the
-    session's cover afresh.
+    session's cover afresh. ``cover``: the session's cover being made already
+    (``cover_in_background`` of its title and artist), waited for here instead.
     """
 
     def __init__(
@@ -138,13 +141,17 @@ class SessionWriter:
         options: ExportOptions,
         *,
         cover_memo: Path | None = None,
+        cover: Future[bytes] | None = None,
     ) -> None:
         options.check()
         self.folder = folder
         self.timeline = timeline
         self.options = options
         self.files = session_files(timeline, options.audio_format)
-        self.cover = memoized_cover_png(timeline.title, timeline.artist, memo=cover_memo)
+        if cover is None:
+            self.cover = memoized_cover_png(timeline.title, timeline.artist, memo=cover_memo)
+        else:
+            self.cover = cover.result()
         year = options.year or datetime.date.today().year
         self.tags = SessionTags(timeline, year, self.cover)
         self.sink = make_sink(folder, timeline, self.files, self.tags, options)

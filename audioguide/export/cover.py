@@ -5,10 +5,10 @@ dusk-coloured gradient, a soft ring (an enso, drawn in one breath) and the title
 Pillow, whose bundled font needs no system fonts. Deterministic: the same title gives the
 same bytes.
 
-Drawing it takes about 0.1 s of CPU and Pillow's import, in a render's one serial step
-between its two passes, for the same bytes every time: ``memoized_cover_png`` keeps what it
-drew in a memo folder (a render's is beside the speech cache) and reads it back, never
-importing Pillow.
+Drawing it takes about 0.1 s of CPU and Pillow's import, for the same bytes every time:
+``memoized_cover_png`` keeps what it drew in a memo folder (a render's is beside the speech
+cache) and reads it back, never importing Pillow. A render draws it on a thread of its own
+from the start (``cover_in_background``), beside the speech, so no step waits on it.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import hashlib
 import importlib.util
 import io
 import textwrap
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +94,26 @@ def memoized_cover_png(
     entry = _digest(key, png) + png
     write_atomic(path, lambda out: out.write(entry))
     return png
+
+
+def cover_in_background(
+    title: str, subtitle: str = "", size_px: int = COVER_SIZE_PX, *, memo: Path | None
+) -> Future[bytes]:
+    """``memoized_cover_png(title, subtitle, size_px, memo=memo)``, made on a thread of its
+    own; its result (or its exception) is the future's.
+
+    Not a daemon thread: a render that fails or is interrupted meanwhile still lets it finish
+    writing its memo (a few hundredths of a second) before the process ends."""
+    future: Future[bytes] = Future()
+
+    def draw() -> None:
+        try:
+            future.set_result(memoized_cover_png(title, subtitle, size_px, memo=memo))
+        except BaseException as exc:  # the future's, raised where the cover is wanted
+            future.set_exception(exc)
+
+    threading.Thread(target=draw, name="cover", daemon=False).start()
+    return future
 
 
 def _pillow_version() -> str | None:
