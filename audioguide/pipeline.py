@@ -270,6 +270,11 @@ def _render_session(
     options = options or SessionOptions()
     export_options = options.export
     export_options.check()  # before any rendering: a missing ffmpeg fails at once
+    # The engine is made while the routine is read: espeak-ng's worker, when it must be
+    # asked its version and voices, starts meanwhile (its errors are raised below, in order).
+    engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+    made = engine.submit(lambda: speech or make_speech(options))
+    engine.shutdown(wait=False)
     routine = _routine(routine)
     target = Path(out_dir) / slugify(routine.name)
     keep = _files_read(routine, options)
@@ -282,7 +287,7 @@ def _render_session(
     # Drawn (or read from its memo) beside the speech, not in the serial step before pass 2.
     cover_memo = cache_dir() / COVER_MEMO if options.use_cache else None
     cover = cover_in_background(routine.title, routine.artist, memo=cover_memo)
-    speech = routine_speech(speech or make_speech(options), routine)
+    speech = routine_speech(made.result(), routine)
     texts = speech_texts(routine, options.render)
     report = progress or (lambda stage, done, total: None)
     _prepare_speech(speech, texts, max(1, options.jobs), report)
