@@ -32,9 +32,10 @@ SILENCE_THRESHOLD = 10 ** (-45 / 20)  # relative to the cue's peak
 def _trimmed(clip: SpeechClip) -> np.ndarray:
     """The engine's clip as float32 without its leading and trailing silence (20 ms kept)."""
     x = clip.samples.astype(np.float32) / 32768.0
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    magnitude = np.abs(x)
+    peak = float(magnitude.max()) if x.size else 0.0
     if peak > 0:
-        loud = np.flatnonzero(np.abs(x) > peak * SILENCE_THRESHOLD)
+        loud = np.flatnonzero(magnitude > peak * SILENCE_THRESHOLD)
         margin = int(0.02 * clip.sample_rate)
         x = x[max(0, loud[0] - margin) : loud[-1] + margin]
     return x
@@ -301,7 +302,8 @@ class Speech:
         # needs.
         peak = float(np.max(np.abs(wet))) if wet.size else 0.0
         scale = np.float32(peak / 32767 if peak > 0 else 1.0)
-        cue = PreparedCue(np.rint(wet / scale).astype(np.int16), float(scale), dry_samples)
+        steps = wet / scale
+        cue = PreparedCue(np.rint(steps, out=steps).astype(np.int16), float(scale), dry_samples)
         self._dry.pop(text, None)
         if self.cache is not None and self._preparation is not None:
             self.cache.put_prepared(self.engine.identity, text, self._preparation, cue)
