@@ -536,3 +536,18 @@ def test_a_cue_with_nothing_to_pronounce_in_a_batch_fails_where_its_clip_would_c
         assert next(clips).samples.size > 0
     with pytest.raises(SpeechError, match=re.escape("the cue '...' has nothing to pronounce")):
         next(clips)
+
+
+def test_the_fingerprint_follows_a_system_library_and_starts_no_process(tmp_path, monkeypatch):
+    """A system's espeak-ng is told by the dynamic loader's cache and the folders it searches:
+    not by ctypes.util.find_library, which runs ldconfig and the C compiler (30 ms a render)."""
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the fingerprint started a process")
+
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    before = espeak._fingerprint()
+    (tmp_path / "libespeak-ng.so.1").write_bytes(b"a library installed by hand")
+    assert espeak._fingerprint() != before
+    assert espeak.LOADER_CACHE.as_posix() in before

@@ -151,18 +151,31 @@ INFO_FILE = "espeak-info.json"
 INFO_FORMAT = 1  # what a worker's "info" reply holds; a change makes every kept one stale
 
 
+# Where the dynamic loader finds a system's espeak-ng for pyttsx3, which asks it for these
+# names (``_prepare_espeak``): its cache of the system's libraries (rewritten whenever one is
+# installed or removed), and the folders it searches besides ($LD_LIBRARY_PATH's first).
+LOADER_CACHE = Path("/etc/ld.so.cache")
+SYSTEM_LIBRARIES = ("libespeak-ng.so.1", "/usr/local/lib/libespeak-ng.so.1")
+_DEFAULT_LIBRARY_DIRS = ("/lib", "/usr/lib", "/lib64", "/usr/lib64", "/usr/local/lib")
+
+
 def _fingerprint() -> str | None:
     """What decides espeak-ng's version and voices here: the Python, pyttsx3's files, the
     espeak-ng library the worker would load (the system's, else espeakng-loader's) and its
     voice data (with $ESPEAK_DATA_PATH), each by size and time of change. None off Linux,
-    where pyttsx3 speaks with the system's voices and nothing is kept."""
+    where pyttsx3 speaks with the system's voices and nothing is kept.
+
+    The system's library is told by the loader's cache and the files where the loader looks,
+    not by ctypes.util.find_library, which runs ldconfig and then the C compiler to look
+    (30 ms of each render, before anything else could start)."""
     if sys.platform != "linux":
         return None
-    import ctypes.util
     import importlib.util
 
-    parts: list[object] = [INFO_FORMAT, sys.version, ctypes.util.find_library("espeak-ng")]
-    files: list[Path] = []
+    parts: list[object] = [INFO_FORMAT, sys.version, os.environ.get("LD_LIBRARY_PATH")]
+    files: list[Path] = [LOADER_CACHE]
+    folders = [*os.environ.get("LD_LIBRARY_PATH", "").split(":"), *_DEFAULT_LIBRARY_DIRS]
+    files += [Path(folder) / "libespeak-ng.so.1" for folder in folders if folder]
     data = os.environ.get(ESPEAK_DATA_ENV)
     if data:
         files += [Path(data) / "phontab", Path(data) / "voices", Path(data) / "lang"]
@@ -689,9 +702,8 @@ def _cue_failure(text: str, cause: BaseException | None, timeout_s: float) -> st
 def _prepare_espeak() -> str:
     """Make espeak-ng loadable for pyttsx3; return where it came from."""
     import ctypes
-    import ctypes.util
 
-    if sys.platform != "linux" or ctypes.util.find_library("espeak-ng"):
+    if sys.platform != "linux" or _system_library_loads():
         return "system"
     try:
         import espeakng_loader
@@ -707,6 +719,20 @@ def _prepare_espeak() -> str:
     ctypes.CDLL(espeakng_loader.get_library_path(), mode=ctypes.RTLD_GLOBAL)
     os.environ.setdefault(ESPEAK_DATA_ENV, espeakng_loader.get_data_path())
     return "espeakng-loader " + metadata.version("espeakng-loader")
+
+
+def _system_library_loads() -> bool:
+    """Whether the system has an espeak-ng that pyttsx3 would load (one of the names it asks
+    the dynamic loader for), loaded now if so."""
+    import ctypes
+
+    for name in SYSTEM_LIBRARIES:
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
 
 
 SUPPORTED_PYTTSX3 = (2,)  # the major versions whose driver patch_driver knows
