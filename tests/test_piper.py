@@ -235,13 +235,47 @@ def test_workers_share_the_voice_the_fork_server_loaded(tmp_path):
 
 
 def test_a_batch_hands_each_clip_back_in_its_own_place(engine):
-    """The longest texts are sent to the workers first (the batch ends sooner); each clip
-    still comes back where its text was."""
-    texts = ["Rest.", TEXT, "Breathe out, slowly."]
+    """The batch's end is sent to the workers longest first (dispatch_order); each clip still
+    comes back where its text was."""
+    texts = [TEXT, "Rest.", "Breathe."]
+    assert pe.dispatch_order(texts) == [0, 2, 1]  # its end longest first
     batch = list(engine.synthesize_all(texts))
     for text, clip in zip(texts, batch, strict=True):
         assert np.array_equal(clip.samples, engine.synthesize(text).samples)
     assert len({clip.samples.size for clip in batch}) == 3
+
+
+def test_a_batch_goes_out_in_its_order_and_its_end_longest_first():
+    # Clips are handed back, and prepared, in the batch's order: sent in that order, the
+    # first is back after one cue, not after the whole batch when it happens to be short.
+    # Only the end goes longest first, so that no worker is left with a long cue alone.
+    lengths = [40, 10, 30, 20, 5, 3, 6, 8]  # the last 14 of 122 characters are its end
+    assert pe.dispatch_order(["x" * n for n in lengths]) == [0, 1, 2, 3, 4, 5, 7, 6]
+    texts = list(dict.fromkeys(speech_texts(load_routine("back-pain"))))
+    order = pe.dispatch_order(texts)
+    assert sorted(order) == list(range(len(texts)))
+    end = next(k for k in range(len(texts)) if order[k] != k)
+    assert order[:end] == list(range(end))
+    assert [len(texts[i]) for i in order[end:]] == sorted(map(len, texts[end:]), reverse=True)
+    share = sum(len(t) for t in texts[end:]) / sum(len(t) for t in texts)
+    assert 0 < share <= pe.TAIL_SHARE + 0.05  # only about the last tenth of its text
+
+
+def test_closing_does_not_wait_for_the_cue_being_spoken(engine):
+    # After a batch the render closes the engine and goes on preparing cues; the workers end
+    # on their own as soon as they are done, without holding the render up.
+    import time
+
+    long_text = " ".join([TEXT] * 3)
+    clips = engine.synthesize_all(["Rest.", long_text])
+    next(clips)  # the workers are up; the long cue is being spoken or next in line
+    start = time.monotonic()
+    engine.close()
+    closed_s = time.monotonic() - start
+    clip = next(clips)  # what was sent before closing is still spoken
+    spoken_s = time.monotonic() - start
+    assert clip.samples.size > 10 * clip.sample_rate
+    assert closed_s < spoken_s / 4
 
 
 def test_pauses_follow_the_punctuation(engine):
