@@ -477,30 +477,42 @@ def test_a_cue_spoken_wrong_in_a_batch_leaves_the_batch_as_if_nothing_had_gone_w
     after it would come out a few samples different; the batch goes on from a worker that has
     spoken only the cues before it."""
     clean = [clip.samples for clip in Pyttsx3Engine().synthesize_all(BATCH)]
-    asked: list[str] = []
     real_request = espeak._request
 
     def empty(wav):
         rate, width, channels, _frames = wav
         return rate, width, channels, b""  # as espeak hands it over
 
-    def once_empty(request, timeout_s, what):
-        reply = real_request(request, timeout_s, what)
-        if request[0] == "synthesize":
-            asked.append(request[1])
-            if request[1] == BATCH[2] and asked.count(BATCH[2]) == 1:
-                return empty(reply)
-        if request[0] == "synthesize_many":  # the batch asks for a few cues at a time
-            replies = []
-            for text, wav in zip(request[1], reply, strict=True):
-                asked.append(text)
-                first_time = text == BATCH[2] and asked.count(BATCH[2]) == 1
-                replies.append(empty(wav) if first_time else wav)
-            return replies
-        return reply
+    def attempt() -> tuple[list[str], list[np.ndarray]] | None:
+        """The batch with its third cue handed over empty the first time: what was asked and
+        the clips; None if espeak itself handed a cue over empty too (it does, now and then,
+        most often under load), which adds replays of its own to what was asked."""
+        asked: list[str] = []
+        genuine: list[str] = []
 
-    monkeypatch.setattr(espeak, "_request", once_empty)
-    again = [clip.samples for clip in Pyttsx3Engine().synthesize_all(BATCH)]
+        def once_empty(text, wav):
+            asked.append(text)
+            if not wav[3]:
+                genuine.append(text)
+            return empty(wav) if text == BATCH[2] and asked.count(BATCH[2]) == 1 else wav
+
+        def request(request, timeout_s, what):
+            reply = real_request(request, timeout_s, what)
+            if request[0] == "synthesize":
+                return once_empty(request[1], reply)
+            if request[0] == "synthesize_many":  # the batch asks for a few cues at a time
+                return [once_empty(t, w) for t, w in zip(request[1], reply, strict=True)]
+            return reply
+
+        with monkeypatch.context() as patched:
+            patched.setattr(espeak, "_request", request)
+            again = [clip.samples for clip in Pyttsx3Engine().synthesize_all(BATCH)]
+        return None if genuine else (asked, again)
+
+    tried = (attempt() for _ in range(4))
+    result = next((r for r in tried if r is not None), None)
+    assert result is not None, "espeak handed a cue over empty on its own in every attempt"
+    asked, again = result
     assert asked == [*BATCH[:3], *BATCH[:2], *BATCH[2:]]  # the cues before it, spoken again
     for a, b in zip(clean, again, strict=True):
         np.testing.assert_array_equal(a, b)
