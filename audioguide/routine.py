@@ -64,6 +64,7 @@ from .yaml_nodes import (
     Node,
     NodeReader,
     RoutineLoader,
+    compose_with_libyaml,
     is_by_level,
     is_null,
     read_text,
@@ -276,15 +277,18 @@ def load_routine(name_or_path: str) -> Routine:
 
 def parse_routine(text: str, *, source: str = "<routine>", name: str = "routine") -> Routine:
     """Parse and validate routine YAML; raise RoutineError naming source, line and field."""
+    loader = _loader(text, source)
     try:
-        loader = RoutineLoader(text, source)
-    except yaml.reader.ReaderError as exc:  # checked before any parsing: no line to name yet
-        raise RoutineError(
-            f"character #x{exc.character:04x} at position {exc.position} is not allowed in "
-            "YAML; remove it (control characters are often pasted by accident)",
-            path=source,
-        ) from None
-    try:
+        # libyaml composes the nodes of most routines as the Python composer would, many times
+        # as fast. A routine with a mistake is read again from the Python composer's nodes:
+        # they name every mistake, and its line, as they always have.
+        root = compose_with_libyaml(text)
+        if root is not None:
+            try:
+                return _read_routine(loader, root, source, name)
+            except RoutineError:
+                loader.dispose()
+                loader = _loader(text, source)
         try:
             root = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
@@ -302,19 +306,35 @@ def parse_routine(text: str, *, source: str = "<routine>", name: str = "routine"
             raise RoutineError(
                 "the file is empty; a routine needs a title and sections", path=source
             )
-        refuse_language_tags(root, source)
-        parser = _Parser(loader, source, name)
-        try:
-            routine = parser.routine(root)
-        except RoutineError as exc:  # one that stops the reading: no field to go on from
-            if exc not in parser.mistakes:
-                parser.mistakes.append(exc)
-        if parser.mistakes:
-            raise RoutineMistakes(parser.mistakes)
-        _check_levels(routine)
-        return routine
+        return _read_routine(loader, root, source, name)
     finally:
         loader.dispose()
+
+
+def _loader(text: str, source: str) -> RoutineLoader:
+    try:
+        return RoutineLoader(text, source)
+    except yaml.reader.ReaderError as exc:  # checked before any parsing: no line to name yet
+        raise RoutineError(
+            f"character #x{exc.character:04x} at position {exc.position} is not allowed in "
+            "YAML; remove it (control characters are often pasted by accident)",
+            path=source,
+        ) from None
+
+
+def _read_routine(loader: RoutineLoader, root: Node, source: str, name: str) -> Routine:
+    """The routine the nodes under ``root`` describe; RoutineMistakes lists every mistake."""
+    refuse_language_tags(root, source)
+    parser = _Parser(loader, source, name)
+    try:
+        routine = parser.routine(root)
+    except RoutineError as exc:  # one that stops the reading: no field to go on from
+        if exc not in parser.mistakes:
+            parser.mistakes.append(exc)
+    if parser.mistakes:
+        raise RoutineMistakes(parser.mistakes)
+    _check_levels(routine)
+    return routine
 
 
 # ---------------------------------------------------------------------------------------------
