@@ -159,6 +159,11 @@ def choose_engine(voice: str | None, rate_wpm: int, workers: int) -> SpeechEngin
 
 
 def _is_piper_voice(voice: str) -> bool:
+    # No Piper voice's name (its model file's) or package's has a slash, and espeak-ng's ids do
+    # (gmw/en-us): such a voice needs no search of the installed packages (importlib.metadata
+    # and their entry points, about 0.05 s of every render).
+    if "/" in voice:
+        return False
     return piper_engine.piper_version() is not None and piper_engine.find_voice(voice) is not None
 
 

@@ -12,7 +12,8 @@ from audioguide import cli, programme
 # (xml.sax.saxutils alone pulls in urllib.request and http.client), the programmes', the worker
 # processes of a cold Piper render, Piper and onnxruntime themselves, scipy.signal and
 # scipy.ndimage (the loudness filter and the limiter are numpy), pyloudnorm (the tests'
-# reference), espeak's driver, and Pillow (the cover comes from its memo).
+# reference), espeak's driver, Pillow (the cover comes from its memo), and importlib.metadata
+# (Piper's voice packages are searched for only when the voice may be one of them).
 UNUSED_WHEN_WARM = (
     "urllib.request",
     "http.client",
@@ -34,6 +35,7 @@ UNUSED_WHEN_WARM = (
     "audioguide.programme",
     "PIL",
     "numpy.ma",  # np.median's first call imports it
+    "importlib.metadata",
 )
 
 RENDER_AND_LIST_MODULES = """
