@@ -6,7 +6,8 @@ Input and output are ``samples: np.ndarray``, float32, 1-D mono, values in [-1, 
 The resampler is polyphase with a steep anti-aliasing low-pass (a Kaiser-windowed FIR): scipy's
 default filter passes the image of a 10 kHz tone at -20 dB, this one at about -80 dB. It is
 scipy's ``resample_poly`` with that filter, rebuilt in numpy as one matrix product per block of
-output (tests/test_audio.py holds it to scipy's samples): importing scipy.signal costs a second
+output, or for an awkward ratio each output phase with its own taps (tests/test_audio.py holds
+both to scipy's samples): importing scipy.signal costs a second
 of CPU, more than resampling every cue of a session. ``resample`` takes a whole signal;
 ``resample_blocks`` takes it a block at a time, for recordings too long to hold, and gives the
 same samples.
@@ -233,17 +234,28 @@ def iir_impulse_response(sections: np.ndarray, n: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Polyphase:
-    """``resample_poly(x, up, down)``'s filter as a matrix: output samples ``b*up`` to
+    """``resample_poly(x, up, down)``'s filter by output phase: output samples ``b*up`` to
     ``b*up + up - 1`` are the window ``x[b*down + first : b*down + first + width]`` times
-    ``matrix`` (width x up), samples outside ``x`` being zeros."""
+    ``matrix`` (width x up), samples outside ``x`` being zeros.
 
-    matrix: np.ndarray  # float64; float32 copy in matrix32
-    matrix32: np.ndarray
+    Only RESAMPLE_TAPS_PER_PHASE or so of each column are not zero, so when ``down`` is large
+    (an awkward rate: 1,919/934) the matrix is mostly zeros, and would take tens of MB. Then
+    ``matrix`` is None and each phase keeps only its own taps: phase ``r`` is the window's
+    ``offsets[r]``-th sample on, times ``taps[r]`` (zeros past its last tap).
+    """
+
+    matrix: np.ndarray | None  # float64; float32 copy in matrix32
+    matrix32: np.ndarray | None
     first: int
+    width: int
+    offsets: np.ndarray | None = None  # int, one per phase
+    taps: np.ndarray | None = None  # float64, phases x taps; float32 copy in taps32
+    taps32: np.ndarray | None = None
 
-    @property
-    def width(self) -> int:
-        return int(self.matrix.shape[0])
+
+# The largest matrix kept whole (entries): every usual ratio (22.05 or 48 or 96 kHz to 44.1 kHz:
+# at most some 50,000) is one matrix product per block; an awkward one goes phase by phase.
+_DENSE_ENTRIES = 1 << 18
 
 
 @lru_cache(maxsize=8)
@@ -259,6 +271,9 @@ def _resampler(up: int, down: int) -> _Polyphase:
     # m = b*down + t, tap r*down + half - t*up weighs window sample t of output r.
     first = -(half // up)
     last = ((up - 1) * down + half) // up
+    width = last - first + 1
+    if width * up > _DENSE_ENTRIES:
+        return _sparse_resampler(taps, up, down, first, width)
     t = np.arange(first, last + 1)[:, None]
     index = np.arange(up)[None, :] * down + half - t * up
     inside = (index >= 0) & (index < taps.shape[0])
@@ -266,10 +281,29 @@ def _resampler(up: int, down: int) -> _Polyphase:
     matrix.setflags(write=False)
     matrix32 = matrix.astype(np.float32)
     matrix32.setflags(write=False)
-    return _Polyphase(matrix, matrix32, int(first))
+    return _Polyphase(matrix, matrix32, int(first), int(width))
 
 
-_POLYPHASE_ROWS = 1 << 14  # windows multiplied at a time: a few MB, in cache
+def _sparse_resampler(taps: np.ndarray, up: int, down: int, first: int, width: int) -> _Polyphase:
+    """The same filter as ``_resampler``'s matrix, each phase's taps alone: phase r takes
+    window samples t from ceil((r*down + half - len(taps) + 1) / up) to (r*down + half) // up."""
+    half = (taps.shape[0] - 1) // 2
+    r = np.arange(up)
+    lowest = -(-(r * down + half - taps.shape[0] + 1) // up)
+    count = -(-taps.shape[0] // up) + 1  # the most window samples a phase can take
+    t = lowest[:, None] + np.arange(count)[None, :]
+    index = r[:, None] * down + half - t * up
+    inside = (index >= 0) & (index < taps.shape[0])
+    kept = np.where(inside, up * taps[np.clip(index, 0, taps.shape[0] - 1)], 0.0)
+    kept.setflags(write=False)
+    kept32 = kept.astype(np.float32)
+    kept32.setflags(write=False)
+    offsets = lowest - first
+    offsets.setflags(write=False)
+    return _Polyphase(None, None, int(first), int(width), offsets, kept, kept32)
+
+
+_POLYPHASE_ROWS = 1 << 14  # windows (or output samples, phase by phase) at a time: a few MB
 
 
 def _polyphase(x: np.ndarray, up: int, down: int, *, exact: bool = False) -> np.ndarray:
@@ -278,17 +312,23 @@ def _polyphase(x: np.ndarray, up: int, down: int, *, exact: bool = False) -> np.
     samples. ``exact``: without BLAS, whose rounding depends on its thread settings (for
     fixed data made once and kept, such as an impulse response)."""
     phases = _resampler(up, down)
-    matrix = phases.matrix32 if x.dtype == np.float32 else phases.matrix
     n = x.shape[0]
     n_out = -(-n * up // down)
     blocks = -(-n_out // up)
     if blocks == 0:
         return np.zeros(0, dtype=x.dtype)
-    padded = np.zeros((blocks - 1) * down + phases.width, dtype=x.dtype)
-    kept = x[: max(0, min(n, padded.shape[0] + phases.first))]
+    # Room for a phase's taps past the window's end (zeros), phase by phase.
+    spare = 0 if phases.taps is None else phases.taps.shape[1]
+    padded = np.zeros((blocks - 1) * down + phases.width + spare, dtype=x.dtype)
+    kept = x[: max(0, min(n, padded.shape[0] - spare + phases.first))]
     padded[-phases.first : -phases.first + kept.shape[0]] = kept
-    windows = np.lib.stride_tricks.sliding_window_view(padded, phases.width)[::down]
     out = np.empty((blocks, up), dtype=x.dtype)
+    if phases.taps is not None:
+        _by_phase(padded, phases, down, out)
+        return out.reshape(-1)[:n_out]
+    matrix = phases.matrix32 if x.dtype == np.float32 else phases.matrix
+    assert matrix is not None
+    windows = np.lib.stride_tricks.sliding_window_view(padded, phases.width)[::down]
     for start in range(0, blocks, _POLYPHASE_ROWS):
         stop = start + _POLYPHASE_ROWS
         # A contiguous copy of the windows first: matmul on the overlapping view does not
@@ -296,6 +336,20 @@ def _polyphase(x: np.ndarray, up: int, down: int, *, exact: bool = False) -> np.
         rows = np.ascontiguousarray(windows[start:stop])
         out[start:stop] = _product(rows, matrix) if exact else rows @ matrix
     return out.reshape(-1)[:n_out]
+
+
+def _by_phase(padded: np.ndarray, phases: _Polyphase, down: int, out: np.ndarray) -> None:
+    """``out`` (blocks x up) from ``padded`` with a sparse resampler's taps, a few blocks at a
+    time: each output sample gathers its own taps' window samples (no BLAS: exact)."""
+    assert phases.taps is not None and phases.taps32 is not None and phases.offsets is not None
+    taps = phases.taps32 if padded.dtype == np.float32 else phases.taps
+    windows = np.lib.stride_tricks.sliding_window_view(padded, taps.shape[1])
+    blocks, up = out.shape
+    step = max(1, _POLYPHASE_ROWS // up)
+    for start in range(0, blocks, step):
+        stop = min(start + step, blocks)
+        starts = np.arange(start, stop)[:, None] * down + phases.offsets[None, :]
+        out[start:stop] = np.einsum("bik,ik->bi", windows[starts], taps)
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
