@@ -978,14 +978,29 @@ def cache() -> None:
 
 @cache.command(name="clear")
 def cache_clear() -> None:
-    """Remove every cached speech cue.
+    """Remove every cached speech cue, and the covers and voice facts kept beside them.
+
+    Everything removed is made again when a render needs it.
 
     \b
     Example:
         audioguide cache clear
     """
+    from .export.cover import MEMO_SUFFIX
+    from .pipeline import COVER_MEMO
+    from .speech.cache import remove_kept
+    from .speech.espeak import INFO_FILE
+    from .speech.piper import DIGESTS_FILE
+
     files, size = SpeechCache().clear()
-    click.echo(f"Removed {files} cached cues ({size / 1e6:.1f} MB) from {cache_dir()}")
+    root = cache_dir()
+    kept, kept_size = remove_kept(
+        [root / INFO_FILE, root / DIGESTS_FILE], [(root / COVER_MEMO, MEMO_SUFFIX)]
+    )
+    click.echo(
+        f"Removed {files} cached cues ({size / 1e6:.1f} MB) and {kept} other cached files "
+        f"({kept_size / 1e6:.1f} MB: covers, voice facts) from {root}"
+    )
 
 
 @cache.command(name="info")

@@ -13,9 +13,12 @@ from click.testing import CliRunner
 from conftest import SHORT_ROUTINE
 
 from audioguide.cli import cli
+from audioguide.export.cover import MEMO_SUFFIX
+from audioguide.pipeline import COVER_MEMO
 from audioguide.routine import load_routine
 from audioguide.speech import CACHE_ENV, Speech, SpeechCache, SpeechClip, cache_dir
-from audioguide.speech.espeak import Pyttsx3Engine
+from audioguide.speech.espeak import INFO_FILE, Pyttsx3Engine
+from audioguide.speech.piper import DIGESTS_FILE
 from audioguide.timeline import speech_texts
 
 
@@ -229,6 +232,32 @@ def test_cli_no_cache_writes_nothing_and_cache_clear_empties_it(short_routine_fi
     assert result.exit_code == 0
     assert result.output.startswith(f"Removed {cues} cached cues (")
     assert not list(root.rglob("*.clip"))
+
+
+def test_cache_clear_also_removes_the_covers_and_what_was_noted_about_the_voices(
+    short_routine_file, tmp_path
+):
+    """Everything a render keeps in the cache folder besides the cues (each cover drawn, what
+    espeak-ng said of its voices, Piper models' digests) goes too; a file of the user's that
+    happens to be there stays."""
+    root = cache_dir()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["render", str(short_routine_file), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    covers = root / COVER_MEMO
+    assert list(covers.glob(f"*{MEMO_SUFFIX}"))
+    (root / DIGESTS_FILE).write_text("{}", encoding="utf-8")
+    (root / INFO_FILE).write_text("{}", encoding="utf-8")
+    (covers / "left-by-a-killed-render.tmp").write_bytes(b"half")
+    mine = [root / "notes.txt", covers / "my-picture.png"]
+    for path in mine:
+        path.write_text("mine", encoding="utf-8")
+
+    result = runner.invoke(cli, ["cache", "clear"])
+    assert result.exit_code == 0, result.output
+    assert "and 4 other cached files" in result.output  # a cover, a temporary, two memos
+    left = sorted(p for p in root.rglob("*") if p.is_file())
+    assert left == sorted(mine)
 
 
 # -- prepared cues: as mixed, through the voice chain -----------------------------------------

@@ -21,7 +21,7 @@ import os
 import struct
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -166,6 +166,24 @@ class SpeechCache:
                 if path.suffix in ENTRY_SUFFIXES:
                     size += path.stat().st_size
         return files, size
+
+
+def remove_kept(files: Iterable[Path], folders: Iterable[tuple[Path, str]]) -> tuple[int, int]:
+    """Remove what a render keeps beside the cues: each of ``files``, and in each
+    ``(folder, suffix)`` the files of that suffix and the temporary files ``write_atomic``
+    leaves when a process is killed mid-write; nothing else (a file of the user's in the cache
+    folder stays). Returns (files, bytes) removed."""
+    paths = [path for path in files if path.is_file()]
+    for folder, suffix in folders:
+        if folder.is_dir():
+            paths += sorted(p for p in folder.iterdir() if p.suffix in (suffix, ".tmp"))
+    count = size = 0
+    for path in paths:
+        length = path.lstat().st_size
+        path.unlink(missing_ok=True)
+        count += 1
+        size += length
+    return count, size
 
 
 def _int16(body: memoryview) -> np.ndarray:
