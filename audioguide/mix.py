@@ -23,7 +23,7 @@ session meets its target with the voice held at its bounds.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -341,16 +341,10 @@ class TrackMixer:
         whole track under a bed). Outside them the mix is exact silence."""
         if self._bed_kind != "none":
             return [(0, self.length)] if self.length > 0 else []
-        spans: list[tuple[int, int]] = []
-        for slot in np.argsort(self._starts, kind="stable").tolist():
-            lo, hi = max(int(self._starts[slot]), 0), min(int(self._ends[slot]), self.length)
-            if hi <= lo:
-                continue
-            if spans and lo <= spans[-1][1]:
-                spans[-1] = (spans[-1][0], max(spans[-1][1], hi))
-            else:
-                spans.append((lo, hi))
-        return spans
+        return _joined_runs(
+            (max(int(self._starts[slot]), 0), min(int(self._ends[slot]), self.length))
+            for slot in np.argsort(self._starts, kind="stable").tolist()
+        )
 
     def voice_spans(self) -> list[tuple[int, int]]:
         """(first, end) sample of every spoken cue's audio, counted from the track's first."""
@@ -497,17 +491,23 @@ def measured_hops(mixer: TrackMixer, hops: int) -> list[tuple[int, int]]:
     starts in to the one that ends K_WEIGHTING_MEMORY_S or more after it, so a run starts
     only after that much silence, or at the track's start. Runs that meet are joined."""
     memory = seconds_to_samples(K_WEIGHTING_MEMORY_S)
-    runs: list[tuple[int, int]] = []
-    for lo, hi in mixer.sounding_spans():
-        first = lo // _HOP
-        end = min(hops, -(-(hi + memory) // _HOP))
+    return _joined_runs(
+        (lo // _HOP, min(hops, -(-(hi + memory) // _HOP))) for lo, hi in mixer.sounding_spans()
+    )
+
+
+def _joined_runs(runs: Iterable[tuple[int, int]], slack: int = 0) -> list[tuple[int, int]]:
+    """The ``(first, end)`` runs given, in order of their first, that are not empty, each
+    joined to the one before when it starts at most ``slack`` after that one's end."""
+    joined: list[tuple[int, int]] = []
+    for first, end in runs:
         if end <= first:
             continue
-        if runs and first <= runs[-1][1]:
-            runs[-1] = (runs[-1][0], max(runs[-1][1], end))
+        if joined and first <= joined[-1][1] + slack:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], end))
         else:
-            runs.append((first, end))
-    return runs
+            joined.append((first, end))
+    return joined
 
 
 def voice_blocks(mixer: TrackMixer, blocks: int) -> np.ndarray:
@@ -594,19 +594,17 @@ def voiced_blocks(mixer: TrackMixer, blocks: int) -> list[tuple[int, int]]:
     order. Runs closer than K_WEIGHTING_MEMORY_S are joined (measured apart, the second would
     mix that much of the first again to start its filters)."""
     memory = seconds_to_samples(K_WEIGHTING_MEMORY_S)
-    runs: list[tuple[int, int]] = []
-    for lo, hi in sorted(mixer.voice_spans()):
-        # Block i spans [i * _HOP, i * _HOP + _BLOCK): it overlaps [lo, hi + memory) for i from
-        # first to end - 1.
-        first = max(0, (lo - _BLOCK) // _HOP + 1)
-        end = min(blocks, -(-(hi + memory) // _HOP))
-        if end <= first:
-            continue
-        if runs and first * _HOP - memory <= (runs[-1][1] - 1) * _HOP + _BLOCK:
-            runs[-1] = (runs[-1][0], max(runs[-1][1], end))
-        else:
-            runs.append((first, end))
-    return runs
+    # Block i spans [i * _HOP, i * _HOP + _BLOCK): it overlaps [lo, hi + memory) for i from
+    # first to end - 1. A run starting at block f is joined to one ending at block e when
+    # f * _HOP - memory <= (e - 1) * _HOP + _BLOCK, that is f <= e + slack (whole blocks).
+    slack = (_BLOCK - _HOP + memory) // _HOP
+    return _joined_runs(
+        (
+            (max(0, (lo - _BLOCK) // _HOP + 1), min(blocks, -(-(hi + memory) // _HOP)))
+            for lo, hi in sorted(mixer.voice_spans())
+        ),
+        slack,
+    )
 
 
 def _mono_target(loudness_lufs: float, channels: int) -> float:
