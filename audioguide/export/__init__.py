@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from ..checks import check_choice, check_flag, check_whole
-from .cover import cover_in_background, memoized_cover_png
+from .cover import cover_in_background, cover_png
 from .ffmpeg import AUDIO_FORMATS, DEFAULT_FORMAT, FfmpegSink, check_format
 from .mp3 import (
     DEFAULT_BITRATE_KBPS,
@@ -129,9 +129,8 @@ def make_sink(
 class SessionWriter:
     """Writes one session's files into ``folder`` (the staging folder of a render).
 
-    ``cover_memo`` is the folder where covers drawn before are kept (``cover``); None draws the
-    session's cover afresh. ``cover``: the session's cover being made already
-    (``cover_in_background`` of its title and artist), waited for here instead.
+    ``cover``: the session's cover being made already (``cover_in_background`` of its title
+    and artist), waited for here; None draws it here.
     """
 
     def __init__(
@@ -140,7 +139,6 @@ class SessionWriter:
         timeline: Timeline,
         options: ExportOptions,
         *,
-        cover_memo: Path | None = None,
         cover: Future[bytes] | None = None,
     ) -> None:
         options.check()
@@ -148,10 +146,7 @@ class SessionWriter:
         self.timeline = timeline
         self.options = options
         self.files = session_files(timeline, options.audio_format)
-        if cover is None:
-            self.cover = memoized_cover_png(timeline.title, timeline.artist, memo=cover_memo)
-        else:
-            self.cover = cover.result()
+        self.cover = cover_png(timeline.title, timeline.artist) if cover is None else cover.result()
         year = options.year or datetime.date.today().year
         self.tags = SessionTags(timeline, year, self.cover)
         self.sink = make_sink(folder, timeline, self.files, self.tags, options)

@@ -17,8 +17,7 @@ import hashlib
 import importlib.util
 import io
 import textwrap
-import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -102,17 +101,12 @@ def cover_in_background(
     """``memoized_cover_png(title, subtitle, size_px, memo=memo)``, made on a thread of its
     own; its result (or its exception) is the future's.
 
-    Not a daemon thread: a render that fails or is interrupted meanwhile still lets it finish
-    writing its memo (a few hundredths of a second) before the process ends."""
-    future: Future[bytes] = Future()
-
-    def draw() -> None:
-        try:
-            future.set_result(memoized_cover_png(title, subtitle, size_px, memo=memo))
-        except BaseException as exc:  # the future's, raised where the cover is wanted
-            future.set_exception(exc)
-
-    threading.Thread(target=draw, name="cover", daemon=False).start()
+    The executor's thread is joined when the interpreter exits: a render that fails or is
+    interrupted meanwhile still lets it finish writing its memo (a few hundredths of a second)
+    before the process ends."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cover")
+    future = pool.submit(memoized_cover_png, title, subtitle, size_px, memo=memo)
+    pool.shutdown(wait=False)
     return future
 
 
