@@ -648,9 +648,10 @@ class _WorkerEngine:
         still be running then: going on to the next cue at once (as soon as the audio was no
         longer written to a file and read back) left one cue in 20 to 40 empty and every cue
         after it a few samples different; waiting left one in 1,443 (writing and reading the
-        file had left one in 444), which the batch speaks again (``_batch_clip``). Polled,
-        not with ``espeak_Synchronize``, which sleeps 20 ms at a time: 1 to 8 cues of
-        back-pain's 111 are still being finished, for less than a millisecond."""
+        file had left one in 444), which the batch speaks again
+        (``Pyttsx3Engine._respoken``). Polled, not with ``espeak_Synchronize``, which sleeps
+        20 ms at a time: 1 to 8 cues of back-pain's 111 are still being finished, for less
+        than a millisecond."""
         from pyttsx3.drivers import _espeak
 
         while _espeak.IsPlaying():
