@@ -160,7 +160,7 @@ def test_a_damaged_record_of_digests_is_digested_again(monkeypatch):
     assert voice.model in digested
 
 
-def test_identity_names_everything_that_changes_the_audio(engine):
+def test_identity_names_everything_that_changes_the_audio(engine, monkeypatch):
     import onnxruntime
 
     identity = engine.identity
@@ -170,6 +170,11 @@ def test_identity_names_everything_that_changes_the_audio(engine):
     for setting in ("140wpm", f"ls{engine.length_scale:.4f}", "noise0,0", "pauses0.75,0.3"):
         assert setting in identity
     assert pe.PiperEngine(rate_wpm=120).identity != identity
+    # The model as it is and its convolutions rewritten (piper_graph) differ by rounding.
+    assert f"/{pe.piper_graph.GRAPH_LABEL}/" in identity
+    monkeypatch.setattr(pe.piper_graph, "available", lambda: False)
+    plain = pe.PiperEngine()
+    assert not plain.rewrite and f"/{pe.piper_graph.PLAIN_LABEL}/" in plain.identity
 
 
 # ---------------------------------------------------------------------------------------------

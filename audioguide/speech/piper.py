@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import SpeechError
+from . import piper_graph
 from .engine import DEFAULT_RATE_WPM, SpeechClip, VoiceInfo, check_rate, register_engine
 
 if TYPE_CHECKING:  # imported where a cold render starts its workers: a warm one has none
@@ -358,10 +359,11 @@ def length_scale_for(rate_wpm: float) -> float:
 
 _WORKER_VOICE: Any = None
 _WORKER_FAILURE: str | None = None
-# Set in the fork server (see _worker_context): ((model, config), voice), loaded before any
+# Set in the fork server (see _worker_context): ((model, config, rewrite), voice), loaded before any
 # worker is forked, so every worker shares the voice's pages and none loads its own.
-_PRELOADED: tuple[tuple[str, str], Any] | None = None
-# What the render that starts a fork server asks it to load first: [pid, model, config, check]
+_PRELOADED: tuple[tuple[str, str, bool], Any] | None = None
+# What the render that starts a fork server asks it to load first: [pid, model, config, check,
+# rewrite]
 # as JSON, with the render's pid, so a value left in a user's environment is never acted on.
 PRELOAD_ENV = "AUDIOGUIDE_PIPER_PRELOAD"
 
@@ -370,9 +372,11 @@ class VoiceLoadFailed(Exception):
     """Raised in a worker for each cue when its voice did not load; carries the reason."""
 
 
-def _load(model: str, config: str, check_ids: bool = True) -> Any:
+def _load(model: str, config: str, check_ids: bool = True, rewrite: bool = False) -> Any:
     import onnxruntime
     from piper import PiperConfig, PiperVoice
+
+    from .piper_graph import session_model
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1  # one per worker: the workers fill the cores
@@ -386,9 +390,10 @@ def _load(model: str, config: str, check_ids: bool = True) -> Any:
     options.enable_mem_pattern = False
     with open(config, encoding="utf-8") as f:
         piper_config = PiperConfig.from_dict(json.load(f))
-    session = onnxruntime.InferenceSession(
-        model, sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    with session_model(model, rewrite) as path:
+        session = onnxruntime.InferenceSession(
+            path, sess_options=options, providers=["CPUExecutionProvider"]
+        )
     voice = PiperVoice(config=piper_config, session=session)
     if not check_ids:
         return voice
@@ -414,13 +419,13 @@ def _synthesis_config(length_scale: float) -> Any:
     )
 
 
-def _worker_init(model: str, config: str, check_ids: bool = True) -> None:
+def _worker_init(model: str, config: str, check_ids: bool = True, rewrite: bool = False) -> None:
     global _WORKER_VOICE, _WORKER_FAILURE
-    if _PRELOADED is not None and _PRELOADED[0] == (model, config):
+    if _PRELOADED is not None and _PRELOADED[0] == (model, config, rewrite):
         _WORKER_VOICE = _PRELOADED[1]
         return
     try:
-        _WORKER_VOICE = _load(model, config, check_ids)
+        _WORKER_VOICE = _load(model, config, check_ids, rewrite)
     except _ConfigMismatch:
         _WORKER_FAILURE = "config"
     except Exception:  # reported with the first cue, where the caller can say which voice
@@ -437,13 +442,13 @@ def _preload() -> None:
     which reports why with its first cue."""
     global _PRELOADED
     try:
-        pid, model, config, check_ids = json.loads(os.environ.get(PRELOAD_ENV) or "null")
+        pid, model, config, check_ids, rewrite = json.loads(os.environ.get(PRELOAD_ENV) or "null")
     except (ValueError, TypeError):
         return
     if pid != os.getppid():
         return
     with contextlib.suppress(Exception):
-        _PRELOADED = ((model, config), _load(model, config, check_ids))
+        _PRELOADED = ((model, config, rewrite), _load(model, config, check_ids, rewrite))
 
 
 def _edges(x: np.ndarray) -> np.ndarray:
@@ -521,7 +526,7 @@ def _worker_context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _start_fork_server(model: str, config: str, check_ids: bool) -> None:
+def _start_fork_server(model: str, config: str, check_ids: bool, rewrite: bool) -> None:
     """Start the fork server now, if it is not running, with this voice to load before it
     forks any worker (``_preload``): loaded once for every worker, whose pages they share
     (about 90 MB a worker), instead of once in each. The environment is how the server's
@@ -530,7 +535,7 @@ def _start_fork_server(model: str, config: str, check_ids: bool) -> None:
     unless it is the one the server has."""
     from multiprocessing import forkserver
 
-    value = json.dumps([os.getpid(), model, config, check_ids])
+    value = json.dumps([os.getpid(), model, config, check_ids, rewrite])
     before = os.environ.get(PRELOAD_ENV)
     os.environ[PRELOAD_ENV] = value
     try:
@@ -582,11 +587,15 @@ class PiperEngine:
         self.workers = max(1, workers)
         self.voice_file = self._find(voice)
         self.checked = check_voice(self.voice_file)
+        # The model's convolutions as 2-D where the onnx package can rewrite them (see
+        # piper_graph): the samples differ by rounding, so the identity says which.
+        self.rewrite = piper_graph.available()
         from importlib import metadata
 
         onnx = metadata.version("onnxruntime")
         self._identity = (
             f"piper-tts {version}/onnxruntime {onnx}/{self.checked.sha256}/"
+            f"{piper_graph.graph_label(self.rewrite)}/"
             f"{self.checked.config_sha256[:16]}/{rate_wpm}wpm/ls{self.length_scale:.4f}/"
             f"noise{NOISE_SCALE:g},{NOISE_W_SCALE:g}/pauses{SENTENCE_PAUSE_S:g},"
             f"{CLAUSE_PAUSE_S:g}/edge{EDGE_THRESHOLD:.5f},{EDGE_MARGIN_S:g}/peak{PEAK_LEVEL:.4f}"
@@ -638,6 +647,7 @@ class PiperEngine:
                     str(self.voice_file.model),
                     str(self.voice_file.config),
                     self.checked.known is None,
+                    self.rewrite,
                 )
                 if context.get_start_method() == "forkserver":
                     _start_fork_server(*load)
