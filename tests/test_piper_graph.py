@@ -130,3 +130,13 @@ def test_the_real_voice_rewritten_speaks_as_the_model_does():
     assert got.shape == plain.shape and plain.size > 22_050
     assert float(np.max(np.abs(got - plain))) < 1e-3
     assert float(np.max(np.abs(plain))) > 0.1
+
+
+def test_a_model_onnx_cannot_read_fails_the_load_with_its_name(tmp_path):
+    # Rewritten in a child process: its failure comes back here, and the session's own load
+    # of the model is what tells the user (tests/test_piper.py: "Piper cannot load").
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(b"\x08\x07not a model" * 100)
+    model = piper_graph.session_model(str(damaged), rewrite=True)
+    with pytest.raises(RuntimeError, match=r"damaged\.onnx"), model:
+        pass

@@ -24,7 +24,7 @@ import contextlib
 import importlib.util
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 GRAPH_LABEL = "conv2d"  # the engine's identity: the rewrite below, version 1
@@ -47,24 +47,49 @@ def graph_label(rewrite: bool) -> str:
 def session_model(model: str, rewrite: bool) -> Iterator[str]:
     """The path of the model a session should load for ``model``: with ``rewrite``, a
     temporary copy with its 1-D convolutions as 2-D (``convs_as_2d``), removed when the block
-    ends (the session has read it by then); else ``model`` itself.
+    ends (the session has read it by then); else ``model`` itself, as when it has no
+    convolution to rewrite.
 
     A file, not bytes: onnxruntime given the model as bytes kept about 60 MB more of it in the
-    process, in every worker forked from it."""
+    process, in every worker forked from it. The copy is written by a forked child where there
+    is fork, so the onnx package and the parsed model (about 10 MB and 63 MB) never live in
+    the fork server, whose pages every worker shares."""
     if not rewrite:
-        yield model
-        return
-    import onnx
-
-    proto = onnx.load(model)
-    if not convs_as_2d(proto.graph, _default_opset(proto)):
         yield model
         return
     with tempfile.TemporaryDirectory(prefix="audioguide-", ignore_cleanup_errors=True) as tmp:
         path = os.path.join(tmp, "model.onnx")
-        onnx.save(proto, path)
-        del proto
-        yield path
+        yield path if _in_child(_write_rewritten, model, path) else model
+
+
+def _in_child(work: Callable[[str, str], bool], model: str, path: str) -> bool:
+    """``work(model, path)`` in a forked child where there is fork, else here. A failure in
+    the child (a model onnx cannot read, say) is raised here as RuntimeError; the session's
+    own load of the model then says what is wrong with it."""
+    if not hasattr(os, "fork"):
+        return work(model, path)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        code = 1
+        try:
+            code = 0 if work(model, path) else 2
+        finally:
+            os._exit(code)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    if code not in (0, 2):
+        raise RuntimeError(f"rewriting {model} failed (exit status {code})")
+    return code == 0
+
+
+def _write_rewritten(model: str, path: str) -> bool:
+    """Write ``model`` with its convolutions as 2-D to ``path``; False if it has none."""
+    import onnx
+
+    proto = onnx.load(model)
+    if not convs_as_2d(proto.graph, _default_opset(proto)):
+        return False
+    onnx.save(proto, path)
+    return True
 
 
 def _default_opset(proto: Any) -> int:
