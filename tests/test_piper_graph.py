@@ -78,7 +78,44 @@ def test_rewritten_convolutions_give_the_models_outputs(opset, tmp_path):
     convs = [n for n in rewritten.graph.node if n.op_type == "Conv"]
     weights = {t.name: list(t.dims) for t in rewritten.graph.initializer}
     assert [weights[n.input[1]] for n in convs] == [[4, 4, 1, 3], [4, 1, 1, 3], [6, 4, 1, 4]]
-    assert [n.op_type for n in rewritten.graph.node].count("Squeeze") == 3
+    # Conv to Conv stays 4-D; 3-D again only where the sum with x (3-D) and the output read.
+    squeezed = [n.output[0] for n in rewritten.graph.node if n.op_type == "Squeeze"]
+    assert squeezed == ["c2", "y"]
+
+
+def test_a_decoders_stack_stays_4d_from_end_to_end(tmp_path):
+    # Upsampling, activation, convolution, a sum with the stack's input and a scale by a
+    # single number: one Unsqueeze where it starts, one Squeeze where it ends.
+    nodes = [
+        helper.make_node(
+            "ConvTranspose", ["x", "u"], ["up"], kernel_shape=[4], strides=[2], pads=[1, 1]
+        ),
+        helper.make_node("LeakyRelu", ["up"], ["a"], alpha=0.1),
+        helper.make_node("Conv", ["a", "w"], ["c"], kernel_shape=[3], pads=[1, 1]),
+        helper.make_node("Add", ["c", "up"], ["r"]),
+        helper.make_node("Mul", ["r", "half"], ["s"]),
+        helper.make_node("Tanh", ["s"], ["y"]),
+    ]
+    half = numpy_helper.from_array(np.array(0.5, np.float32), "half")
+    model = _model(nodes, [_weight("u", (4, 4, 4)), _weight("w", (4, 4, 3)), half])
+    plain = _saved(model, tmp_path / "plain.onnx")
+    with piper_graph.session_model(plain, rewrite=True) as path:
+        rewritten = onnx.load(path)
+        x = RNG.normal(0, 1, (1, 4, 50)).astype(np.float32)
+        want, got = _run(plain, x), _run(path, x)
+        assert got.shape == want.shape == (1, 4, 100)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    kinds = [n.op_type for n in rewritten.graph.node]
+    assert kinds == [
+        "Unsqueeze",
+        "ConvTranspose",
+        "LeakyRelu",
+        "Conv",
+        "Add",
+        "Mul",
+        "Tanh",
+        "Squeeze",
+    ]
 
 
 def test_a_convolution_the_rewrite_cannot_carry_is_left_as_it_is(tmp_path):
@@ -119,7 +156,7 @@ def test_the_real_voice_rewritten_speaks_as_the_model_does():
 
     voice = pe.find_voice("en_US-joe-medium")
     model = onnx.load(str(voice.model))
-    convs = sum(n.op_type == "Conv" for n in model.graph.node)
+    convs = sum(n.op_type in ("Conv", "ConvTranspose") for n in model.graph.node)
     assert piper_graph.convs_as_2d(model.graph, 15) == convs > 100
     del model
     text = "Let the shoulders soften, and breathe out slowly."
