@@ -978,7 +978,8 @@ def cache() -> None:
 
 @cache.command(name="clear")
 def cache_clear() -> None:
-    """Remove every cached speech cue, and the covers and voice facts kept beside them.
+    """Remove every cached speech cue, and the covers, voice facts and voice models kept
+    beside them.
 
     Everything removed is made again when a render needs it.
 
@@ -990,16 +991,17 @@ def cache_clear() -> None:
     from .pipeline import COVER_MEMO
     from .speech.cache import remove_kept
     from .speech.espeak import INFO_FILE
-    from .speech.piper import DIGESTS_FILE
+    from .speech.piper import DIGESTS_FILE, MODEL_SUFFIX, MODELS_FOLDER
 
     files, size = SpeechCache().clear()
     root = cache_dir()
     kept, kept_size = remove_kept(
-        [root / INFO_FILE, root / DIGESTS_FILE], [(root / COVER_MEMO, MEMO_SUFFIX)]
+        [root / INFO_FILE, root / DIGESTS_FILE],
+        [(root / COVER_MEMO, MEMO_SUFFIX), (root / MODELS_FOLDER, MODEL_SUFFIX)],
     )
     click.echo(
         f"Removed {files} cached cues ({size / 1e6:.1f} MB) and {kept} other cached files "
-        f"({kept_size / 1e6:.1f} MB: covers, voice facts) from {root}"
+        f"({kept_size / 1e6:.1f} MB: covers, voice facts, voice models) from {root}"
     )
 
 

@@ -18,7 +18,7 @@ from audioguide.pipeline import COVER_MEMO
 from audioguide.routine import load_routine
 from audioguide.speech import CACHE_ENV, Speech, SpeechCache, SpeechClip, cache_dir
 from audioguide.speech.espeak import INFO_FILE, Pyttsx3Engine
-from audioguide.speech.piper import DIGESTS_FILE
+from audioguide.speech.piper import DIGESTS_FILE, MODEL_SUFFIX, MODELS_FOLDER
 from audioguide.timeline import speech_texts
 
 
@@ -249,13 +249,18 @@ def test_cache_clear_also_removes_the_covers_and_what_was_noted_about_the_voices
     (root / DIGESTS_FILE).write_text("{}", encoding="utf-8")
     (root / INFO_FILE).write_text("{}", encoding="utf-8")
     (covers / "left-by-a-killed-render.tmp").write_bytes(b"half")
-    mine = [root / "notes.txt", covers / "my-picture.png"]
+    models = root / MODELS_FOLDER  # Piper's model as onnxruntime optimized it here
+    models.mkdir()
+    (models / f"58afce0321b8d9c46d7c-conv2d-ort1.0-abc{MODEL_SUFFIX}").write_bytes(b"graph")
+    (models / "tmpx1y2.tmp").write_bytes(b"half a graph")
+    mine = [root / "notes.txt", covers / "my-picture.png", models / "my-notes.txt"]
     for path in mine:
         path.write_text("mine", encoding="utf-8")
 
     result = runner.invoke(cli, ["cache", "clear"])
     assert result.exit_code == 0, result.output
-    assert "and 4 other cached files" in result.output  # a cover, a temporary, two memos
+    # A cover, two temporaries, two memos, a model.
+    assert "and 6 other cached files" in result.output
     left = sorted(p for p in root.rglob("*") if p.is_file())
     assert left == sorted(mine)
 

@@ -177,6 +177,17 @@ def test_identity_names_everything_that_changes_the_audio(engine, monkeypatch):
     assert not plain.rewrite and f"/{pe.piper_graph.PLAIN_LABEL}/" in plain.identity
 
 
+def test_the_model_kept_is_named_for_the_voice_its_graph_onnxruntime_and_this_machine():
+    from audioguide.speech.cache import cache_dir
+
+    path = pe.kept_model(JOE_SHA256, True, "1.32.0")
+    assert path.parent == cache_dir() / pe.MODELS_FOLDER
+    assert path.name.startswith(f"{JOE_SHA256[:20]}-conv2d-ort1.32.0-")
+    assert path.suffix == pe.MODEL_SUFFIX
+    assert pe.kept_model(JOE_SHA256, False, "1.32.0") != path
+    assert pe.kept_model(JOE_SHA256, True, "1.33.0") != path
+
+
 # ---------------------------------------------------------------------------------------------
 # Synthesis
 

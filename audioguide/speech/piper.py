@@ -35,6 +35,8 @@ import hashlib
 import importlib
 import json
 import os
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -281,6 +283,42 @@ def _keep_digests(models: dict[str, Any]) -> None:
     write_atomic(_digests_path(), lambda out: out.write(kept))
 
 
+MODELS_FOLDER = "piper-models"  # beside the speech cache: each voice as onnxruntime runs it
+MODEL_SUFFIX = ".onnx"
+_PROVIDER = "CPUExecutionProvider"
+
+
+def kept_model(sha256: str, rewrite: bool, onnxruntime_version: str) -> Path:
+    """Where a voice's model is kept as onnxruntime optimized it on this machine, to load
+    again without optimizing it (0.18 s instead of 1.0) or rewriting it (piper_graph: 0.6 s):
+    the serial start of every cold render after the first. The graph onnxruntime optimized
+    is laid out for this CPU's vector width, so the name carries the machine as well as the
+    model's digest, the rewrite and onnxruntime's version. Loaded again it gives the same
+    samples (tested)."""
+    from .cache import cache_dir
+
+    graph = piper_graph.graph_label(rewrite)
+    name = f"{sha256[:20]}-{graph}-ort{onnxruntime_version}-{_machine()}{MODEL_SUFFIX}"
+    return cache_dir() / MODELS_FOLDER / name
+
+
+def _machine() -> str:
+    """A short digest of this CPU: its kind and, on Linux, its model and instruction sets."""
+    import platform
+
+    facts = [sys.platform, platform.machine()]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features")):
+                    facts.append(line.strip())
+                if line.strip() == "":
+                    break  # the first processor's lines are every core's
+    except OSError:  # not Linux
+        facts.append(platform.processor())
+    return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:12]
+
+
 def check_voice(voice: VoiceFile) -> CheckedVoice:
     """Read and check a voice's files; SpeechError naming the voice and the fix if not usable.
 
@@ -364,7 +402,7 @@ _WORKER_FAILURE: str | None = None
 # worker is forked, so every worker shares the voice's pages and none loads its own.
 _PRELOADED: tuple[tuple[str, str, bool], Any] | None = None
 # What the render that starts a fork server asks it to load first: [pid, model, config, check,
-# rewrite]
+# rewrite, kept]
 # as JSON, with the render's pid, so a value left in a user's environment is never acted on.
 PRELOAD_ENV = "AUDIOGUIDE_PIPER_PRELOAD"
 
@@ -373,28 +411,20 @@ class VoiceLoadFailed(Exception):
     """Raised in a worker for each cue when its voice did not load; carries the reason."""
 
 
-def _load(model: str, config: str, check_ids: bool = True, rewrite: bool = False) -> Any:
-    import onnxruntime
+def _load(
+    model: str,
+    config: str,
+    check_ids: bool = True,
+    rewrite: bool = False,
+    kept: str | None = None,
+) -> Any:
     from piper import PiperConfig, PiperVoice
 
-    from .piper_graph import session_model
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 1  # one per worker: the workers fill the cores
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 4  # its errors come back to us as exceptions, not on stderr
-    # onnxruntime's memory arena: without it every clause's activations are allocated from
-    # and returned to the system, a tenth of a worker's CPU time spent in the kernel clearing
-    # pages (measured: 1.17 s of system time per 10 s of user time, 0.08 with the arena). A
-    # worker keeps its largest clause's memory (about 250 MB, where it peaked at 300 without).
-    options.enable_cpu_mem_arena = True
-    options.enable_mem_pattern = False
     with open(config, encoding="utf-8") as f:
         piper_config = PiperConfig.from_dict(json.load(f))
-    with session_model(model, rewrite) as path:
-        session = onnxruntime.InferenceSession(
-            path, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+    session = _kept_session(kept) if kept else None
+    if session is None:
+        session = _new_session(model, rewrite, kept)
     _return_freed_memory()
     voice = PiperVoice(config=piper_config, session=session)
     if not check_ids:
@@ -408,6 +438,82 @@ def _load(model: str, config: str, check_ids: bool = True, rewrite: bool = False
     except Exception as exc:
         raise _ConfigMismatch from exc
     return voice
+
+
+def _session_options(optimized: bool = True) -> Any:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1  # one per worker: the workers fill the cores
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 4  # its errors come back to us as exceptions, not on stderr
+    # onnxruntime's memory arena: without it every clause's activations are allocated from
+    # and returned to the system, a tenth of a worker's CPU time spent in the kernel clearing
+    # pages (measured: 1.17 s of system time per 10 s of user time, 0.08 with the arena). A
+    # worker keeps its largest clause's memory (about 250 MB, where it peaked at 300 without).
+    options.enable_cpu_mem_arena = True
+    options.enable_mem_pattern = False
+    if not optimized:  # a model onnxruntime optimized before, for this machine
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return options
+
+
+def _kept_session(kept: str) -> Any:
+    """A session of the model as onnxruntime optimized it here before (``kept_model``), or
+    None when there is none or it does not load (it is removed, and made again)."""
+    import onnxruntime
+
+    if not os.path.isfile(kept):
+        return None
+    try:
+        return onnxruntime.InferenceSession(
+            kept, sess_options=_session_options(optimized=False), providers=[_PROVIDER]
+        )
+    except Exception:
+        with contextlib.suppress(OSError):
+            os.unlink(kept)
+        return None
+
+
+def _new_session(model: str, rewrite: bool, kept: str | None) -> Any:
+    """A session of ``model`` (its convolutions rewritten with ``rewrite``: piper_graph),
+    optimized by onnxruntime; with ``kept``, the optimized graph is kept there for the next
+    load. Keeping it is a convenience: if it cannot be written, the session is made without."""
+    import onnxruntime
+
+    from .piper_graph import session_model
+
+    with session_model(model, rewrite) as path:
+        if kept:
+            with contextlib.suppress(Exception):
+                return _saving_session(path, kept)
+        return onnxruntime.InferenceSession(
+            path, sess_options=_session_options(), providers=[_PROVIDER]
+        )
+
+
+def _saving_session(path: str, kept: str) -> Any:
+    import onnxruntime
+
+    folder = os.path.dirname(kept)
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(suffix=".tmp", dir=folder)
+    os.close(handle)
+    try:
+        options = _session_options()
+        options.optimized_model_filepath = temporary
+        session = onnxruntime.InferenceSession(path, sess_options=options, providers=[_PROVIDER])
+        os.replace(temporary, kept)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+    # What this voice's model was kept as for another onnxruntime or machine is stale.
+    stem = os.path.basename(kept).split("-", 1)[0]
+    for name in os.listdir(folder):
+        if name.startswith(stem + "-") and name != os.path.basename(kept):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+    return session
 
 
 def _return_freed_memory() -> None:
@@ -438,13 +544,19 @@ def _synthesis_config(length_scale: float) -> Any:
     )
 
 
-def _worker_init(model: str, config: str, check_ids: bool = True, rewrite: bool = False) -> None:
+def _worker_init(
+    model: str,
+    config: str,
+    check_ids: bool = True,
+    rewrite: bool = False,
+    kept: str | None = None,
+) -> None:
     global _WORKER_VOICE, _WORKER_FAILURE
     if _PRELOADED is not None and _PRELOADED[0] == (model, config, rewrite):
         _WORKER_VOICE = _PRELOADED[1]
         return
     try:
-        _WORKER_VOICE = _load(model, config, check_ids, rewrite)
+        _WORKER_VOICE = _load(model, config, check_ids, rewrite, kept)
     except _ConfigMismatch:
         _WORKER_FAILURE = "config"
     except Exception:  # reported with the first cue, where the caller can say which voice
@@ -461,13 +573,15 @@ def _preload() -> None:
     which reports why with its first cue."""
     global _PRELOADED
     try:
-        pid, model, config, check_ids, rewrite = json.loads(os.environ.get(PRELOAD_ENV) or "null")
+        pid, model, config, check_ids, rewrite, kept = json.loads(
+            os.environ.get(PRELOAD_ENV) or "null"
+        )
     except (ValueError, TypeError):
         return
     if pid != os.getppid():
         return
     with contextlib.suppress(Exception):
-        _PRELOADED = ((model, config, rewrite), _load(model, config, check_ids, rewrite))
+        _PRELOADED = ((model, config, rewrite), _load(model, config, check_ids, rewrite, kept))
     # What the server holds now is every worker's, shared until written: a worker's garbage
     # collection, which would write to each of those objects, leaves them be (8 MB less in
     # a cold back-pain render's tree, measured: 491 to 497 MB against 499 to 506).
@@ -549,7 +663,9 @@ def _worker_context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _start_fork_server(model: str, config: str, check_ids: bool, rewrite: bool) -> None:
+def _start_fork_server(
+    model: str, config: str, check_ids: bool, rewrite: bool, kept: str | None
+) -> None:
     """Start the fork server now, if it is not running, with this voice to load before it
     forks any worker (``_preload``): loaded once for every worker, whose pages they share
     (about 90 MB a worker), instead of once in each. The environment is how the server's
@@ -558,7 +674,7 @@ def _start_fork_server(model: str, config: str, check_ids: bool, rewrite: bool) 
     unless it is the one the server has."""
     from multiprocessing import forkserver
 
-    value = json.dumps([os.getpid(), model, config, check_ids, rewrite])
+    value = json.dumps([os.getpid(), model, config, check_ids, rewrite, kept])
     before = os.environ.get(PRELOAD_ENV)
     os.environ[PRELOAD_ENV] = value
     try:
@@ -616,6 +732,7 @@ class PiperEngine:
         from importlib import metadata
 
         onnx = metadata.version("onnxruntime")
+        self._onnx = onnx
         self._identity = (
             f"piper-tts {version}/onnxruntime {onnx}/{self.checked.sha256}/"
             f"{piper_graph.graph_label(self.rewrite)}/"
@@ -671,6 +788,7 @@ class PiperEngine:
                     str(self.voice_file.config),
                     self.checked.known is None,
                     self.rewrite,
+                    str(kept_model(self.checked.sha256, self.rewrite, self._onnx)),
                 )
                 if context.get_start_method() == "forkserver":
                     _start_fork_server(*load)
