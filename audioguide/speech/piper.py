@@ -493,6 +493,9 @@ def _new_session(model: str, rewrite: bool, kept: str | None) -> Any:
 
 
 def _saving_session(path: str, kept: str) -> Any:
+    """A session of the model at ``path`` whose optimized graph onnxruntime writes to a
+    temporary file, moved to ``kept`` once whole (a killed render leaves a ``.tmp``, which
+    ``cache clear`` removes)."""
     import onnxruntime
 
     folder = os.path.dirname(kept)
