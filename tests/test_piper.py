@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -483,6 +484,44 @@ def test_a_cold_render_repeats_byte_for_byte(previous, tmp_path, monkeypatch):
         outputs.append({p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".mp3"})
     assert outputs[0] == outputs[1]
     assert len(outputs[0]) == 2  # the track and the full session
+
+
+def test_a_cold_render_after_the_first_reads_the_kept_model_and_makes_the_same_bytes(
+    previous, tmp_path
+):
+    """Each render in a process of its own, as a user runs them (a fork server lives as long
+    as its process): the second, whose cache lost its cues but kept the model as onnxruntime
+    optimized it, loads that file as it is and writes the same MP3 bytes; a warm render then
+    imports neither Piper, onnxruntime nor onnx."""
+    from test_warm_imports import RENDER_AND_LIST_MODULES
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "AUDIOGUIDE_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("AUDIOGUIDE_VOICE", None)
+    render = ["render", "routine.yaml", "-o", "out", "--seed", "7", "-q", "--force"]
+
+    def rendered() -> dict[str, bytes]:
+        command = [sys.executable, "-m", "audioguide", *render]
+        proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        folder = tmp_path / "out" / "routine"
+        return {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".mp3"}
+
+    first = rendered()
+    (kept,) = (cache / pe.MODELS_FOLDER).glob(f"*{pe.MODEL_SUFFIX}")
+    made = kept.stat()
+    for entry in cache.iterdir():
+        if entry.name != pe.MODELS_FOLDER:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    assert rendered() == first
+    again = kept.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (made.st_ino, made.st_mtime_ns)  # read, not remade
+
+    unused = ["piper", "onnxruntime", "onnx", "multiprocessing"]
+    warm = [sys.executable, "-c", RENDER_AND_LIST_MODULES, ",".join(unused), *render]
+    proc = subprocess.run(warm, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "loaded: []"
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="espeak-ng is pyttsx3's voice on Linux")

@@ -10,7 +10,7 @@ from audioguide import cli, programme
 
 # Not needed by a render whose every cue is in the cache: the feed's and the server's machinery
 # (xml.sax.saxutils alone pulls in urllib.request and http.client), the programmes', the worker
-# processes of a cold Piper render, Piper and onnxruntime themselves, scipy.signal and
+# processes of a cold Piper render, Piper, onnxruntime and onnx themselves, scipy.signal and
 # scipy.ndimage (the loudness filter and the limiter are numpy), pyloudnorm (the tests'
 # reference), espeak's driver, Pillow (the cover comes from its memo), and importlib.metadata
 # (Piper's voice packages are searched for only when the voice may be one of them).
@@ -25,6 +25,7 @@ UNUSED_WHEN_WARM = (
     "concurrent.futures.process",
     "piper",
     "onnxruntime",
+    "onnx",
     "scipy.signal",
     "scipy.ndimage",
     "pyloudnorm",
