@@ -160,8 +160,9 @@ def test_the_real_voice_rewritten_speaks_as_the_model_does():
     assert piper_graph.convs_as_2d(model.graph, 15) == convs > 100
     del model
     text = "Let the shoulders soften, and breathe out slowly."
-    plain = pe.speak(pe._load(str(voice.model), str(voice.config), False, False), text, 1.0, 22_050)
-    rewritten = pe._load(str(voice.model), str(voice.config), False, True)
+    files = (str(voice.model), str(voice.config))
+    plain = pe.speak(pe._load(pe.VoiceLoad(*files, False, False)), text, 1.0, 22_050)
+    rewritten = pe._load(pe.VoiceLoad(*files, False, True))
     got = pe.speak(rewritten, text, 1.0, 22_050)
     # Rounding only: the same length, within 1e-3 of full scale (measured 1.2e-4 at most).
     assert got.shape == plain.shape and plain.size > 22_050
@@ -195,8 +196,8 @@ def test_a_model_kept_as_onnxruntime_optimized_it_loads_again_the_same(tmp_path,
     other = kept.with_name("0123456789abcdef0123-conv2d-ort9-here.onnx")  # another voice's
     other.write_bytes(b"another voice")
     text = "Let the shoulders soften."
-    model, config = str(voice.model), str(voice.config)
-    first = pe.speak(pe._load(model, config, False, True, str(kept)), text, 1.0, 22_050)
+    load = pe.VoiceLoad(str(voice.model), str(voice.config), False, True, str(kept))
+    first = pe.speak(pe._load(load), text, 1.0, 22_050)
     assert kept.stat().st_size > 10_000_000
     assert not stale.exists() and other.exists()
 
@@ -205,11 +206,11 @@ def test_a_model_kept_as_onnxruntime_optimized_it_loads_again_the_same(tmp_path,
 
     with monkeypatch.context() as patch:
         patch.setattr(pe, "_new_session", never)
-        again = pe.speak(pe._load(model, config, False, True, str(kept)), text, 1.0, 22_050)
+        again = pe.speak(pe._load(load), text, 1.0, 22_050)
     assert np.array_equal(first, again)
 
     kept.write_bytes(b"\x08\x07half written")
-    remade = pe.speak(pe._load(model, config, False, True, str(kept)), text, 1.0, 22_050)
+    remade = pe.speak(pe._load(load), text, 1.0, 22_050)
     assert np.array_equal(first, remade)
     assert kept.stat().st_size > 10_000_000
     assert not list(kept.parent.glob("*.tmp"))

@@ -41,7 +41,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -398,12 +398,28 @@ def length_scale_for(rate_wpm: float) -> float:
 
 _WORKER_VOICE: Any = None
 _WORKER_FAILURE: str | None = None
-# Set in the fork server (see _worker_context): ((model, config, rewrite), voice), loaded before any
-# worker is forked, so every worker shares the voice's pages and none loads its own.
-_PRELOADED: tuple[tuple[str, str, bool], Any] | None = None
-# What the render that starts a fork server asks it to load first: [pid, model, config, check,
-# rewrite, kept]
-# as JSON, with the render's pid, so a value left in a user's environment is never acted on.
+
+
+class VoiceLoad(NamedTuple):
+    """What a worker loads, and how: given to each worker, and to the fork server as JSON."""
+
+    model: str
+    config: str
+    check_ids: bool = True  # every phoneme id through the model once: a voice not known
+    rewrite: bool = False  # the convolutions as 2-D (piper_graph)
+    kept: str | None = None  # the model as onnxruntime optimized it, kept here (kept_model)
+
+    @property
+    def session(self) -> tuple[str, str, bool]:
+        """What makes two loads the same session: the files and the graph."""
+        return (self.model, self.config, self.rewrite)
+
+
+# Set in the fork server (see _worker_context): (its load, voice), loaded before any worker is
+# forked, so every worker shares the voice's pages and none loads its own.
+_PRELOADED: tuple[VoiceLoad, Any] | None = None
+# What the render that starts a fork server asks it to load first: [pid, *its VoiceLoad] as
+# JSON, with the render's pid, so a value left in a user's environment is never acted on.
 PRELOAD_ENV = "AUDIOGUIDE_PIPER_PRELOAD"
 
 
@@ -411,23 +427,17 @@ class VoiceLoadFailed(Exception):
     """Raised in a worker for each cue when its voice did not load; carries the reason."""
 
 
-def _load(
-    model: str,
-    config: str,
-    check_ids: bool = True,
-    rewrite: bool = False,
-    kept: str | None = None,
-) -> Any:
+def _load(load: VoiceLoad) -> Any:
     from piper import PiperConfig, PiperVoice
 
-    with open(config, encoding="utf-8") as f:
+    with open(load.config, encoding="utf-8") as f:
         piper_config = PiperConfig.from_dict(json.load(f))
-    session = _kept_session(kept) if kept else None
+    session = _kept_session(load.kept) if load.kept else None
     if session is None:
-        session = _new_session(model, rewrite, kept)
+        session = _new_session(load.model, load.rewrite, load.kept)
     _return_freed_memory()
     voice = PiperVoice(config=piper_config, session=session)
-    if not check_ids:
+    if not load.check_ids:
         return voice
     # Every phoneme id of the config through the model once (0.5 s of CPU): a config written
     # for another model fails here, not in the middle of a session. A known model's config was
@@ -547,19 +557,13 @@ def _synthesis_config(length_scale: float) -> Any:
     )
 
 
-def _worker_init(
-    model: str,
-    config: str,
-    check_ids: bool = True,
-    rewrite: bool = False,
-    kept: str | None = None,
-) -> None:
+def _worker_init(load: VoiceLoad) -> None:
     global _WORKER_VOICE, _WORKER_FAILURE
-    if _PRELOADED is not None and _PRELOADED[0] == (model, config, rewrite):
+    if _PRELOADED is not None and _PRELOADED[0].session == load.session:
         _WORKER_VOICE = _PRELOADED[1]
         return
     try:
-        _WORKER_VOICE = _load(model, config, check_ids, rewrite, kept)
+        _WORKER_VOICE = _load(load)
     except _ConfigMismatch:
         _WORKER_FAILURE = "config"
     except Exception:  # reported with the first cue, where the caller can say which voice
@@ -576,15 +580,14 @@ def _preload() -> None:
     which reports why with its first cue."""
     global _PRELOADED
     try:
-        pid, model, config, check_ids, rewrite, kept = json.loads(
-            os.environ.get(PRELOAD_ENV) or "null"
-        )
+        pid, *fields = json.loads(os.environ.get(PRELOAD_ENV) or "null")
+        load = VoiceLoad(*fields)
     except (ValueError, TypeError):
         return
     if pid != os.getppid():
         return
     with contextlib.suppress(Exception):
-        _PRELOADED = ((model, config, rewrite), _load(model, config, check_ids, rewrite, kept))
+        _PRELOADED = (load, _load(load))
     # What the server holds now is every worker's, shared until written: a worker's garbage
     # collection, which would write to each of those objects, leaves them be (8 MB less in
     # a cold back-pain render's tree, measured: 491 to 497 MB against 499 to 506).
@@ -666,9 +669,7 @@ def _worker_context() -> BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _start_fork_server(
-    model: str, config: str, check_ids: bool, rewrite: bool, kept: str | None
-) -> None:
+def _start_fork_server(load: VoiceLoad) -> None:
     """Start the fork server now, if it is not running, with this voice to load before it
     forks any worker (``_preload``): loaded once for every worker, whose pages they share
     (about 90 MB a worker), instead of once in each. The environment is how the server's
@@ -677,7 +678,7 @@ def _start_fork_server(
     unless it is the one the server has."""
     from multiprocessing import forkserver
 
-    value = json.dumps([os.getpid(), model, config, check_ids, rewrite, kept])
+    value = json.dumps([os.getpid(), *load])
     before = os.environ.get(PRELOAD_ENV)
     os.environ[PRELOAD_ENV] = value
     try:
@@ -786,20 +787,20 @@ class PiperEngine:
         with self._pool_lock:
             if self._pool is None:
                 context = _worker_context()
-                load = (
+                load = VoiceLoad(
                     str(self.voice_file.model),
                     str(self.voice_file.config),
-                    self.checked.known is None,
-                    self.rewrite,
-                    str(kept_model(self.checked.sha256, self.rewrite, self._onnx)),
+                    check_ids=self.checked.known is None,
+                    rewrite=self.rewrite,
+                    kept=str(kept_model(self.checked.sha256, self.rewrite, self._onnx)),
                 )
                 if context.get_start_method() == "forkserver":
-                    _start_fork_server(*load)
+                    _start_fork_server(load)
                 self._pool = ProcessPoolExecutor(
                     max_workers=self.workers,
                     mp_context=context,
                     initializer=_worker_init,
-                    initargs=load,
+                    initargs=(load,),
                 )
                 atexit.register(self.close)
             return self._pool
