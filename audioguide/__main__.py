@@ -12,6 +12,7 @@ import signal
 import sys
 from typing import NoReturn
 
+from ._glibc import glibc
 from .errors import STOP_SIGNALS, Interrupted
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EFBIG, errno.EDQUOT}
@@ -57,15 +58,9 @@ def one_malloc_arena() -> None:
     grew with the session's length. Numpy's buffers are few and large, so sharing one arena's
     lock costs nothing measurable (docs/performance.md).
     """
-    try:
-        glibc = os.confstr("CS_GNU_LIBC_VERSION")
-    except (ValueError, OSError):
-        return  # not glibc: macOS, Windows, musl
-    if glibc is None:
-        return
-    import ctypes
-
-    ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
+    libc = glibc()
+    if libc is not None:  # not on macOS, Windows or musl
+        libc.mallopt(_M_ARENA_MAX, 1)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from .._glibc import glibc
 from ..errors import SpeechError
 from . import piper_graph
 from .engine import DEFAULT_RATE_WPM, SpeechClip, VoiceInfo, check_rate, register_engine
@@ -536,14 +537,9 @@ def _return_freed_memory() -> None:
     blocked for its convolution kernels: see piper_graph) and frees the rest; glibc kept those
     pages, about 70 MB, in the fork server and so in every worker forked from it. Measured:
     212 MB after the session was built, 142 MB after this (138 MB for the model as it is)."""
-    try:
-        glibc = os.confstr("CS_GNU_LIBC_VERSION")
-    except (ValueError, OSError):
-        return  # not glibc: macOS, Windows, musl
-    if glibc is not None:
-        import ctypes
-
-        ctypes.CDLL(None).malloc_trim(0)
+    libc = glibc()
+    if libc is not None:  # not on macOS, Windows or musl
+        libc.malloc_trim(0)
 
 
 def _synthesis_config(length_scale: float) -> Any:
