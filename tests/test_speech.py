@@ -184,50 +184,105 @@ class FixedClipEngine:
         return []
 
 
-def preparation_digests() -> dict[str, str]:
-    import hashlib
+# How the prepared cue is compared with the one recorded: its length exactly, its samples to
+# 1e-4 of their whole (-80 dB). Not bit for bit: the last bits of a prepared cue follow the CPU
+# (numpy computes sin and tanh with the widest SIMD it finds, and OpenBLAS picks its kernels by
+# CPU), so bits recorded on one machine differ on another by some 1e-5 of the cue, the 16-bit
+# rounding of a few samples in a thousand. The smallest change below, the resampler's Kaiser
+# beta from 8.6 to 7, moves the cue by 1e-3. A change that only rounds differently is not
+# seen: bump the version for it all the same, so no cache mixes the two.
+FINGERPRINT_TOLERANCE = 1e-4
+FINGERPRINT_PROJECTIONS = 8
 
+
+def preparation_fingerprints() -> dict[str, tuple[int, float, float, tuple[float, ...]]]:
+    """Per voice effect: FixedClipEngine's prepared cue as (samples, spoken seconds, the
+    samples' norm, their projections on fixed random signs). Two cues whose difference is
+    ``d`` have projections that differ by about ``|d|`` each."""
     from threadpoolctl import threadpool_limits
 
-    digests = {}
-    # BLAS on one thread, as a render runs it: OpenBLAS rounds the filters' matrix products
-    # differently with the number of threads.
+    fingerprints = {}
+    # BLAS on one thread, as a render runs it.
     with threadpool_limits(limits=1, user_api="blas"):
         for name in ("none", "warm"):
             speech = Speech(FixedClipEngine(), cache=None, effect=voice_effect(name))
-            samples = speech.samples("any text")
-            length = speech.length_s("any text")
-            digest = hashlib.sha256(samples.tobytes() + repr(length).encode())
-            digests[name] = digest.hexdigest()[:16]
-    return digests
+            samples = speech.samples("any text").astype(np.float64)
+            signs = np.random.default_rng(7).integers(0, 2, (FINGERPRINT_PROJECTIONS, samples.size))
+            projections = (2.0 * signs - 1.0) @ samples
+            fingerprints[name] = (
+                samples.size,
+                speech.length_s("any text"),
+                round(float(np.linalg.norm(samples)), 6),
+                tuple(round(float(p), 6) for p in projections),
+            )
+    return fingerprints
+
+
+def fingerprint_changes(now: dict, recorded: dict) -> list[str]:
+    """What differs between two ``preparation_fingerprints`` beyond the CPU's rounding."""
+    changes = []
+    for name, (samples, spoken_s, norm, projections) in recorded.items():
+        got_samples, got_spoken_s, got_norm, got_projections = now[name]
+        if (got_samples, got_spoken_s) != (samples, spoken_s):
+            changes.append(f"{name}: {got_samples} samples, {got_spoken_s} s")
+            continue
+        apart = max(abs(a - b) for a, b in zip(got_projections, projections, strict=True))
+        if max(abs(got_norm - norm), apart) > FINGERPRINT_TOLERANCE * norm:
+            changes.append(f"{name}: {apart / norm:.1e} of the cue apart")
+    return changes
 
 
 # The prepared cue of FixedClipEngine's clip, by PREPARATION_VERSION. Changing what a cue
-# goes through changes these: bump PREPARATION_VERSION in audioguide/speech/cues.py and add
-# the new digests under the new number, so caches keep no cue prepared the old way.
-PREPARED_DIGESTS = {
-    1: {"none": "27606bb5943b240e", "warm": "b5548d6f7983796c"},
-    # The limiter's gain smoothing moved from scipy.ndimage to numpy: this clip comes out the
-    # same, some of back-pain's cues up to 1e-5 apart.
-    2: {"none": "27606bb5943b240e", "warm": "b5548d6f7983796c"},
-    # The voice EQ guarded from subnormals: this clip comes out the same, 55 of back-pain's
-    # first 60 cues up to 4 steps of 16 bits apart (measured on the prepared cues).
-    3: {"none": "27606bb5943b240e", "warm": "b5548d6f7983796c"},
-    # The resampler, the EQ and the room in numpy, and the chain at the engine's rate before
-    # resampling (docs/voices.md measures what that does to the voice).
-    4: {"none": "8e94c3c8b8213780", "warm": "13a029e40bb7f5fa"},
+# goes through changes it: bump PREPARATION_VERSION in audioguide/speech/cues.py and add the
+# new fingerprints under the new number, so caches keep no cue prepared the old way. (Versions
+# 1 to 4 were recorded as SHA-256 digests of the samples, which held on one CPU only.)
+PREPARED_FINGERPRINTS = {
+    4: {
+        "none": (
+            59092,
+            1.3399546485260772,
+            22.586219,
+            (
+                -38.5725,
+                -10.337054,
+                -19.202027,
+                -4.778477,
+                -26.817969,
+                1.301309,
+                -10.314909,
+                9.654709,
+            ),
+        ),
+        "warm": (
+            76730,
+            1.3399546485260772,
+            21.546611,
+            (
+                -30.420789,
+                10.032954,
+                1.607157,
+                -33.115027,
+                -2.283737,
+                -10.604835,
+                32.722104,
+                -23.862209,
+            ),
+        ),
+    },
 }
 
 
 def test_a_change_to_the_preparation_comes_with_a_new_preparation_version():
     from audioguide.speech.cues import PREPARATION_VERSION
 
-    assert PREPARATION_VERSION in PREPARED_DIGESTS, (
-        f"record the digests of PREPARATION_VERSION {PREPARATION_VERSION}: {preparation_digests()}"
+    now = preparation_fingerprints()
+    assert PREPARATION_VERSION in PREPARED_FINGERPRINTS, (
+        f"record the fingerprints of PREPARATION_VERSION {PREPARATION_VERSION}: {now}"
     )
-    assert preparation_digests() == PREPARED_DIGESTS[PREPARATION_VERSION], (
-        "the prepared cue changed: bump PREPARATION_VERSION in audioguide/speech/cues.py and "
-        "record the new digests in PREPARED_DIGESTS"
+    changes = fingerprint_changes(now, PREPARED_FINGERPRINTS[PREPARATION_VERSION])
+    assert not changes, (
+        f"the prepared cue changed ({'; '.join(changes)}): bump PREPARATION_VERSION in "
+        f"audioguide/speech/cues.py and record the new fingerprints in PREPARED_FINGERPRINTS: {now}"
     )
 
 
@@ -240,22 +295,43 @@ def test_a_change_to_the_preparation_comes_with_a_new_preparation_version():
         ("voice_fx", "ROOM_WET_DB", -16.0),
     ],
 )
-def test_the_digests_see_a_change_to_the_preparation(monkeypatch, module, name, value):
+def test_the_fingerprints_see_a_change_to_the_preparation(monkeypatch, module, name, value):
     from audioguide import audio
     from audioguide.speech import cues, voice_fx
 
-    before = preparation_digests()
+    before = preparation_fingerprints()
     monkeypatch.setattr({"cues": cues, "voice_fx": voice_fx, "audio": audio}[module], name, value)
     caches = (voice_fx.room_impulse, audio._resampler)
     for cached in caches:
         cached.cache_clear()
     try:
-        after = preparation_digests()
+        after = preparation_fingerprints()
     finally:
         for cached in caches:
             cached.cache_clear()
-    assert after != before
-    assert after["warm"] != before["warm"]
+    changes = fingerprint_changes(after, before)
+    assert changes
+    assert changes[-1].startswith("warm:")
+
+
+def test_the_fingerprints_hold_through_the_cpus_rounding_and_no_further():
+    """A cue that differs from the recorded one as another CPU's rounding makes it (3e-5 of
+    the cue, spread over every sample) matches it; one that differs as the smallest recorded
+    change does (1e-3) does not."""
+    recorded = preparation_fingerprints()
+
+    def nudged(size: float) -> dict:
+        rng = np.random.default_rng(3)
+        out = {}
+        for name, (samples, spoken_s, norm, projections) in recorded.items():
+            # A difference d of that size moves each projection by about |d|.
+            moves = rng.normal(0.0, size * norm, len(projections))
+            moved = tuple(p + m for p, m in zip(projections, moves, strict=True))
+            out[name] = (samples, spoken_s, norm, moved)
+        return out
+
+    assert not fingerprint_changes(nudged(3e-5), recorded)
+    assert len(fingerprint_changes(nudged(1e-3), recorded)) == 2
 
 
 def test_the_prepared_cue_key_names_the_version_and_no_source_files():
