@@ -88,9 +88,15 @@ def hot_samples(samples: np.ndarray, threshold: float) -> np.ndarray:
     if loud.size == 0:
         return loud
     # Merge loud samples whose reaches touch into runs, then list every index in each run.
-    breaks = np.flatnonzero(np.diff(loud) > 2 * _REACH + 1) + 1
-    firsts = np.maximum(loud[np.concatenate(([0], breaks))] - _REACH, 0)
-    lasts = np.minimum(loud[np.concatenate((breaks - 1, [loud.size - 1]))] + _REACH, x.size - 1)
+    return _runs_around(loud, _REACH, x.size)
+
+
+def _runs_around(points: np.ndarray, reach: int, n: int) -> np.ndarray:
+    """Every index within ``reach`` of one of ``points`` (sorted, not empty) and inside
+    ``0 .. n - 1``, in order, each once."""
+    breaks = np.flatnonzero(np.diff(points) > 2 * reach + 1) + 1
+    firsts = np.maximum(points[np.concatenate(([0], breaks))] - reach, 0)
+    lasts = np.minimum(points[np.concatenate((breaks - 1, [points.size - 1]))] + reach, n - 1)
     lengths = lasts - firsts + 1
     offsets = np.repeat(firsts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
     return np.arange(int(lengths.sum())) + offsets
@@ -163,14 +169,15 @@ def moving_minimum(x: np.ndarray, width: int) -> np.ndarray:
     return np.minimum(behind[:n], ahead[width - 1 : width - 1 + n])
 
 
-def moving_average(x: np.ndarray, width: int) -> np.ndarray:
+def moving_average(x: np.ndarray, width: int, origin: float | None = None) -> np.ndarray:
     """The mean of each ``width`` (odd) values centred on each of ``x``, the ends extended
     with the end values: scipy.ndimage.uniform_filter1d(x, width, mode="nearest"), float64.
 
-    Running sums of the values less the first: a limiter's gain is 1 but near peaks, so the
-    sums stay small and exact where the gain is 1."""
+    Running sums of the values less ``origin`` (the first value unless given): a limiter's
+    gain is 1 but near peaks, so with 1 as the origin the sums stay small and are exact
+    wherever the gain is 1."""
     half = width // 2
-    origin = float(x[0])
+    origin = float(x[0]) if origin is None else origin
     deviations = _edge_padded(x.astype(np.float64) - origin, half)
     sums = np.concatenate(([0.0], np.cumsum(deviations)))
     return (sums[width:] - sums[:-width]) / width + origin
@@ -225,18 +232,20 @@ def limit(
         if not is_over.any():
             return x
         over = hot[is_over]
+        # The stretches within a margin of the peaks over, one after another in one array,
+        # smoothed at once. Each begins and ends with a margin that needs nothing, and the
+        # gain spreads a need by one width, so the gain of each is what it would be alone.
+        stretches = _runs_around(over, margin, n)
+        need = np.ones(stretches.size)
         # 0.1% under the ceiling, for the small change a sliding gain makes to the shape.
-        need_at = np.minimum(1.0, 0.999 * ceiling / env[is_over])
-        breaks = np.flatnonzero(np.diff(over) > 2 * margin) + 1
-        rechecked = []
-        for part, needs in zip(np.split(over, breaks), np.split(need_at, breaks), strict=True):
-            a, b = max(0, int(part[0]) - margin), min(n, int(part[-1]) + margin + 1)
-            need = np.ones(b - a)
-            need[part - a] = needs
-            gain = moving_average(moving_minimum(need, width), width)
-            x[a:b] *= gain.astype(np.float32)
-            rechecked.append(a + candidates(x[a:b]))
-        hot = np.concatenate(rechecked)
+        need[np.searchsorted(stretches, over)] = np.minimum(1.0, 0.999 * ceiling / env[is_over])
+        gain = moving_average(moving_minimum(need, width), width, origin=1.0)
+        x[stretches] *= gain.astype(np.float32)
+        # Looked at joined, the stretches may name a few points near where two of them meet
+        # that neither would alone; those are under the ceiling, as they were (they lie
+        # farther than any changed sample's reach from the gain that changed), and are
+        # measured for nothing.
+        hot = stretches[candidates(x[stretches])]
     peak = true_peak(x) if oversample else float(np.max(np.abs(x)))
     if peak > ceiling:  # pragma: no cover - a couple of passes have always sufficed
         x *= np.float32(ceiling / peak)

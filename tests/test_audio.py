@@ -39,6 +39,17 @@ def test_the_resampler_is_resample_poly_with_the_steep_filter(up, down):
     assert np.max(np.abs(joined - expected)) < 1e-12
 
 
+@pytest.mark.parametrize("up", [2, 3, 4])
+@pytest.mark.parametrize("n", [1, 2, 33, 40_000])
+def test_upsampling_by_a_whole_factor_in_float32_is_resample_poly(up, n):
+    """A whole factor (an engine's 22,050 Hz to 44,100) goes phase by phase as correlations."""
+    x = np.random.default_rng(up * n).standard_normal(n).astype(np.float32)
+    expected = signal.resample_poly(x.astype(np.float64), up, 1, window=steep_taps(up, 1))
+    got = audio._polyphase(x, up, 1)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    assert np.max(np.abs(got - expected)) < 1e-5
+
+
 @pytest.mark.parametrize(("up", "down"), [(1919, 934), (1103, 1280)])
 def test_an_awkward_ratio_resampled_phase_by_phase_takes_little_memory(up, down):
     """Each output phase of an awkward ratio keeps only its own 33 taps: its whole matrix, of
@@ -90,6 +101,22 @@ def test_fft_convolution_and_lengths():
                 rest //= p
         assert rest == 1 and length >= n
         assert not any(_smooth(m) for m in range(n, length))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_fixed_kernel_convolves_as_fft_convolve_does(dtype):
+    kernel = np.random.default_rng(5).standard_normal(8_820).astype(dtype)
+    fixed = audio.FixedKernel(kernel)
+    assert fixed.length == 32_768 and fixed.block == 32_768 - 8_820 + 1
+    block = fixed.block
+    for n in (0, 1, 100, block - 1, block, block + 1, 3 * block + 7):
+        x = np.random.default_rng(n).standard_normal(n).astype(dtype)
+        got = fixed.convolve(x)
+        expected = signal.fftconvolve(x.astype(np.float64), kernel.astype(np.float64))
+        assert got.dtype == dtype and got.shape == (n + 8_820 - 1 if n else 0,)
+        if n:
+            scale = np.max(np.abs(expected))
+            assert np.max(np.abs(got - expected)) < (1e-5 if dtype == np.float32 else 1e-12) * scale
 
 
 def _smooth(m: int) -> bool:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..audio import (
     SAMPLE_RATE,
+    FixedKernel,
     _polyphase,
     apply_fades,
     fft_convolve,
@@ -108,6 +109,12 @@ def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return tail * np.sqrt(10 ** (ROOM_WET_DB / 10) / energy)
 
 
+@lru_cache(maxsize=4)
+def _room(sample_rate: int) -> FixedKernel:
+    """The room's impulse response, float32, transformed once for every cue."""
+    return FixedKernel(room_impulse(sample_rate).astype(np.float32))
+
+
 def voiced_rms(x: np.ndarray) -> float:
     """RMS over the voiced part: samples within 26 dB of the peak."""
     if x.size == 0:
@@ -136,7 +143,7 @@ def warm_voice(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarra
         x *= np.float32(level / shaped)
         ceiling = level * 10 ** (VOICE_PEAK_OVER_RMS_DB / 20)
         x = limit(x, ceiling, sample_rate, oversample=False, in_place=True)
-    out = fft_convolve(x, room_impulse(sample_rate).astype(np.float32))
+    out = _room(sample_rate).convolve(x)
     out[: x.shape[0]] += x
     # The room's tail ends at zero by construction; the fade keeps the last sample exact.
     edge = int(EDGE_FADE_S * sample_rate)
