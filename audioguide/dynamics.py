@@ -242,9 +242,8 @@ def limit(
         gain = moving_average(moving_minimum(need, width), width, origin=1.0)
         x[stretches] *= gain.astype(np.float32)
         # Looked at joined, the stretches may name a few points near where two of them meet
-        # that neither would alone; those are under the ceiling, as they were (they lie
-        # farther than any changed sample's reach from the gain that changed), and are
-        # measured for nothing.
+        # that neither would alone: measured for nothing, since no sample within their reach
+        # was changed and none of them was over.
         hot = stretches[candidates(x[stretches])]
     peak = true_peak(x) if oversample else float(np.max(np.abs(x)))
     if peak > ceiling:  # pragma: no cover - a couple of passes have always sufficed

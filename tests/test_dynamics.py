@@ -120,3 +120,24 @@ def test_an_inter_sample_peak_over_the_ceiling_is_limited_though_every_sample_is
     assert np.max(envelope_index_by_index(y, np.arange(y.size))) <= ceiling
     assert not np.array_equal(y, x)
     assert np.array_equal(y[:5_000], x[:5_000])  # far from it: untouched
+
+
+@pytest.mark.parametrize(("oversample", "rate"), [(False, 22_050), (True, 44_100)])
+def test_peaks_far_apart_are_limited_as_if_each_were_alone(oversample, rate):
+    """The limiter smooths the gain of every stretch around its peaks in one pass over them
+    joined; each must get the gain it would get alone, whatever lies between."""
+    rng = np.random.default_rng(11)
+    x = (0.2 * rng.standard_normal(3 * rate)).astype(np.float32)
+    for at in (int(0.5 * rate), int(0.52 * rate), int(1.5 * rate), int(2.9 * rate)):
+        x[at : at + 40] *= 6.0  # bursts over the ceiling; two close enough to share a stretch
+    x[-5:] *= 8.0  # and one at the very end
+    cut = int(1.0 * rate)  # far from every burst: more than the limiter reaches
+    whole = limit(x, 0.7, rate, oversample=oversample)
+    parts = np.concatenate(
+        [
+            limit(x[:cut], 0.7, rate, oversample=oversample),
+            limit(x[cut:], 0.7, rate, oversample=oversample),
+        ]
+    )
+    assert not np.array_equal(whole, x)
+    assert np.max(np.abs(whole.astype(np.float64) - parts)) < 1e-6
