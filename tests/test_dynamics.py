@@ -141,3 +141,26 @@ def test_peaks_far_apart_are_limited_as_if_each_were_alone(oversample, rate):
     )
     assert not np.array_equal(whole, x)
     assert np.max(np.abs(whole.astype(np.float64) - parts)) < 1e-6
+
+
+def test_the_envelope_near_an_end_is_the_silence_beyond_it_and_takes_little_memory():
+    """Points near either end see silence beyond it, exactly as the same signal with that
+    silence written out does; and a chunk that reaches an end no longer gathers its windows
+    through a table of every row's indices, which took 4.5 times the windows' memory (a
+    240-minute render's peak grew by 16 MB through it)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-1.0, 1.0, 1 << 19).astype(np.float32)
+    indices = np.unique(np.concatenate(([0, 1, 5], rng.integers(0, x.size, 70_000), [x.size - 1])))
+    padded = np.concatenate((np.zeros(64, np.float32), x, np.zeros(64, np.float32)))
+    expected = oversampled_envelope(padded, indices + 64)  # every window inside: no end near
+    tracemalloc.start()
+    try:
+        got = oversampled_envelope(x, indices)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(got, expected)
+    windows_bytes = 65_536 * 21 * 4  # one chunk's windows, float32
+    assert peak_bytes < 2 * windows_bytes
