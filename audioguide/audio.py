@@ -362,7 +362,7 @@ def _polyphase(x: np.ndarray, up: int, down: int, *, exact: bool = False) -> np.
     if down == 1 and not exact:
         # Upsampling by a whole factor (an engine's 22,050 Hz to 44,100): each phase is one
         # filter over the input, a correlation numpy runs without copying out every window
-        # (2.3x faster than the product below at back-pain's cues).
+        # (1.4 to 2.3 times faster than the product below on cues of 1 to 14 s).
         for r in range(up):
             out[:, r] = np.correlate(padded, matrix[:, r], "valid")
         return out.reshape(-1)[:n_out]
