@@ -34,6 +34,7 @@ from .pipeline import (
     SessionOptions,
     VoiceOptions,
     plan_session,
+    plan_sessions,
     render_session,
     voice_rows,
 )
@@ -115,6 +116,35 @@ def _user_errors() -> Iterator[None]:
         with suppress(OSError):  # the terminal may be gone (SIGHUP)
             click.echo("Interrupted; nothing was changed.", err=True)
         sys.exit(128 + (exc.signum if isinstance(exc, Interrupted) else signal.SIGINT))
+
+
+@contextmanager
+def _synthesis_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``spoken`` callback for planning (``plan_session``) that shows a progress bar on a
+    terminal once cues are missing: with Piper, a first plan of back-pain synthesizes for about
+    15 s, and a first ``list`` every built-in routine's cues, for half a minute. Nothing is
+    shown when the cache has every cue, or when stderr is not a terminal."""
+    bars: list[Any] = []  # the bar of the batch being spoken, once one is shown
+
+    def end() -> None:
+        if bars:
+            bars.pop().render_finish()
+
+    def spoken(done: int, missing: int) -> None:
+        if done == 0:  # a batch begins (``plan_sessions`` may speak more than one)
+            end()
+            if missing and sys.stderr.isatty():
+                bars.append(
+                    click.progressbar(length=missing, label=label, file=sys.stderr, show_eta=False)
+                )
+                bars[0].render_progress()
+        elif bars:
+            bars[0].update(done - bars[0].pos)
+
+    try:
+        yield spoken
+    finally:
+        end()
 
 
 def _pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> BreathPattern | None:
@@ -595,8 +625,8 @@ def plan(
             click.echo(_programme_text(programme_plan))
         return
     options = _options(audio_format=audio_format, **kwargs)
-    with _user_errors():
-        timeline = plan_session(routine, options)
+    with _user_errors(), _synthesis_bar("Synthesizing") as spoken:
+        timeline = plan_session(routine, options, spoken=spoken)
     if as_json:
         # The files named as render names them in this format.
         data = timeline.to_dict(session_files(timeline, audio_format).tracks)
@@ -819,10 +849,12 @@ def list_routines() -> None:
         audioguide list
     """
     with _user_errors():
-        for name in builtin_names():
-            routine = load_routine(name)
-            timeline = plan_session(routine)
-            click.echo(f"{name:<20} {format_duration(timeline.total_s):>6}  {routine.title}")
+        names = builtin_names()
+        routines = [load_routine(name) for name in names]
+        with _synthesis_bar("Synthesizing the routines' cues") as spoken:
+            timelines = plan_sessions(routines, spoken=spoken)
+    for name, routine, timeline in zip(names, routines, timelines, strict=True):
+        click.echo(f"{name:<20} {format_duration(timeline.total_s):>6}  {routine.title}")
 
 
 @cli.command()

@@ -230,19 +230,48 @@ def make_speech(options: SessionOptions, engine: SpeechEngine | None = None) -> 
     return Speech(engine, cache, effect=voice_effect(voice.voice_fx))
 
 
+Spoken = Callable[[int, int], None]
+"""Told (cues spoken, cues missing) before a batch of synthesis and as each cue comes."""
+
+
 def plan_session(
     routine: Routine | str,
     options: SessionOptions | None = None,
     *,
     speech: Speech | None = None,
+    spoken: Spoken | None = None,
 ) -> Timeline:
-    """The timeline of a session: every track and event with its time. Mixes nothing."""
+    """The timeline of a session: every track and event with its time. Mixes nothing; the
+    cues the cache lacks are synthesized for their lengths (``spoken`` follows them)."""
     options = options or SessionOptions()
     routine = _routine(routine)
     speech = routine_speech(speech or make_speech(options), routine)
-    speech.prepare(speech_texts(routine, options.render))
+    texts = speech_texts(routine, options.render)
+    speech.synthesize_missing(texts, prepared=False, progress=spoken)
+    speech.prepare(texts)
     timeline = build_timeline(routine, speech.length_s, options.render)
     return replace(timeline, voice=voice_label(speech.engine))
+
+
+def plan_sessions(
+    routines: list[Routine],
+    options: SessionOptions | None = None,
+    *,
+    speech: Speech | None = None,
+    spoken: Spoken | None = None,
+) -> list[Timeline]:
+    """``plan_session`` of each routine, with one engine for all, and every cue the cache
+    lacks synthesized first in one batch per pronunciation table (the built-in routines
+    share one): one start of the engine's workers, not one a routine."""
+    options = options or SessionOptions()
+    speech = speech or make_speech(options)
+    batches: dict[int, tuple[Speech, list[str]]] = {}
+    for routine in routines:
+        heard = routine_speech(speech, routine)
+        batches.setdefault(id(heard), (heard, []))[1].extend(speech_texts(routine, options.render))
+    for heard, texts in batches.values():
+        heard.synthesize_missing(texts, prepared=False, progress=spoken)
+    return [plan_session(routine, options, speech=speech) for routine in routines]
 
 
 def render_session(

@@ -206,16 +206,14 @@ def test_write_errors_name_the_output_folder(tmp_path, fake_engine, monkeypatch)
 # The progress bar: on stderr when it is a terminal, never under --quiet or into a pipe
 
 
-def render_with_stderr(tmp_path, tty: bool, *args: str) -> tuple[int, str]:
-    """Run a real render in a fresh process with stderr on a terminal (a pty) or a pipe."""
-    routine = tmp_path / "tiny.yaml"
-    routine.write_text(TINY, encoding="utf-8")
-    command = [sys.executable, "-m", "audioguide", "render", str(routine), "-o", str(tmp_path)]
+def stderr_of(command: list[str], tty: bool) -> tuple[int, str]:
+    """Run ``command`` in a fresh process with stderr on a terminal (a pty) or a pipe: its exit
+    code and what it wrote there."""
     if not tty:
-        proc = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
         return proc.returncode, proc.stderr
     main_fd, child_fd = pty.openpty()
-    proc = subprocess.Popen([*command, *args], stdout=subprocess.DEVNULL, stderr=child_fd)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=child_fd)
     os.close(child_fd)
     chunks = []
     while True:
@@ -230,6 +228,14 @@ def render_with_stderr(tmp_path, tty: bool, *args: str) -> tuple[int, str]:
     return proc.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
 
 
+def render_with_stderr(tmp_path, tty: bool, *args: str) -> tuple[int, str]:
+    """Run a real render in a fresh process with stderr on a terminal (a pty) or a pipe."""
+    routine = tmp_path / "tiny.yaml"
+    routine.write_text(TINY, encoding="utf-8")
+    command = [sys.executable, "-m", "audioguide", "render", str(routine), "-o", str(tmp_path)]
+    return stderr_of([*command, *args], tty)
+
+
 def test_progress_bar_on_a_terminal(tmp_path):
     code, stderr = render_with_stderr(tmp_path, True)
     assert code == 0, stderr
@@ -242,3 +248,67 @@ def test_no_progress_bar_when_quiet_or_piped(tmp_path, tty, args):
     code, stderr = render_with_stderr(tmp_path, tty, *args)
     assert code == 0, stderr
     assert stderr == ""
+
+
+def plan_with_stderr(routine, tty: bool, *args: str) -> tuple[int, str]:
+    """``audioguide plan ROUTINE`` as a user runs it, its stderr a terminal (a pty) or a pipe."""
+    return stderr_of([sys.executable, "-m", "audioguide", "plan", str(routine), *args], tty)
+
+
+def test_a_plan_that_synthesizes_shows_a_bar_on_a_terminal_and_only_then(tmp_path):
+    """A first plan synthesizes every cue (with Piper, back-pain's take about 15 s): a bar
+    follows them on a terminal. With every cue cached, or piped, nothing is shown."""
+    routine = tmp_path / "tiny.yaml"
+    routine.write_text(TINY, encoding="utf-8")
+    code, stderr = plan_with_stderr(routine, True)
+    assert code == 0, stderr
+    assert "Synthesizing" in stderr and "100%" in stderr
+    code, stderr = plan_with_stderr(routine, True)  # every cue in the cache now
+    assert (code, stderr) == (0, "")
+    (tmp_path / "other.yaml").write_text(TINY.replace("One.", "Three."), encoding="utf-8")
+    code, stderr = plan_with_stderr(tmp_path / "other.yaml", False)
+    assert (code, stderr) == (0, "")
+
+
+class BatchCountingEngine:
+    """The fake engine, speaking in batches it counts (as espeak-ng's and Piper's do)."""
+
+    identity = "batch-counting/1"
+
+    def __init__(self) -> None:
+        from conftest import FakeEngine
+
+        self._fake = FakeEngine()
+        self.batches: list[list[str]] = []
+
+    def synthesize(self, text: str):
+        return self._fake.synthesize(text)
+
+    def synthesize_all(self, texts: list[str]):
+        self.batches.append(list(texts))
+        return map(self._fake.synthesize, texts)
+
+    def voices(self):
+        return self._fake.voices()
+
+
+def test_planning_many_routines_speaks_what_they_lack_in_one_batch():
+    from audioguide.routine import builtin_names, load_routine
+
+    names = builtin_names()[:4]
+    routines = [load_routine(name) for name in names]
+    engine = BatchCountingEngine()
+    told: list[tuple[int, int]] = []
+    timelines = pipeline.plan_sessions(
+        routines, speech=Speech(engine, cache=None), spoken=lambda d, m: told.append((d, m))
+    )
+    wanted = {
+        text
+        for routine in routines
+        for text in pipeline.speech_texts(routine, SessionOptions().render)
+    }
+    assert len(engine.batches) == 1 and set(engine.batches[0]) == wanted
+    assert told[0] == (0, len(wanted)) and told[-1] == (len(wanted), len(wanted))
+    for routine, timeline in zip(routines, timelines, strict=True):
+        alone = pipeline.plan_session(routine, speech=Speech(BatchCountingEngine(), cache=None))
+        assert timeline == alone

@@ -180,10 +180,16 @@ class Speech:
         threads would come in whatever order the threads ran.
         """
         identity = self.engine.identity
+        # A plan needs only each cue's length: one known already (its clip used and let go)
+        # is not asked for again.
+        measured = () if prepared else self._dry_samples
         wanted = [
             text
             for text in dict.fromkeys(texts)
-            if text not in self._dry and text not in self._held and text not in self._fresh
+            if text not in self._dry
+            and text not in self._held
+            and text not in self._fresh
+            and text not in measured
         ]
         missing = []
         # What the cache holds is read (and checked) here, once: a damaged entry is missing.
