@@ -246,9 +246,7 @@ def plan_session(
     options = options or SessionOptions()
     routine = _routine(routine)
     speech = routine_speech(speech or make_speech(options), routine)
-    texts = speech_texts(routine, options.render)
-    speech.synthesize_missing(texts, prepared=False, progress=spoken)
-    speech.prepare(texts)
+    speech.prepare(speech_texts(routine, options.render), progress=spoken)
     timeline = build_timeline(routine, speech.length_s, options.render)
     return replace(timeline, voice=voice_label(speech.engine))
 

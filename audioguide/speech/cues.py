@@ -336,11 +336,12 @@ class Speech:
             self._dry_samples[text] = n
         return n / SAMPLE_RATE
 
-    def prepare(self, texts: Iterable[str], progress: Callable[[int], None] | None = None) -> None:
-        """Learn every cue's length (synthesizing what the cache lacks); mixes nothing."""
+    def prepare(
+        self, texts: Iterable[str], progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Learn every cue's length, synthesizing what the cache lacks (``progress`` as
+        ``synthesize_missing`` tells it); mixes nothing."""
         texts = list(texts)
-        self.synthesize_missing(texts, prepared=False)
+        self.synthesize_missing(texts, prepared=False, progress=progress)
         for text in texts:
             self.length_s(text)
-            if progress is not None:
-                progress(1)
