@@ -19,14 +19,21 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EFBIG, errno.EDQUOT
 INTERRUPTED = "Interrupted; nothing was changed."
 
 
-# mallopt's M_ARENA_MAX (glibc's malloc.h).
+# mallopt's parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
+# Blocks this large and over are mapped on their own; the largest glibc allows (32 MB on 64-bit).
+MMAP_THRESHOLD_BYTES = 32 << 20
+# Free memory at the heap's top is handed back to the system only beyond this.
+TRIM_THRESHOLD_BYTES = 64 << 20
 
 
 def main() -> None:
     for signum in STOP_SIGNALS:
         signal.signal(signum, _interrupt)
-    one_malloc_arena()  # before numpy starts its threads
+    tune_malloc()  # before numpy starts its threads
+    one_blas_thread()
     try:
         from .cli import cli  # numpy, click, mutagen and the rest: about 0.3 s
     except Interrupted as exc:
@@ -49,18 +56,38 @@ def main() -> None:
         gc.freeze()
 
 
-def one_malloc_arena() -> None:
-    """On glibc, have every thread allocate from one malloc arena.
+def tune_malloc() -> None:
+    """On glibc, have every thread allocate from one malloc arena, and keep span-sized blocks
+    in the heap instead of mapping and unmapping each.
 
     glibc gives each new thread that allocates an arena of its own (up to eight per core) and
     keeps what is freed in it for that arena's next use. A render's worker threads allocate and
     free span-sized buffers in turn, so each arena held its own high-water mark and the peak
     grew with the session's length. Numpy's buffers are few and large, so sharing one arena's
     lock costs nothing measurable (docs/performance.md).
+
+    Those buffers (1 to 3 MB: a span, a chunk of the loudness meter, a cue) were each mapped
+    fresh and unmapped when freed (glibc's threshold starts at 128 kB and rises only with what
+    is freed), and a freed top of the heap over twice that threshold was handed back at once:
+    every buffer was faulted in page by page again, and each unmapping stopped the other core
+    to flush its TLB. With the threshold at glibc's largest and the heap trimmed only beyond
+    64 MB, freed buffers are reused as they are.
     """
     libc = glibc()
     if libc is not None:  # not on macOS, Windows or musl
         libc.mallopt(_M_ARENA_MAX, 1)
+        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+
+
+def one_blas_thread() -> None:
+    """Start numpy's BLAS with one thread, unless the user chose a number.
+
+    A render runs one worker thread per core and limits BLAS to one thread in each
+    (``pipeline.render_session``): the thread pool OpenBLAS starts when numpy is imported, one
+    thread per core, only spun waiting, about 0.1 s of CPU in every command.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def _interrupt(signum: int, frame: object) -> None:
