@@ -186,13 +186,13 @@ class TrackEncoder:
         encoder.silence()
         if self._skip < 0:
             silence = np.zeros((-self._skip, channels), dtype=np.int16)
-            self._write(self._encode(encoder, silence.tobytes()))
+            self._write(self._encode(encoder, silence))
             self._skip = 0
         self._encoder = encoder
         return encoder
 
     @staticmethod
-    def _encode(encoder: lameenc.Encoder, pcm: bytes | None) -> bytes:
+    def _encode(encoder: lameenc.Encoder, pcm: np.ndarray | None) -> bytes:
         """LAME's frames for ``pcm``, or what it still holds when ``pcm`` is None (flush)."""
         try:
             return encoder.flush() if pcm is None else encoder.encode(pcm)
@@ -206,8 +206,9 @@ class TrackEncoder:
         skip = min(self._skip, samples.shape[0])
         self._skip -= skip
         for start in range(skip, samples.shape[0], _ENCODE_BLOCK):
+            # LAME reads the int16 array itself (a C-contiguous buffer): no copy into bytes.
             pcm = to_pcm16(samples[start : start + _ENCODE_BLOCK], self._scale)
-            self._write(self._encode(encoder, pcm.tobytes()))
+            self._write(self._encode(encoder, pcm))
 
     def _write(self, frames: bytes) -> None:
         self._out.write(frames)
