@@ -169,7 +169,7 @@ def _tone(phase: str, n: int) -> np.ndarray:
 @lru_cache(maxsize=64)
 def _made_tone(phase: str, n: int) -> np.ndarray:
     # The tone guide has no randomness: every cycle at one tempo reuses the same phase sound.
-    out = breath_guide(phase, n, "tone", np.random.default_rng(0))
+    out = breath_guide(phase, n, "tone")  # no generator: a warm render never imports numpy.random
     out.setflags(write=False)
     return out
 

@@ -164,7 +164,11 @@ def _noise_bands() -> tuple[np.ndarray, np.ndarray]:
 
 
 def breath_guide(
-    phase: str, n: int, sound: str, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE
+    phase: str,
+    n: int,
+    sound: str,
+    rng: np.random.Generator | None = None,
+    sample_rate: int = SAMPLE_RATE,
 ) -> np.ndarray:
     """The guide sound for one breath phase (inhale, hold, exhale, rest) of ``n`` samples.
 
@@ -172,7 +176,7 @@ def breath_guide(
     hold keeps its pitch, faint, after a soft tick. ``noise``: breath-like band-passed pink
     noise, brighter on the inhale and darker on the exhale; a hold is a tick and quiet. Every
     phase swells in and fades to silence, so phases join without clicks. The tone uses no
-    randomness; ``rng`` feeds the noise.
+    randomness; ``rng`` feeds the noise (and must be given for it).
     """
     if sound not in BREATH_SOUNDS:
         raise ValueError(f"breath sound must be one of {BREATH_SOUNDS}, not {sound!r}")
@@ -197,6 +201,8 @@ def breath_guide(
         out = np.zeros(n, dtype=np.float32)
     else:
         # A stretch of the pre-filtered noise from a place the generator picks.
+        if rng is None:
+            raise ValueError("the noise breath sound needs a random generator")
         dark, bright = _noise_bands()
         start = int(rng.integers(dark.shape[0]))
         inhaling = phase in ("inhale", TOP_UP)

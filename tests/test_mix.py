@@ -487,7 +487,7 @@ def test_workers_wanting_the_same_tone_make_it_once(monkeypatch):
 
     made = []
 
-    def slow_guide(phase, n, sound, rng):
+    def slow_guide(phase, n, sound, rng=None):
         made.append((phase, n))
         time.sleep(0.05)
         return np.zeros(n, dtype=np.float32)
