@@ -4,9 +4,11 @@ libsndfile decode everything back; speech comes from the fast fake engine."""
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -29,8 +31,9 @@ from audioguide.errors import ExportError, OptionError
 from audioguide.export import ExportOptions, SessionWriter, cover, session_files
 from audioguide.export import ffmpeg as formats
 from audioguide.export.cover import COVER_SIZE_PX, MEMO_SUFFIX, cover_png, memoized_cover_png
-from audioguide.export.mp3 import EncodedTrack, TrackEncoder, to_pcm16
+from audioguide.export.mp3 import EncodedTrack, TrackEncoder, copy_bytes, to_pcm16
 from audioguide.export.mp3frames import (
+    Mp3FormatError,
     crc16,
     crc16_combine,
     crc16_fast,
@@ -40,7 +43,15 @@ from audioguide.export.mp3frames import (
 )
 from audioguide.export.ownership import MANIFEST_NAME
 from audioguide.export.sidecars import PlaylistEntry, lrc_text, lrc_timestamp, playlist_text
-from audioguide.export.tags import Chapter, Cue, Gapless, TrackTags, itunsmpb, tag_mp3
+from audioguide.export.tags import (
+    Chapter,
+    Cue,
+    Gapless,
+    TrackTags,
+    id3_bytes,
+    itunsmpb,
+    tag_mp3,
+)
 from audioguide.pipeline import SessionOptions, plan_session, render_session
 from audioguide.synth import SAMPLE_RATE
 from audioguide.timeline import Timeline, Track
@@ -374,6 +385,48 @@ def test_chapters_are_stored_in_time_order(tmp_path):
     (toc,) = id3.getall("CTOC")
     assert toc.child_element_ids == ["chp0", "chp1", "chp2", "chp3"]
     assert [id3[f"CHAP:{e}"].sub_frames["TIT2"].text[0] for e in toc.child_element_ids] == titles
+
+
+@pytest.mark.parametrize("seconds", [1, 30])
+def test_the_tag_made_in_memory_is_the_one_tag_mp3_writes(tmp_path, seconds):
+    # The sink writes each file once, its tag first: the tag must be byte for byte what
+    # mutagen writes into the finished file (its padding grows with the audio), chapters
+    # in time order, so players see the same file.
+    path = one_track_mp3(tmp_path, np.zeros(seconds * SR, np.float32))
+    audio = path.read_bytes()[id3_size(path.read_bytes()) :]  # the Info frame and the frames
+    titles = ["A very long first chapter title indeed", "Medium second", "3rd", "4"]
+    chapters = tuple(Chapter(t, i * 0.2, (i + 1) * 0.2) for i, t in enumerate(titles))
+    cues = (Cue(0.0, "Breathe in."), Cue(4.0, "And out."))
+    for tags in (
+        TrackTags("T", "A", "B", 1, 1, cover_png=b"\x89PNG" + bytes(9_000), cues=cues),
+        TrackTags("T", "A", "B", 1, 1, chapters=chapters, gapless=Gapless(576, 100, SR, SR)),
+    ):
+        path.write_bytes(audio)
+        tag_mp3(path, tags)
+        assert id3_bytes(tags, len(audio), path) + audio == path.read_bytes()
+
+
+def test_frames_are_copied_whole_where_the_kernel_cannot_copy_them(tmp_path, monkeypatch):
+    source, target = tmp_path / "frames", tmp_path / "file.mp3"
+    data = bytes(range(256)) * 5_000
+    source.write_bytes(data)
+
+    def refused(*args):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    for copy_file_range in (refused, None):
+        if copy_file_range is None:
+            monkeypatch.delattr(os, "copy_file_range", raising=False)
+        else:
+            monkeypatch.setattr(os, "copy_file_range", copy_file_range)
+        with open(source, "rb") as frames, open(target, "wb") as out:
+            out.write(b"head")
+            frames.seek(10)
+            copy_bytes(frames, out, len(data) - 10)
+        assert target.read_bytes() == b"head" + data[10:]
+    # Frames that end early are an error, not a short file passed on.
+    with open(source, "rb") as frames, open(target, "wb") as out, pytest.raises(Mp3FormatError):
+        copy_bytes(frames, out, len(data) + 1)
 
 
 def test_cover_is_a_square_png_that_shows_the_title():

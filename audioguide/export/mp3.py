@@ -8,13 +8,13 @@ Xing/Info frame (``mp3frames``) whose LAME tag gives the exact length and the ga
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import lameenc
 import numpy as np
@@ -32,7 +32,7 @@ from .mp3frames import (
     info_frame,
 )
 from .names import SessionFiles
-from .tags import Gapless, SessionTags, tag_mp3
+from .tags import Gapless, SessionTags, id3_bytes
 
 if TYPE_CHECKING:  # the timeline imports names from this package
     from ..timeline import Timeline, Track
@@ -283,6 +283,42 @@ class TrackEncoder:
         )
 
 
+def copy_bytes(source: BinaryIO, target: BinaryIO, count: int) -> None:
+    """The next ``count`` bytes of ``source`` written at the end of ``target``, copied by the
+    kernel where it can (``copy_file_range``: no pass through this process, and no copy at
+    all on a file system that shares blocks), else read and written a block at a time."""
+    target.flush()
+    source_fd, target_fd = source.fileno(), target.fileno()
+    at = os.lseek(source_fd, 0, os.SEEK_CUR)
+    os.lseek(target_fd, 0, os.SEEK_END)
+    left = count
+    try:
+        while left > 0:
+            copied = os.copy_file_range(source_fd, target_fd, left)
+            if copied == 0:
+                break
+            left -= copied
+    except (AttributeError, OSError) as exc:  # no such call here, or not for these files
+        if left < count or not _cannot_copy_in_kernel(exc):
+            raise
+        os.lseek(source_fd, at, os.SEEK_SET)
+        while left > 0 and (block := os.read(source_fd, min(_READ_BLOCK, left))):
+            os.write(target_fd, block)
+            left -= len(block)
+    if left:
+        raise Mp3FormatError(f"{Path(str(source.name)).name}: shorter than its frames")
+
+
+def _cannot_copy_in_kernel(exc: BaseException) -> bool:
+    return isinstance(exc, AttributeError) or getattr(exc, "errno", None) in (
+        errno.ENOSYS,
+        errno.EXDEV,
+        errno.EINVAL,
+        errno.EOPNOTSUPP,
+        errno.EPERM,
+    )
+
+
 def grid_start(first_sample: int) -> int:
     """The session's frame-grid point at or before ``first_sample``: where a track's frames
     begin."""
@@ -376,10 +412,12 @@ class Mp3Sink:
             encoder.close()
         if self.tracks:
             path = self.folder / self.files.tracks[track.index - 1]
+            info = track_info_frame(encoded)
+            tags = self.tags.track(track, gapless=encoded.gapless)
+            tag = id3_bytes(tags, len(info) + encoded.size, path)
             with open(path, "wb") as out, open(frames, "rb") as audio:
-                out.write(track_info_frame(encoded))
-                shutil.copyfileobj(audio, out, _READ_BLOCK)
-            tag_mp3(path, self.tags.track(track, gapless=encoded.gapless))
+                out.write(tag + info)
+                copy_bytes(audio, out, encoded.size)
         if self.full:
             # What the full-session file takes of the track.
             os.truncate(frames, encoded.piece.size)
@@ -404,12 +442,13 @@ class Mp3Sink:
             return
         tracks = self.timeline.tracks
         path = self.folder / self.files.full
-        info, gapless = session_info_frame([self._pieces[t.index] for t in tracks])
+        pieces = [self._pieces[t.index] for t in tracks]
+        info, gapless = session_info_frame(pieces)
+        tag = id3_bytes(self.tags.full(gapless), len(info) + sum(p.size for p in pieces), path)
         with open(path, "wb") as out:
-            out.write(info)
-            for track in tracks:
+            out.write(tag + info)
+            for track, piece in zip(tracks, pieces, strict=True):
                 piece_path = self.folder / self._piece_name(track)
-                with open(piece_path, "rb") as piece:
-                    shutil.copyfileobj(piece, out, _READ_BLOCK)
+                with open(piece_path, "rb") as frames:
+                    copy_bytes(frames, out, piece.size)
                 piece_path.unlink()
-        tag_mp3(path, self.tags.full(gapless))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -240,36 +241,56 @@ def tag_mp3(path: Path, tags: TrackTags) -> None:
     with _mutagen_errors(path):
         id3_tags(tags).save(str(path), v2_version=3)
     if tags.chapters:
-        _order_chapters(path)
+        with path.open("r+b") as file:
+            header = file.read(10)
+            tag = _ordered_chapters(header + file.read(_tag_body_size(header, path)), path)
+            file.seek(0)
+            file.write(tag)
 
 
-def _order_chapters(path: Path) -> None:
-    """Put the CHAP frames in time order within the tag.
+def id3_bytes(tags: TrackTags, audio_size: int, path: Path) -> bytes:
+    """The ID3v2.3 tag ``tag_mp3`` writes at the start of an MP3 of ``audio_size`` bytes,
+    chapters in time order, made in memory: the file is then written once, the tag first,
+    instead of having the tag inserted before its audio (every byte moved).
+
+    ``path`` names the file in an error message.
+    """
+    made = io.BytesIO()
+    # mutagen's own padding for a new tag before that much audio, so the bytes are the same.
+    with _mutagen_errors(path):
+        id3_tags(tags).save(made, v2_version=3, padding=lambda info: 1024 + audio_size // 1000)
+    tag = made.getvalue()
+    return _ordered_chapters(tag, path) if tags.chapters else tag
+
+
+def _tag_body_size(header: bytes, path: Path) -> int:
+    if header[:3] != b"ID3" or header[3] != 3 or header[5] != 0:
+        # Unsynchronised or extended tags would need more parsing; mutagen writes neither.
+        raise ValueError(f"{path}: expected a plain ID3v2.3 tag")
+    return _syncsafe(header[6:10])
+
+
+def _ordered_chapters(tag: bytes, path: Path) -> bytes:
+    """``tag`` (a whole ID3v2.3 tag) with its CHAP frames in time order, the same length.
 
     mutagen orders frames by its own priority and then by size, so chapters come out shuffled;
     players that list CHAP frames as found (rather than following CTOC) would show them out of
-    order. The tag is rewritten in place with the same length.
+    order.
     """
-    with path.open("r+b") as file:
-        header = file.read(10)
-        if header[:3] != b"ID3" or header[3] != 3 or header[5] != 0:
-            # Unsynchronised or extended tags would need more parsing; mutagen writes neither.
-            raise ValueError(f"{path}: expected a plain ID3v2.3 tag")
-        size = _syncsafe(header[6:10])
-        body = file.read(size)
-        frames: list[tuple[bytes, bytes]] = []
-        at = 0
-        while at + 10 <= len(body) and body[at : at + 4] != b"\0\0\0\0":
-            frame_id = body[at : at + 4]
-            (length,) = struct.unpack(">I", body[at + 4 : at + 8])
-            frames.append((frame_id, body[at : at + 10 + length]))
-            at += 10 + length
-        chapters = [data for frame_id, data in frames if frame_id == b"CHAP"]
-        chapters.sort(key=_chapter_start_ms)
-        ordered = iter(chapters)
-        rebuilt = b"".join(next(ordered) if fid == b"CHAP" else data for fid, data in frames)
-        file.seek(10)
-        file.write(rebuilt)
+    size = _tag_body_size(tag[:10], path)
+    body = tag[10 : 10 + size]
+    frames: list[tuple[bytes, bytes]] = []
+    at = 0
+    while at + 10 <= len(body) and body[at : at + 4] != b"\0\0\0\0":
+        frame_id = body[at : at + 4]
+        (length,) = struct.unpack(">I", body[at + 4 : at + 8])
+        frames.append((frame_id, body[at : at + 10 + length]))
+        at += 10 + length
+    chapters = [data for frame_id, data in frames if frame_id == b"CHAP"]
+    chapters.sort(key=_chapter_start_ms)
+    ordered = iter(chapters)
+    rebuilt = b"".join(next(ordered) if fid == b"CHAP" else data for fid, data in frames)
+    return tag[:10] + rebuilt + tag[10 + len(rebuilt) :]
 
 
 def _chapter_start_ms(frame: bytes) -> int:
