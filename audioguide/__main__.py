@@ -35,7 +35,7 @@ def main() -> None:
     tune_malloc()  # before numpy starts its threads
     one_blas_thread()
     try:
-        from .cli import cli  # numpy, click, mutagen and the rest: about 0.3 s
+        from .cli import cli  # numpy, click, PyYAML and the rest: about 0.25 s
     except Interrupted as exc:
         _exit_interrupted(exc)
     try:

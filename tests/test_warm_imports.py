@@ -81,3 +81,19 @@ def test_the_command_leaves_what_is_left_at_exit_to_the_process_ending():
         [sys.executable, "-c", harness, "list"], capture_output=True, text=True, check=True
     )
     assert proc.stdout.strip().splitlines()[-1] == "frozen: True"
+
+
+# Imported where they are first used, not in the serial start of every command: mutagen when
+# a file is tagged (a render's worker, at its first track's end, beside the other's encoder).
+IMPORTED_WHEN_FIRST_USED = ("mutagen", "audioguide.export.feed", "audioguide.server")
+
+
+def test_the_cli_starts_without_the_modules_a_render_needs_only_later():
+    listed = ",".join(IMPORTED_WHEN_FIRST_USED)
+    harness = (
+        f"import sys, audioguide.cli\nprint([m for m in {listed.split(',')!r} if m in sys.modules])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", harness], capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip() == "[]"

@@ -5,7 +5,9 @@ comment, cover, the spoken cues, chapters for the full session). MP3 gets ID3v2.
 mutagen (the version every phone reads): the cues as lyrics (USLT, and SYLT with their
 times), the gapless trim as ``iTunSMPB`` and, for the full session, chapters (CTOC + CHAP) at
 the section starts. Other containers get their own (MP4 atoms, Vorbis comments, ID3 in WAV).
-mutagen is imported only here, and its errors become ours here.
+mutagen is imported only here, and its errors become ours here; only when a file is tagged, so
+a render imports it in a worker at its first track's end, beside the other worker's encoder,
+not in the serial start of every command.
 """
 
 from __future__ import annotations
@@ -19,32 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mutagen import MutagenError
-from mutagen.id3 import (
-    APIC,
-    CHAP,
-    COMM,
-    CTOC,
-    ID3,
-    SYLT,
-    TALB,
-    TCON,
-    TDRC,
-    TIT2,
-    TLEN,
-    TPE1,
-    TRCK,
-    TXXX,
-    USLT,
-    CTOCFlags,
-    Encoding,
-)
-
 from ..errors import ExportError
 from ..phrases import ENGLISH
 from .names import FULL_SESSION_SUFFIX
 
 if TYPE_CHECKING:  # the timeline imports names from this package
+    from mutagen.id3 import ID3
+
     from ..timeline import Timeline, Track
 
 GENRE = "Meditation"
@@ -160,6 +143,8 @@ class SessionTags:
 def _mutagen_errors(path: Path) -> Iterator[None]:
     """mutagen's errors as ours. A failed write (a full disk) stays the OSError it wraps, so
     the caller reports it as it reports every other failed write."""
+    from mutagen import MutagenError
+
     try:
         yield
     except MutagenError as exc:
@@ -177,6 +162,26 @@ def itunsmpb(gapless: Gapless) -> str:
 
 def id3_tags(tags: TrackTags) -> ID3:
     """The ID3 frames for ``tags`` (not yet written)."""
+    from mutagen.id3 import (
+        APIC,
+        CHAP,
+        COMM,
+        CTOC,
+        ID3,
+        SYLT,
+        TALB,
+        TCON,
+        TDRC,
+        TIT2,
+        TLEN,
+        TPE1,
+        TRCK,
+        TXXX,
+        USLT,
+        CTOCFlags,
+        Encoding,
+    )
+
     id3 = ID3()
     utf8 = Encoding.UTF8  # mutagen writes UTF-16 instead when saving v2.3
     id3.add(TIT2(encoding=utf8, text=tags.title))
