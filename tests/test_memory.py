@@ -131,7 +131,8 @@ def blas_threads():
     import numpy
     from threadpoolctl import threadpool_info
 
-    print("blas:", [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"])
+    pools = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    print("blas:", pools)
 
 atexit.register(blas_threads)
 sys.argv = ["audioguide", *sys.argv[1:]]
@@ -150,7 +151,8 @@ def test_the_command_starts_blas_with_one_thread_unless_told_otherwise():
         )
         return proc.stdout.strip().splitlines()[-1]
 
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    chosen = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in chosen}
     # OpenBLAS's pool, one thread per core, only spins beside a render's own workers.
     assert threads(env) == "blas: [1]"
     assert threads({**env, "OPENBLAS_NUM_THREADS": "2"}) == "blas: [2]"
