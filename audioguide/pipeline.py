@@ -33,6 +33,8 @@ from .mix import (
     MixSettings,
     TrackMixer,
     balanced_gain,
+    bell_in_background,
+    make_breath_tones,
     master_gain,
     mastered_spans,
     stem_levels,
@@ -319,6 +321,7 @@ def _render_session(
     # Drawn (or read from its memo) beside the speech, not in the serial step before pass 2.
     cover_memo = cache_dir() / COVER_MEMO if options.use_cache else None
     cover = cover_in_background(routine.title, routine.artist, memo=cover_memo)
+    bell_in_background(options.mix, routine.bell_sound)
     speech = routine_speech(made.result(), routine)
     texts = speech_texts(routine, options.render)
     report = progress or (lambda stage, done, total: None)
@@ -328,6 +331,7 @@ def _render_session(
     settings = options.mix
     tracks = timeline.tracks
     jobs = max(1, min(options.jobs, len(tracks)))
+    make_breath_tones(tracks, settings, max(1, options.jobs))
 
     total_s = timeline.total_s
 

@@ -22,6 +22,7 @@ from audioguide.loudness import block_powers, gated_loudness
 from audioguide.mix import (
     DUCK_DB,
     MixSettings,
+    TrackMixer,
     db_to_gain,
     duck_gain,
     master_gain_db,
@@ -528,3 +529,34 @@ def test_workers_wanting_the_same_bell_read_it_once(monkeypatch):
     for worker in workers:
         worker.join()
     assert len(read) == 1
+
+
+def test_every_breath_tone_is_made_before_the_tracks_are_mixed(monkeypatch, fake_speech):
+    # Made inside pass 1, the first worker to need a tone made it while the others waited:
+    # every tone the session sounds is made first, each once, on all the threads.
+    from audioguide.routine import load_routine
+
+    timeline = build_timeline(load_routine("back-pain"), fake_speech.length_s)
+    made = []
+    real_guide = mix.breath_guide
+
+    def counted_guide(phase, n, sound, rng=None):
+        made.append((phase, n))
+        return real_guide(phase, n, sound, rng)
+
+    monkeypatch.setattr(mix, "breath_guide", counted_guide)
+    mix._made_tone.cache_clear()
+    try:
+        mix.make_breath_tones(timeline.tracks, MixSettings(), jobs=2)
+        before = list(made)
+        for each in timeline.tracks:
+            mixer = TrackMixer(each, fake_speech, MixSettings())
+            for lo, hi in mixer.spans():
+                mixer.mix(lo, hi)
+    finally:
+        mix._made_tone.cache_clear()
+    assert len(before) == len(set(before)) > 1  # each once
+    assert made == before  # mixing the whole session made none of its own
+    # A session with another breath sound makes none.
+    mix.make_breath_tones(timeline.tracks, MixSettings(breath_sound="noise"), jobs=2)
+    assert made == before
