@@ -213,8 +213,9 @@ class KWeighting:
         block = _BLOCK_SAMPLES
         full, tail = divmod(n, block)
         count = full + 1  # one block more than the whole ones: its start state ends the piece
-        x = np.zeros(count * block, dtype=np.float32)
+        x = np.empty(count * block, dtype=np.float32)
         np.add(samples, _guard_tone(self._position % 2)[:n], out=x[:n], dtype=np.float32)
+        x[n:] = 0.0  # the part-block's rest, and the block after it
         blocks = x.reshape(count, block)
         # What each block's samples add to the state at its end (the first block's with the
         # piece's start state carried over it), summed with what the blocks before add,
