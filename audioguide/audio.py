@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from math import gcd
+from typing import Any
 
 import numpy as np
 
@@ -353,19 +354,14 @@ def _polyphase(x: np.ndarray, up: int, down: int, *, exact: bool = False) -> np.
     padded = np.zeros((blocks - 1) * down + phases.width + spare, dtype=x.dtype)
     kept = x[: max(0, min(n, padded.shape[0] - spare + phases.first))]
     padded[-phases.first : -phases.first + kept.shape[0]] = kept
+    if phases.taps is None and down == 1 and not exact:
+        return _upsampled(padded, phases, up, blocks, x.dtype)[:n_out]
     out = np.empty((blocks, up), dtype=x.dtype)
     if phases.taps is not None:
         _by_phase(padded, phases, down, out)
         return out.reshape(-1)[:n_out]
     matrix = phases.matrix32 if x.dtype == np.float32 else phases.matrix
     assert matrix is not None
-    if down == 1 and not exact:
-        # Upsampling by a whole factor (an engine's 22,050 Hz to 44,100): each phase is one
-        # filter over the input, a correlation numpy runs without copying out every window
-        # (1.4 to 2.3 times faster than the product below on cues of 1 to 14 s).
-        for r in range(up):
-            out[:, r] = np.correlate(padded, matrix[:, r], "valid")
-        return out.reshape(-1)[:n_out]
     windows = np.lib.stride_tricks.sliding_window_view(padded, phases.width)[::down]
     for start in range(0, blocks, _POLYPHASE_ROWS):
         stop = start + _POLYPHASE_ROWS
@@ -374,6 +370,52 @@ def _polyphase(x: np.ndarray, up: int, down: int, *, exact: bool = False) -> np.
         rows = np.ascontiguousarray(windows[start:stop])
         out[start:stop] = _product(rows, matrix) if exact else rows @ matrix
     return out.reshape(-1)[:n_out]
+
+
+# Upsampling by a whole factor takes this many input samples a row: a row of the window, and
+# the taps past it, times one matrix gives them all their output samples in order.
+_UPSAMPLE_BLOCK = 64
+
+
+def _upsampled(
+    padded: np.ndarray, phases: _Polyphase, up: int, blocks: int, dtype: np.dtype[Any]
+) -> np.ndarray:
+    """Upsampling by ``up`` (an engine's 22,050 Hz to 44,100): ``blocks * up`` samples or a
+    few more, from the padded input, as matrix products over rows of _UPSAMPLE_BLOCK inputs.
+
+    Output ``(k*B + i)*up + r`` is ``sum_t padded[k*B + i + t] * matrix[t, r]``: the row of
+    ``B + width - 1`` samples from ``k*B`` times a fixed (B + width - 1) x (B*up) matrix
+    holding ``matrix`` once per ``i``, a step down each time. Three times the multiplications
+    of filtering each phase, but in BLAS's own kernels: 4 times faster than one
+    ``np.correlate`` per phase on back-pain's cues, the same to float32 rounding.
+    """
+    block = _UPSAMPLE_BLOCK
+    rows = -(-blocks // block)
+    length = block + phases.width - 1
+    need = (rows - 1) * block + length
+    if padded.shape[0] < need:
+        padded = np.concatenate((padded, np.zeros(need - padded.shape[0], dtype=padded.dtype)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, length)[::block]
+    stepped = _stepped_matrix(up, np.dtype(dtype).str)
+    out = np.empty((rows, block * up), dtype=dtype)
+    for start in range(0, rows, _POLYPHASE_ROWS // block):
+        stop = start + _POLYPHASE_ROWS // block
+        # A contiguous copy of the rows (they overlap in the view): BLAS takes no other.
+        out[start:stop] = np.ascontiguousarray(windows[start:stop]) @ stepped
+    return out.reshape(-1)
+
+
+@lru_cache(maxsize=8)
+def _stepped_matrix(up: int, dtype: str) -> np.ndarray:
+    phases = _resampler(up, 1)
+    matrix = phases.matrix32 if np.dtype(dtype) == np.float32 else phases.matrix
+    assert matrix is not None
+    block = _UPSAMPLE_BLOCK
+    stepped = np.zeros((block + phases.width - 1, block * up), dtype=matrix.dtype)
+    for i in range(block):
+        stepped[i : i + phases.width, i * up : (i + 1) * up] = matrix
+    stepped.setflags(write=False)
+    return stepped
 
 
 def _by_phase(padded: np.ndarray, phases: _Polyphase, down: int, out: np.ndarray) -> None:

@@ -40,9 +40,10 @@ def test_the_resampler_is_resample_poly_with_the_steep_filter(up, down):
 
 
 @pytest.mark.parametrize("up", [2, 3, 4])
-@pytest.mark.parametrize("n", [1, 2, 33, 40_000])
+@pytest.mark.parametrize("n", [1, 2, 33, 63, 64, 65, 40_000, 1_048_600])
 def test_upsampling_by_a_whole_factor_in_float32_is_resample_poly(up, n):
-    """A whole factor (an engine's 22,050 Hz to 44,100) goes phase by phase as correlations."""
+    """A whole factor (an engine's 22,050 Hz to 44,100) goes as products over rows of 64
+    input samples: around a row's end, and past the rows taken at a time (16,384)."""
     x = np.random.default_rng(up * n).standard_normal(n).astype(np.float32)
     expected = signal.resample_poly(x.astype(np.float64), up, 1, window=steep_taps(up, 1))
     got = audio._polyphase(x, up, 1)

@@ -114,8 +114,9 @@ def _levelled(x: np.ndarray, sample_rate: int) -> np.ndarray:
 # subnormal guard (voice_fx.equalize), back-pain's cues up to 4 steps of 16 bits apart; 4: the
 # resampler, the EQ and the room in numpy (float32 rounding), and the chain at the engine's
 # rate before resampling; 5: the room by overlap-add, upsampling by correlation and the
-# limiter's stretches smoothed together (float32 rounding: 2e-7 of full scale).
-PREPARATION_VERSION = 5
+# limiter's stretches smoothed together (float32 rounding: 2e-7 of full scale); 6: upsampling
+# as products over rows of 64 samples (audio._upsampled; float32 rounding).
+PREPARATION_VERSION = 6
 
 
 def _preparation_key(effect: Effect | None) -> str | None:
