@@ -168,7 +168,10 @@ def _tone(phase: str, n: int) -> np.ndarray:
         return _made_tone(phase, n)
 
 
-@lru_cache(maxsize=64)
+_TONES_KEPT = 64
+
+
+@lru_cache(maxsize=_TONES_KEPT)
 def _made_tone(phase: str, n: int) -> np.ndarray:
     # The tone guide has no randomness: every cycle at one tempo reuses the same phase sound.
     out = breath_guide(phase, n, "tone")  # no generator: a warm render never imports numpy.random
@@ -210,7 +213,7 @@ def bell_in_background(settings: MixSettings, routine_bell: str | None) -> None:
 def make_breath_tones(tracks: Iterable[Track], settings: MixSettings, jobs: int) -> None:
     """Make every breath tone the tracks sound, once each, on ``jobs`` threads, before the
     tracks are mixed: each is 20 to 50 ms of CPU, and the worker that first needed one made
-    it while the others waited for it."""
+    it while the others waited for it. None when there are more than are kept."""
     if settings.breath_sound != "tone":
         return
     wanted = {
@@ -219,6 +222,8 @@ def make_breath_tones(tracks: Iterable[Track], settings: MixSettings, jobs: int)
         for event in track.events
         if event.kind == "breath" and event.phase is not None
     }
+    if len(wanted) > _TONES_KEPT:
+        return  # a tempo that changes every cycle: they would not all be kept till mixed
     missing = sorted(wanted, key=lambda key: -key[1])  # the longest first, so they end together
     if len(missing) <= 1 or jobs <= 1:
         for phase, n in missing:

@@ -557,6 +557,9 @@ def test_every_breath_tone_is_made_before_the_tracks_are_mixed(monkeypatch, fake
         mix._made_tone.cache_clear()
     assert len(before) == len(set(before)) > 1  # each once
     assert made == before  # mixing the whole session made none of its own
-    # A session with another breath sound makes none.
+    # A session with another breath sound makes none, nor one with more tones than are kept
+    # (a tempo changing every cycle): they would be made again as they are mixed.
     mix.make_breath_tones(timeline.tracks, MixSettings(breath_sound="noise"), jobs=2)
+    monkeypatch.setattr(mix, "_TONES_KEPT", len(before) - 1)
+    mix.make_breath_tones(timeline.tracks, MixSettings(), jobs=2)
     assert made == before
