@@ -289,7 +289,8 @@ def copy_bytes(source: BinaryIO, target: BinaryIO, count: int) -> None:
     all on a file system that shares blocks), else read and written a block at a time."""
     target.flush()
     source_fd, target_fd = source.fileno(), target.fileno()
-    at = os.lseek(source_fd, 0, os.SEEK_CUR)
+    at = source.tell()  # where the file object is, whatever it has read ahead
+    os.lseek(source_fd, at, os.SEEK_SET)
     os.lseek(target_fd, 0, os.SEEK_END)
     left = count
     try:
