@@ -34,10 +34,16 @@ def main() -> None:
         signal.signal(signum, _interrupt)
     tune_malloc()  # before numpy starts its threads
     one_blas_thread()
+    # The imports make tens of thousands of objects and almost no garbage: collecting as they
+    # come took about 30 ms. What they made is kept for good, so later collections skip it.
+    gc.disable()
     try:
         from .cli import cli  # numpy, click, PyYAML and the rest: about 0.25 s
     except Interrupted as exc:
         _exit_interrupted(exc)
+    finally:
+        gc.freeze()
+        gc.enable()
     try:
         cli(prog_name="audioguide")
     except OSError as exc:

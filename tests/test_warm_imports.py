@@ -67,6 +67,32 @@ def test_the_clis_limits_of_a_programme_are_the_programmes():
     assert (cli.MAX_WEEKS, cli.DAYS_IN_WEEK) == (programme.MAX_WEEKS, programme.DAYS_IN_WEEK)
 
 
+def test_the_command_collects_garbage_again_once_its_libraries_are_imported():
+    # Imported with the collector off (about 25 ms less), and what they made frozen; a
+    # command that ran on with it off would keep every cycle it made, as long as it runs
+    # (`audioguide serve` runs for days).
+    harness = (
+        "import gc, sys\n"
+        "sys.argv[0] = 'audioguide'\n"
+        "import audioguide.cli as cli\n"
+        "seen = []\n"
+        "real = cli.cli\n"
+        "def probe(*args, **kwargs):\n"
+        "    seen.append((gc.isenabled(), gc.get_freeze_count() > 0))\n"
+        "    return real(*args, **kwargs)\n"
+        "cli.cli = probe\n"
+        "from audioguide.__main__ import main\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    print('collector:', seen)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", harness, "--version"], capture_output=True, text=True
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "collector: [(True, True)]"
+
+
 def test_the_command_leaves_what_is_left_at_exit_to_the_process_ending():
     # Python's last collection at exit took about 0.05 s of CPU after a render, for objects the
     # process frees anyway as it ends: the command freezes them instead.
