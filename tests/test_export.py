@@ -49,8 +49,8 @@ from audioguide.export.tags import (
     Gapless,
     TrackTags,
     id3_bytes,
+    id3_tags,
     itunsmpb,
-    tag_mp3,
 )
 from audioguide.pipeline import SessionOptions, plan_session, render_session
 from audioguide.synth import SAMPLE_RATE
@@ -351,9 +351,13 @@ def test_a_long_track_is_encoded_in_memory_that_does_not_grow_with_its_length(tm
 
 def read_id3_frames(path: Path) -> list[tuple[str, bytes]]:
     """(frame id, body) in the order they are stored, from an ID3v2.3 tag."""
-    head = path.read_bytes()[:10]
+    return read_id3_frames_of(path.read_bytes())
+
+
+def read_id3_frames_of(data: bytes) -> list[tuple[str, bytes]]:
+    head = data[:10]
     size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
-    body = path.read_bytes()[10 : 10 + size]
+    body = data[10 : 10 + size]
     frames, at = [], 0
     while at + 10 <= len(body) and body[at : at + 4] != b"\0\0\0\0":
         (length,) = struct.unpack(">I", body[at + 4 : at + 8])
@@ -362,11 +366,19 @@ def read_id3_frames(path: Path) -> list[tuple[str, bytes]]:
     return frames
 
 
+def retag(path: Path, tags: TrackTags) -> None:
+    """``path`` with ``tags`` in place of its own, as the sink writes a file: the tag, then
+    the Info frame and the frames."""
+    data = path.read_bytes()
+    audio = data[id3_size(data) :]
+    path.write_bytes(id3_bytes(tags, len(audio), path) + audio)
+
+
 def test_cover_art_does_not_change_the_length_players_read(tmp_path):
     n = 10 * SR
     path = one_track_mp3(tmp_path, np.zeros(n, np.float32))
     tags = TrackTags("T", "A", "B", 1, 1, cover_png=b"\x89PNG" + bytes(60_000))
-    tag_mp3(path, tags)
+    retag(path, tags)
     assert soundfile.info(str(path)).frames == n
     assert MP3(path).info.length == pytest.approx(10.0, abs=1e-9)
 
@@ -376,7 +388,7 @@ def test_chapters_are_stored_in_time_order(tmp_path):
     # Titles of falling length: mutagen alone stores the shortest frame first.
     titles = ["A very long first chapter title indeed", "Medium second", "3rd", "4"]
     chapters = tuple(Chapter(t, i * 0.2, (i + 1) * 0.2) for i, t in enumerate(titles))
-    tag_mp3(path, TrackTags("T", "A", "B", 1, 1, chapters=chapters))
+    retag(path, TrackTags("T", "A", "B", 1, 1, chapters=chapters))
     stored = [body for frame_id, body in read_id3_frames(path) if frame_id == "CHAP"]
     starts = [struct.unpack(">I", b[b.index(b"\0") + 1 :][:4])[0] for b in stored]
     assert starts == [0, 200, 400, 600]
@@ -388,22 +400,33 @@ def test_chapters_are_stored_in_time_order(tmp_path):
 
 
 @pytest.mark.parametrize("seconds", [1, 30])
-def test_the_tag_made_in_memory_is_the_one_tag_mp3_writes(tmp_path, seconds):
-    # The sink writes each file once, its tag first: the tag must be byte for byte what
-    # mutagen writes into the finished file (its padding grows with the audio), chapters
-    # in time order, so players see the same file.
+def test_the_tag_made_in_memory_is_the_one_mutagen_writes_into_the_file(tmp_path, seconds):
+    # The sink writes each file once, its tag first: the tag must be what mutagen writes into
+    # the finished file (its padding grows with the audio), byte for byte, but for the
+    # chapters, which are the same frames put in time order, so players see the same file.
     path = one_track_mp3(tmp_path, np.zeros(seconds * SR, np.float32))
     audio = path.read_bytes()[id3_size(path.read_bytes()) :]  # the Info frame and the frames
     titles = ["A very long first chapter title indeed", "Medium second", "3rd", "4"]
     chapters = tuple(Chapter(t, i * 0.2, (i + 1) * 0.2) for i, t in enumerate(titles))
     cues = (Cue(0.0, "Breathe in."), Cue(4.0, "And out."))
-    for tags in (
-        TrackTags("T", "A", "B", 1, 1, cover_png=b"\x89PNG" + bytes(9_000), cues=cues),
-        TrackTags("T", "A", "B", 1, 1, chapters=chapters, gapless=Gapless(576, 100, SR, SR)),
-    ):
+    plain = TrackTags("T", "A", "B", 1, 1, cover_png=b"\x89PNG" + bytes(9_000), cues=cues)
+    chaptered = TrackTags("T", "A", "B", 1, 1, chapters=chapters, gapless=Gapless(576, 100, SR, SR))
+    for tags in (plain, chaptered):
         path.write_bytes(audio)
-        tag_mp3(path, tags)
-        assert id3_bytes(tags, len(audio), path) + audio == path.read_bytes()
+        id3_tags(tags).save(str(path), v2_version=3)
+        by_mutagen = path.read_bytes()
+        made = id3_bytes(tags, len(audio), path)
+        assert len(made) == id3_size(by_mutagen) and by_mutagen[len(made) :] == audio
+        if tags is plain:
+            assert made == by_mutagen[: len(made)]
+        else:
+            path.write_bytes(made + audio)
+            ours = read_id3_frames(path)
+            assert ours != read_id3_frames_of(by_mutagen)  # mutagen's order is not time order
+            assert sorted(ours) == sorted(read_id3_frames_of(by_mutagen))
+            stored = [body for frame_id, body in ours if frame_id == "CHAP"]
+            starts = [struct.unpack(">I", b[b.index(b"\0") + 1 :][:4])[0] for b in stored]
+            assert starts == [0, 200, 400, 600]
 
 
 def test_frames_are_copied_whole_where_the_kernel_cannot_copy_them(tmp_path, monkeypatch):

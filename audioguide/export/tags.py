@@ -241,22 +241,10 @@ def lyrics_text(cues: Sequence[Cue]) -> str:
     return "\n".join(cue.text for cue in cues)
 
 
-def tag_mp3(path: Path, tags: TrackTags) -> None:
-    """Write ``tags`` into the MP3 at ``path`` as ID3v2.3, chapters in time order."""
-    with _mutagen_errors(path):
-        id3_tags(tags).save(str(path), v2_version=3)
-    if tags.chapters:
-        with path.open("r+b") as file:
-            header = file.read(10)
-            tag = _ordered_chapters(header + file.read(_tag_body_size(header, path)), path)
-            file.seek(0)
-            file.write(tag)
-
-
 def id3_bytes(tags: TrackTags, audio_size: int, path: Path) -> bytes:
-    """The ID3v2.3 tag ``tag_mp3`` writes at the start of an MP3 of ``audio_size`` bytes,
-    chapters in time order, made in memory: the file is then written once, the tag first,
-    instead of having the tag inserted before its audio (every byte moved).
+    """The ID3v2.3 tag for the start of an MP3 of ``audio_size`` bytes, chapters in time
+    order: what mutagen writes into such a file, made in memory, so the file is written once,
+    the tag first, instead of having the tag inserted before its audio (every byte moved).
 
     ``path`` names the file in an error message.
     """
@@ -268,13 +256,6 @@ def id3_bytes(tags: TrackTags, audio_size: int, path: Path) -> bytes:
     return _ordered_chapters(tag, path) if tags.chapters else tag
 
 
-def _tag_body_size(header: bytes, path: Path) -> int:
-    if header[:3] != b"ID3" or header[3] != 3 or header[5] != 0:
-        # Unsynchronised or extended tags would need more parsing; mutagen writes neither.
-        raise ValueError(f"{path}: expected a plain ID3v2.3 tag")
-    return _syncsafe(header[6:10])
-
-
 def _ordered_chapters(tag: bytes, path: Path) -> bytes:
     """``tag`` (a whole ID3v2.3 tag) with its CHAP frames in time order, the same length.
 
@@ -282,8 +263,10 @@ def _ordered_chapters(tag: bytes, path: Path) -> bytes:
     players that list CHAP frames as found (rather than following CTOC) would show them out of
     order.
     """
-    size = _tag_body_size(tag[:10], path)
-    body = tag[10 : 10 + size]
+    if tag[:3] != b"ID3" or tag[3] != 3 or tag[5] != 0:
+        # Unsynchronised or extended tags would need more parsing; mutagen writes neither.
+        raise ValueError(f"{path}: expected a plain ID3v2.3 tag")
+    body = tag[10 : 10 + _syncsafe(tag[6:10])]
     frames: list[tuple[bytes, bytes]] = []
     at = 0
     while at + 10 <= len(body) and body[at : at + 4] != b"\0\0\0\0":
