@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from math import gcd
-from typing import Any
 
 import numpy as np
 
@@ -349,13 +348,17 @@ def _polyphase(x: np.ndarray, up: int, down: int, *, exact: bool = False) -> np.
     blocks = -(-n_out // up)
     if blocks == 0:
         return np.zeros(0, dtype=x.dtype)
-    # Room for a phase's taps past the window's end (zeros), phase by phase.
+    upsampling = phases.taps is None and down == 1 and not exact
+    # Room for a phase's taps past the window's end (zeros), phase by phase; for upsampling,
+    # for the last row of _UPSAMPLE_BLOCK inputs.
     spare = 0 if phases.taps is None else phases.taps.shape[1]
+    if upsampling:
+        spare = -blocks % _UPSAMPLE_BLOCK
     padded = np.zeros((blocks - 1) * down + phases.width + spare, dtype=x.dtype)
     kept = x[: max(0, min(n, padded.shape[0] - spare + phases.first))]
     padded[-phases.first : -phases.first + kept.shape[0]] = kept
-    if phases.taps is None and down == 1 and not exact:
-        return _upsampled(padded, phases, up, blocks, x.dtype)[:n_out]
+    if upsampling:
+        return _upsampled(padded, phases, up)[:n_out]
     out = np.empty((blocks, up), dtype=x.dtype)
     if phases.taps is not None:
         _by_phase(padded, phases, down, out)
@@ -377,11 +380,10 @@ def _polyphase(x: np.ndarray, up: int, down: int, *, exact: bool = False) -> np.
 _UPSAMPLE_BLOCK = 64
 
 
-def _upsampled(
-    padded: np.ndarray, phases: _Polyphase, up: int, blocks: int, dtype: np.dtype[Any]
-) -> np.ndarray:
-    """Upsampling by ``up`` (an engine's 22,050 Hz to 44,100): ``blocks * up`` samples or a
-    few more, from the padded input, as matrix products over rows of _UPSAMPLE_BLOCK inputs.
+def _upsampled(padded: np.ndarray, phases: _Polyphase, up: int) -> np.ndarray:
+    """Upsampling by ``up`` (an engine's 22,050 Hz to 44,100): ``up`` output samples for each
+    window of the padded input (whose length leaves whole rows of _UPSAMPLE_BLOCK windows),
+    as matrix products over rows of _UPSAMPLE_BLOCK inputs.
 
     Output ``(k*B + i)*up + r`` is ``sum_t padded[k*B + i + t] * matrix[t, r]``: the row of
     ``B + width - 1`` samples from ``k*B`` times a fixed (B + width - 1) x (B*up) matrix
@@ -390,15 +392,11 @@ def _upsampled(
     ``np.correlate`` per phase on back-pain's cues, the same to float32 rounding.
     """
     block = _UPSAMPLE_BLOCK
-    rows = -(-blocks // block)
     length = block + phases.width - 1
-    need = (rows - 1) * block + length
-    if padded.shape[0] < need:
-        padded = np.concatenate((padded, np.zeros(need - padded.shape[0], dtype=padded.dtype)))
     windows = np.lib.stride_tricks.sliding_window_view(padded, length)[::block]
-    stepped = _stepped_matrix(up, np.dtype(dtype).str)
-    out = np.empty((rows, block * up), dtype=dtype)
-    for start in range(0, rows, _POLYPHASE_ROWS // block):
+    stepped = _stepped_matrix(up, padded.dtype.str)
+    out = np.empty((windows.shape[0], block * up), dtype=padded.dtype)
+    for start in range(0, windows.shape[0], _POLYPHASE_ROWS // block):
         stop = start + _POLYPHASE_ROWS // block
         # A contiguous copy of the rows (they overlap in the view): BLAS takes no other.
         out[start:stop] = np.ascontiguousarray(windows[start:stop]) @ stepped
