@@ -293,31 +293,23 @@ def copy_bytes(source: BinaryIO, target: BinaryIO, count: int) -> None:
     os.lseek(source_fd, at, os.SEEK_SET)
     os.lseek(target_fd, 0, os.SEEK_END)
     left = count
-    try:
-        while left > 0:
-            copied = os.copy_file_range(source_fd, target_fd, left)
-            if copied == 0:
-                break
-            left -= copied
-    except (AttributeError, OSError) as exc:  # no such call here, or not for these files
-        if left < count or not _cannot_copy_in_kernel(exc):
-            raise
-        os.lseek(source_fd, at, os.SEEK_SET)
-        while left > 0 and (block := os.read(source_fd, min(_READ_BLOCK, left))):
-            os.write(target_fd, block)
-            left -= len(block)
+    if hasattr(os, "copy_file_range"):  # not on macOS or Windows
+        try:
+            while left > 0 and (copied := os.copy_file_range(source_fd, target_fd, left)):
+                left -= copied
+        except OSError as exc:  # not for these files: copied below, unless some already were
+            if left < count or exc.errno not in _NOT_IN_KERNEL:
+                raise
+            os.lseek(source_fd, at, os.SEEK_SET)
+    while left > 0 and (block := os.read(source_fd, min(_READ_BLOCK, left))):
+        os.write(target_fd, block)
+        left -= len(block)
     if left:
         raise Mp3FormatError(f"{Path(str(source.name)).name}: shorter than its frames")
 
 
-def _cannot_copy_in_kernel(exc: BaseException) -> bool:
-    return isinstance(exc, AttributeError) or getattr(exc, "errno", None) in (
-        errno.ENOSYS,
-        errno.EXDEV,
-        errno.EINVAL,
-        errno.EOPNOTSUPP,
-        errno.EPERM,
-    )
+# What copy_file_range answers for files it cannot copy between.
+_NOT_IN_KERNEL = (errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM)
 
 
 def grid_start(first_sample: int) -> int:
