@@ -16,13 +16,17 @@ The limit is what no MP3 render can beat: one LAME encode of the session's audio
 every core, plus the interpreter's start-up, measured as a whole process of its own
 (``LIMIT_PROGRAM``) on the audio the render itself wrote (its full-session MP3, decoded).
 Every render is printed as a ratio to the limit of its own session, in wall and CPU time,
-beside the CPU model and whether the CPU does subnormal float arithmetic at full speed (a
-one-second check), so a figure from another machine can be read. Peak RSS is given twice: the
-largest single process (the child's own ``ru_maxrss``, reaped with ``wait4``) and the process
-tree's proportional set sizes summed (sampled every 100 ms: Piper synthesizes in worker
-processes; PSS shares a page two processes map between them). CPU time is the
-whole tree's. The slope of peak RSS between 20 and 240 minutes shows whether memory grows with
-length.
+measured right after it. The 20-minute renders run in rounds (``--repeat``, 3 by default),
+each round every render once and, with Piper, the synthesis; every figure is the median of
+the rounds', every ratio the median of the rounds' own ratios, and the cold Piper bound is
+checked within each round, since this machine's speed drifts by 10 to 20% from minute to
+minute. They are printed beside the CPU model and whether the CPU does subnormal float
+arithmetic at full speed (a one-second check), so a figure from another machine can be read.
+Peak RSS is given twice: the largest single process (the child's own ``ru_maxrss``, reaped
+with ``wait4``) and the process tree's proportional set sizes summed (sampled every 100 ms:
+Piper synthesizes in worker processes; PSS shares a page two processes map between them).
+CPU time is the whole tree's. The slope of peak RSS between 20 and 240 minutes shows whether
+memory grows with length.
 
 The naive pydub build of the same session (AudioSegment concatenation and overlay, pydub
 gain, MP3 export through ffmpeg) is printed for comparison when ``imageio-ffmpeg`` is
@@ -64,11 +68,13 @@ import platform
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -246,7 +252,7 @@ def audioguide(args: list[str], env: dict[str, str]) -> str:
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """One render of the bench: its name, arguments after ``render``, voice, whether the
-    speech cache is emptied first, and how many times it runs (the fastest is kept)."""
+    speech cache is emptied first, and in how many of the rounds it runs (``render_runs``)."""
 
     name: str
     args: tuple[str, ...]
@@ -296,67 +302,114 @@ def _env(base: dict[str, str], work: Path, voice: str) -> dict[str, str]:
     return dict(base, AUDIOGUIDE_CACHE_DIR=str(_cache(work, voice)), AUDIOGUIDE_VOICE=voice)
 
 
+@dataclasses.dataclass
+class Paired:
+    """One render of the bench in every round: each run with the limit measured right after
+    it, on the audio that render wrote (the first round's)."""
+
+    name: str
+    pairs: list[tuple[Run, Run]]
+
+    def median(self, figure: Callable[[Run, Run], float]) -> float:
+        return statistics.median(figure(run, limit) for run, limit in self.pairs)
+
+    def ratios(self, cpu: bool = False) -> list[float]:
+        """Each round's render over its own limit, in wall (or CPU) time."""
+        if cpu:
+            return [run.cpu_s / limit.cpu_s for run, limit in self.pairs]
+        return [run.wall_s / limit.wall_s for run, limit in self.pairs]
+
+    @property
+    def run(self) -> Run:
+        """The render as the table shows it: each figure the median of the rounds'."""
+        first = self.pairs[0][0]
+        return Run(
+            self.name,
+            first.session_s,
+            self.median(lambda r, _: r.wall_s),
+            self.median(lambda r, _: r.peak_rss_mb),
+            self.median(lambda r, _: r.cpu_s),
+            self.median(lambda r, _: r.tree_rss_mb),
+        )
+
+    @property
+    def limit(self) -> Run:
+        first = self.pairs[0][1]
+        return Run(
+            "limit",
+            first.session_s,
+            self.median(lambda _, limit: limit.wall_s),
+            self.median(lambda _, limit: limit.peak_rss_mb),
+            self.median(lambda _, limit: limit.cpu_s),
+        )
+
+
 def render_runs(
-    work: Path, base: dict[str, str], jobs: int | None, runs: list[Spec], cores: int
-) -> list[tuple[Run, Run]]:
-    """Each render ``times`` times, each time followed at once by its limit (``limit_run`` on
-    the audio the first of them wrote), so that a render and its limit are never measured
-    minutes apart: this machine's speed drifts by 10 to 20% between quarter-hours, and a limit
-    taken after every render had drifted from them. The fastest of each is kept, as timeit
-    does: other work on the machine only ever adds time. Returns each render with its limit."""
+    work: Path,
+    base: dict[str, str],
+    jobs: int | None,
+    runs: list[Spec],
+    cores: int,
+    repeat: int,
+    piper: bool,
+) -> tuple[list[Paired], list[Run]]:
+    """Every render in ``repeat`` rounds, in the order of ``runs`` within each round, each run
+    followed at once by its limit (``limit_run`` on the audio the render wrote the first
+    time); with Piper, each round ends with Piper's synthesis (``synthesis_run``).
+
+    This machine's speed drifts by 10 to 20% from one minute to the next, so every comparison
+    is made between runs measured seconds apart: each render against the limit right after
+    it, and a round's cold Piper render against the same round's synthesis and warm render.
+    A render's figures are the medians of its rounds (``Paired``); a ratio is the median of
+    the rounds' ratios. A spec with ``times`` 1 runs in the first round only. Returns each
+    render's rounds, and each round's synthesis."""
     extra = ["--jobs", str(jobs)] if jobs else []
-    results = []
-    pcm_path = work / "session.pcm"
-    for spec in runs:
-        env = _env(base, work, spec.voice)
-        out = work / spec.name.replace(" ", "-")
-        best: Run | None = None
-        limit: Run | None = None
-        for i in range(spec.times):
+    paired = {spec.name: Paired(spec.name, []) for spec in runs}
+    pcm = {spec.name: work / f"{spec.name.replace(' ', '-')}.pcm" for spec in runs}
+    synth: list[Run] = []
+    for round_index in range(repeat):
+        for spec in runs:
+            if round_index >= spec.times:
+                continue
+            env = _env(base, work, spec.voice)
+            out = work / spec.name.replace(" ", "-")
             if spec.cold:
                 shutil.rmtree(_cache(work, spec.voice), ignore_errors=True)
             command = [sys.executable, "-m", "audioguide", "render", *spec.args]
             command += ["-o", str(out), "-q", *extra]
             wall_s, rss_mb, cpu_s, tree_mb = measured(command, env)
-            if best is None or wall_s < best.wall_s:
-                best = Run(spec.name, 0.0, wall_s, rss_mb, cpu_s, tree_mb)
-            if i == 0:
-                decoded_session(out, pcm_path)
-            measured_limit = limit_run(pcm_path, cores, base, 1)
-            if limit is None or measured_limit.wall_s < limit.wall_s:
-                limit = measured_limit
+            run = Run(spec.name, 0.0, wall_s, rss_mb, cpu_s, tree_mb)
+            if round_index == 0:
+                decoded_session(out, pcm[spec.name])
+                plan = json.loads(audioguide(["plan", *spec.args, "--json"], env))
+                run.session_s = float(plan["total_s"])
+            else:
+                run.session_s = paired[spec.name].pairs[0][0].session_s
+            limit = limit_run(pcm[spec.name], cores, base, 1)
+            paired[spec.name].pairs.append((run, limit))
             print(
-                f"  {spec.name:<12} {wall_s:6.2f} s, its limit {measured_limit.wall_s:5.2f} s",
+                f"  {spec.name:<12} {wall_s:6.2f} s, its limit {limit.wall_s:5.2f} s",
                 file=sys.stderr,
             )
-        assert best is not None and limit is not None
-        plan = json.loads(audioguide(["plan", *spec.args, "--json"], env))
-        best.session_s = float(plan["total_s"])
-        results.append((best, limit))
-        pcm_path.unlink()
-        shutil.rmtree(out)
-    return results
+        if piper:
+            synth.append(synthesis_run(work, base))
+            print(f"  piper synth  {synth[-1].wall_s:6.2f} s", file=sys.stderr)
+    for spec in runs:
+        pcm[spec.name].unlink(missing_ok=True)
+        shutil.rmtree(work / spec.name.replace(" ", "-"), ignore_errors=True)
+    return list(paired.values()), synth
 
 
-def synthesis_run(work: Path, base: dict[str, str], repeat: int) -> Run:
+def synthesis_run(work: Path, base: dict[str, str]) -> Run:
     """Piper's synthesis of back-pain on every core: a cold ``plan`` (start-up, routine, every
-    cue synthesized) less a warm one (start-up, routine, every cue's length from the cache)."""
+    cue synthesized) less a warm one right after it (start-up, routine, every cue's length
+    from the cache)."""
     env = _env(base, work, PIPER_VOICE)
     command = [sys.executable, "-m", "audioguide", "plan", ROUTINE]  # on every core
-    cold = []
-    for _ in range(max(1, repeat - 1)):
-        shutil.rmtree(_cache(work, PIPER_VOICE), ignore_errors=True)
-        cold.append(measured(command, env))
-    warm = [measured(command, env) for _ in range(repeat)]
-    fast_cold, fast_warm = min(cold), min(warm)
-    return Run(
-        "piper synth",
-        0.0,
-        fast_cold[0] - fast_warm[0],
-        fast_cold[1],
-        fast_cold[2] - fast_warm[2],
-        fast_cold[3],
-    )
+    shutil.rmtree(_cache(work, PIPER_VOICE), ignore_errors=True)
+    cold = measured(command, env)
+    warm = measured(command, env)
+    return Run("piper synth", 0.0, cold[0] - warm[0], cold[1], cold[2] - warm[2], cold[3])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -729,7 +782,10 @@ def main() -> None:
     parser.add_argument("--no-naive", action="store_true", help="skip the pydub build")
     parser.add_argument("--no-long", action="store_true", help="skip the 240-minute render")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="20-minute renders and limits; the fastest is kept"
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of the 20-minute renders, each with its limit; the medians are given",
     )
     parser.add_argument(
         "--serve", action="store_true", help="only the load check of audioguide serve"
@@ -770,11 +826,15 @@ def main() -> None:
         work = Path(tmp)
         base = dict(os.environ, PYTHONWARNINGS="ignore")
         slowdown = subnormal_slowdown()
-        results = render_runs(
-            work, base, args.jobs, specs(args.repeat, not args.no_long, piper), cores
+        results, synth_rounds = render_runs(
+            work,
+            base,
+            args.jobs,
+            specs(args.repeat, not args.no_long, piper),
+            cores,
+            args.repeat,
+            piper,
         )
-        synth = synthesis_run(work, base, args.repeat) if piper else None
-        limits = {run.name: limit for run, limit in results}
         naive = None
         if args.no_naive:
             naive_note = "skipped (--no-naive)"
@@ -785,21 +845,25 @@ def main() -> None:
             naive = naive_s(*naive_session(), work / "naive")
             naive_note = ""
 
-    runs = [run for run, _ in results]
+    by_name = {result.name: result for result in results}
+    synth = _median_run("piper synth", synth_rounds) if synth_rounds else None
     full_speed = "yes" if slowdown < 2.0 else "NO"
     print(f"audioguide bench, Python {sys.version.split()[0]}, {cores} cores: {cpu_model()}")
     print(f"subnormal floats at full speed: {full_speed} ({slowdown:.1f}x the time of normal ones)")
+    print(f"each figure: the median of {args.repeat} rounds; each ratio: the median of theirs")
     print()
     print(f"{'':<13}{'':>8}{'peak RSS MB':^14}{'wall s':^26}{'CPU s':^26}")
     header = f"{'run':<13}{'session':>8}{'one':>7}{'tree':>7}"
     print(header + f"{'render':>9}{'limit':>8}{'ratio':>9}" * 2)
-    for run in runs:
-        limit = limits[run.name]
+    for result in results:
+        run, limit = result.run, result.limit
+        wall = statistics.median(result.ratios())
+        cpu = statistics.median(result.ratios(cpu=True))
         print(
             f"{run.name:<13}{run.session_s / 60:>6.1f} m"
             f"{run.peak_rss_mb:>7.0f}{run.tree_rss_mb:>7.0f}"
-            f"{run.wall_s:>9.2f}{limit.wall_s:>8.2f}{run.wall_s / limit.wall_s:>8.2f}x"
-            f"{run.cpu_s:>9.2f}{limit.cpu_s:>8.2f}{run.cpu_s / limit.cpu_s:>8.2f}x"
+            f"{run.wall_s:>9.2f}{limit.wall_s:>8.2f}{wall:>8.2f}x"
+            f"{run.cpu_s:>9.2f}{limit.cpu_s:>8.2f}{cpu:>8.2f}x"
         )
     if synth is not None:
         print(
@@ -813,21 +877,20 @@ def main() -> None:
         "plus Python's start-up, as one process. piper synth: a cold plan less a warm one. "
         "On a busy machine wall times stretch; CPU times hold.)"
     )
-    by_name = {run.name: run for run in runs}
     slope = None
     if "240 min" in by_name:
-        short, long = by_name["warm espeak"], by_name["240 min"]
+        short, long = by_name["warm espeak"].run, by_name["240 min"].run
         slope = (long.peak_rss_mb - short.peak_rss_mb) / ((long.session_s - short.session_s) / 60)
         print(f"peak RSS slope, 20 to 240 min: {slope:.3f} MB per session-minute")
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} (1 min)")
     print()
     print(f"targets ({cores} cores):")
-    for line in target_lines(by_name, limits, synth, slope):
+    for line in target_lines(by_name, synth_rounds, slope):
         print(f"  {line}")
     if naive is None:
         print(f"naive pydub build: {naive_note}")
     else:
-        warm = by_name["warm espeak"]
+        warm = by_name["warm espeak"].run
         print(
             f"naive pydub build, 20 min: {naive:.2f} s, {naive / warm.wall_s:.2f}x the warm render"
         )
@@ -837,26 +900,54 @@ def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def _median_run(name: str, runs: list[Run]) -> Run:
+    return Run(
+        name,
+        0.0,
+        statistics.median(r.wall_s for r in runs),
+        statistics.median(r.peak_rss_mb for r in runs),
+        statistics.median(r.cpu_s for r in runs),
+        statistics.median(r.tree_rss_mb for r in runs),
+    )
+
+
+def _spread(values: list[float], unit: str = "x") -> str:
+    """The median of ``values`` and, with more than one, their range."""
+    middle = f"{statistics.median(values):.2f}{unit}"
+    if len(values) < 2:
+        return middle
+    return f"{middle} ({min(values):.2f} to {max(values):.2f})"
+
+
 def target_lines(
-    by_name: dict[str, Run], limits: dict[str, Run], synth: Run | None, slope: float | None
+    by_name: dict[str, Paired], synth_rounds: list[Run], slope: float | None
 ) -> list[str]:
-    """Each target of issues 12 and 13 with what was measured and whether it is met."""
+    """Each target of issues 12 and 13 with what was measured and whether it is met: a ratio
+    target by the median of the rounds' ratios, the cold Piper bound by the median of the
+    rounds' margins (each round's cold render against that round's synthesis and warm
+    render)."""
     lines = []
     for name, target in TARGETS.items():
         if name not in by_name:
             continue
-        run, limit = by_name[name], limits[name]
-        wall, cpu = run.wall_s / limit.wall_s, run.cpu_s / limit.cpu_s
+        walls, cpus = by_name[name].ratios(), by_name[name].ratios(cpu=True)
+        ok = statistics.median(walls) <= target and statistics.median(cpus) <= target
         lines.append(
-            f"{name} <= {target}x the limit: {wall:.2f}x wall, {cpu:.2f}x CPU: "
-            f"{_met(wall <= target and cpu <= target)}"
+            f"{name} <= {target}x the limit: {_spread(walls)} wall, {_spread(cpus)} CPU: {_met(ok)}"
         )
-    if synth is not None and "cold piper" in by_name:
-        cold, warm = by_name["cold piper"], by_name["warm piper"]
-        bound = synth.wall_s + warm.wall_s
+    if synth_rounds and "cold piper" in by_name:
+        colds = [run for run, _ in by_name["cold piper"].pairs]
+        warms = [run for run, _ in by_name["warm piper"].pairs]
+        margins = [
+            cold.wall_s - (synth.wall_s + warm.wall_s)
+            for cold, warm, synth in zip(colds, warms, synth_rounds, strict=True)
+        ]
+        cold, warm = by_name["cold piper"].run, by_name["warm piper"].run
+        synth = _median_run("piper synth", synth_rounds)
         lines.append(
-            f"cold piper <= piper synth + warm piper: {cold.wall_s:.2f} s against "
-            f"{synth.wall_s:.2f} + {warm.wall_s:.2f} = {bound:.2f} s: {_met(cold.wall_s <= bound)}"
+            f"cold piper <= piper synth + warm piper, in each round: {_spread(margins, ' s')} "
+            f"over (medians: {cold.wall_s:.2f} s against {synth.wall_s:.2f} + "
+            f"{warm.wall_s:.2f} s): {_met(statistics.median(margins) <= 0)}"
         )
         lines.append(
             f"cold piper <= {PIPER_COLD_TARGET_S:.0f} s wall: {cold.wall_s:.2f} s: "
@@ -866,13 +957,13 @@ def target_lines(
             f"cold piper peak RSS (tree) <= {PIPER_RSS_TARGET_MB:.0f} MB: "
             f"{cold.tree_rss_mb:.0f} MB: {_met(cold.tree_rss_mb <= PIPER_RSS_TARGET_MB)}"
         )
-        espeak = by_name["warm espeak"]
+        espeak = by_name["warm espeak"].run
         lines.append(
             f"warm piper within 10% of warm espeak: {warm.wall_s:.2f} s against "
             f"{espeak.wall_s:.2f} s: {_met(warm.wall_s <= 1.1 * espeak.wall_s)}"
         )
     if "240 min" in by_name and slope is not None:
-        rss = by_name["240 min"].peak_rss_mb
+        rss = by_name["240 min"].run.peak_rss_mb
         lines.append(
             f"240 min peak RSS <= {RSS_TARGET_MB:.0f} MB: {rss:.0f} MB: "
             f"{_met(rss <= RSS_TARGET_MB)}"
