@@ -377,7 +377,9 @@ def render_runs(
                 shutil.rmtree(_cache(work, spec.voice), ignore_errors=True)
             command = [sys.executable, "-m", "audioguide", "render", *spec.args]
             command += ["-o", str(out), "-q", *extra]
+            ticks = cpu_ticks()
             wall_s, rss_mb, cpu_s, tree_mb = measured(command, env)
+            stolen = waits(ticks, cpu_ticks())
             run = Run(spec.name, 0.0, wall_s, rss_mb, cpu_s, tree_mb)
             if round_index == 0:
                 decoded_session(out, pcm[spec.name])
@@ -388,7 +390,7 @@ def render_runs(
             limit = limit_run(pcm[spec.name], cores, base, 1)
             paired[spec.name].pairs.append((run, limit))
             print(
-                f"  {spec.name:<12} {wall_s:6.2f} s, its limit {limit.wall_s:5.2f} s",
+                f"  {spec.name:<12} {wall_s:6.2f} s ({stolen}), its limit {limit.wall_s:5.2f} s",
                 file=sys.stderr,
             )
         if piper:
@@ -518,6 +520,29 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_ticks() -> tuple[int, int, int] | None:
+    """(steal, I/O wait, all) of the machine's CPU time so far, in ticks (Linux's
+    /proc/stat), else None. Steal is time the hypervisor gave this machine's virtual cores to
+    another guest; I/O wait, time a core sat idle while a read from the disk was pending (a
+    page cache that does not hold the libraries and cues between runs). Either stretches a
+    run in wall time."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    ticks = [int(value) for value in fields[:8]]
+    return (ticks[7], ticks[4], sum(ticks)) if len(ticks) == 8 else None
+
+
+def waits(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> str:
+    """The share of the cores' time between two ``cpu_ticks`` stolen and waiting on the disk."""
+    if before is None or after is None or after[2] <= before[2]:
+        return "steal and I/O wait unknown"
+    total = after[2] - before[2]
+    steal, io = ((after[i] - before[i]) / total for i in (0, 1))
+    return f"{100 * steal:.1f}% stolen, {100 * io:.1f}% I/O wait"
 
 
 def subnormal_slowdown() -> float:
@@ -822,6 +847,7 @@ def main() -> None:
 
     piper = piper_installed()
     compiled()
+    ticks = cpu_ticks()
     with tempfile.TemporaryDirectory(prefix="audioguide-bench-") as tmp:
         work = Path(tmp)
         base = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -883,6 +909,7 @@ def main() -> None:
         slope = (long.peak_rss_mb - short.peak_rss_mb) / ((long.session_s - short.session_s) / 60)
         print(f"peak RSS slope, 20 to 240 min: {slope:.3f} MB per session-minute")
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} (1 min)")
+    print(f"cores' time while measuring: {waits(ticks, cpu_ticks())}")
     print()
     print(f"targets ({cores} cores):")
     for line in target_lines(by_name, synth_rounds, slope):
@@ -945,9 +972,9 @@ def target_lines(
         cold, warm = by_name["cold piper"].run, by_name["warm piper"].run
         synth = _median_run("piper synth", synth_rounds)
         lines.append(
-            f"cold piper <= piper synth + warm piper, in each round: {_spread(margins, ' s')} "
-            f"over (medians: {cold.wall_s:.2f} s against {synth.wall_s:.2f} + "
-            f"{warm.wall_s:.2f} s): {_met(statistics.median(margins) <= 0)}"
+            f"cold piper <= piper synth + warm piper: cold less the two, in each round, "
+            f"{_spread(margins, ' s')} (medians: {cold.wall_s:.2f} s against "
+            f"{synth.wall_s:.2f} + {warm.wall_s:.2f} s): {_met(statistics.median(margins) <= 0)}"
         )
         lines.append(
             f"cold piper <= {PIPER_COLD_TARGET_S:.0f} s wall: {cold.wall_s:.2f} s: "
