@@ -74,7 +74,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -310,9 +309,6 @@ class Paired:
     name: str
     pairs: list[tuple[Run, Run]]
 
-    def median(self, figure: Callable[[Run, Run], float]) -> float:
-        return statistics.median(figure(run, limit) for run, limit in self.pairs)
-
     def ratios(self, cpu: bool = False) -> list[float]:
         """Each round's render over its own limit, in wall (or CPU) time."""
         if cpu:
@@ -322,26 +318,11 @@ class Paired:
     @property
     def run(self) -> Run:
         """The render as the table shows it: each figure the median of the rounds'."""
-        first = self.pairs[0][0]
-        return Run(
-            self.name,
-            first.session_s,
-            self.median(lambda r, _: r.wall_s),
-            self.median(lambda r, _: r.peak_rss_mb),
-            self.median(lambda r, _: r.cpu_s),
-            self.median(lambda r, _: r.tree_rss_mb),
-        )
+        return _median_run(self.name, [run for run, _ in self.pairs])
 
     @property
     def limit(self) -> Run:
-        first = self.pairs[0][1]
-        return Run(
-            "limit",
-            first.session_s,
-            self.median(lambda _, limit: limit.wall_s),
-            self.median(lambda _, limit: limit.peak_rss_mb),
-            self.median(lambda _, limit: limit.cpu_s),
-        )
+        return _median_run("limit", [limit for _, limit in self.pairs])
 
 
 def render_runs(
@@ -928,9 +909,10 @@ def _met(ok: bool) -> str:
 
 
 def _median_run(name: str, runs: list[Run]) -> Run:
+    """``runs`` as one: each figure the median of theirs (the session, the first's)."""
     return Run(
         name,
-        0.0,
+        runs[0].session_s,
         statistics.median(r.wall_s for r in runs),
         statistics.median(r.peak_rss_mb for r in runs),
         statistics.median(r.cpu_s for r in runs),

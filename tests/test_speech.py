@@ -353,6 +353,20 @@ def test_a_change_to_the_preparation_comes_with_a_new_preparation_version():
     )
 
 
+def _forget_preparation_memos() -> None:
+    """Clear every memo (``functools.lru_cache``) of the modules a cue is prepared through, so
+    a constant patched there is used: each one listed by hand missed the next memo added (the
+    upsampling's stepped matrix kept the old filter, and a changed filter went unseen)."""
+    from audioguide import audio, dynamics, loudness
+    from audioguide.speech import cues, voice_fx
+
+    for module in (audio, dynamics, loudness, cues, voice_fx):
+        for value in vars(module).values():
+            clear = getattr(value, "cache_clear", None)
+            if callable(clear) and getattr(value, "__module__", None) == module.__name__:
+                clear()
+
+
 @pytest.mark.parametrize(
     ("module", "name", "value"),
     [
@@ -368,14 +382,11 @@ def test_the_fingerprints_see_a_change_to_the_preparation(monkeypatch, module, n
 
     before = preparation_fingerprints()
     monkeypatch.setattr({"cues": cues, "voice_fx": voice_fx, "audio": audio}[module], name, value)
-    caches = (voice_fx.room_impulse, voice_fx._room, audio._resampler)
-    for cached in caches:
-        cached.cache_clear()
+    _forget_preparation_memos()
     try:
         after = preparation_fingerprints()
     finally:
-        for cached in caches:
-            cached.cache_clear()
+        _forget_preparation_memos()
     changes = fingerprint_changes(after, before)
     assert changes
     assert changes[-1].startswith("warm:")
