@@ -346,21 +346,22 @@ def render_runs(
     render's rounds, and each round's synthesis."""
     extra = ["--jobs", str(jobs)] if jobs else []
     paired = {spec.name: Paired(spec.name, []) for spec in runs}
-    pcm = {spec.name: work / f"{spec.name.replace(' ', '-')}.pcm" for spec in runs}
+    outs = {spec.name: work / spec.name.replace(" ", "-") for spec in runs}
+    pcm = {name: out.with_suffix(".pcm") for name, out in outs.items()}
     synth: list[Run] = []
     for round_index in range(repeat):
         for spec in runs:
             if round_index >= spec.times:
                 continue
             env = _env(base, work, spec.voice)
-            out = work / spec.name.replace(" ", "-")
+            out = outs[spec.name]
             if spec.cold:
                 shutil.rmtree(_cache(work, spec.voice), ignore_errors=True)
             command = [sys.executable, "-m", "audioguide", "render", *spec.args]
             command += ["-o", str(out), "-q", *extra]
             ticks = cpu_ticks()
             wall_s, rss_mb, cpu_s, tree_mb = measured(command, env)
-            stolen = waits(ticks, cpu_ticks())
+            waited = waits(ticks, cpu_ticks())
             run = Run(spec.name, 0.0, wall_s, rss_mb, cpu_s, tree_mb)
             if round_index == 0:
                 decoded_session(out, pcm[spec.name])
@@ -371,7 +372,7 @@ def render_runs(
             limit = limit_run(pcm[spec.name], cores, base, 1)
             paired[spec.name].pairs.append((run, limit))
             print(
-                f"  {spec.name:<12} {wall_s:6.2f} s ({stolen}), its limit {limit.wall_s:5.2f} s",
+                f"  {spec.name:<12} {wall_s:6.2f} s ({waited}), its limit {limit.wall_s:5.2f} s",
                 file=sys.stderr,
             )
         if piper:
@@ -379,7 +380,7 @@ def render_runs(
             print(f"  piper synth  {synth[-1].wall_s:6.2f} s", file=sys.stderr)
     for spec in runs:
         pcm[spec.name].unlink(missing_ok=True)
-        shutil.rmtree(work / spec.name.replace(" ", "-"), ignore_errors=True)
+        shutil.rmtree(outs[spec.name], ignore_errors=True)
     return list(paired.values()), synth
 
 
