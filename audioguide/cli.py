@@ -1010,8 +1010,8 @@ def cache() -> None:
 
 @cache.command(name="clear")
 def cache_clear() -> None:
-    """Remove every cached speech cue, and the covers, voice facts and voice models kept
-    beside them.
+    """Remove every cached speech cue, and the covers, measured levels, voice facts and voice
+    models kept beside them.
 
     Everything removed is made again when a render needs it.
 
@@ -1020,6 +1020,7 @@ def cache_clear() -> None:
         audioguide cache clear
     """
     from .export.cover import MEMO_SUFFIX
+    from .kept_levels import LEVELS_MEMO, LEVELS_SUFFIX
     from .pipeline import COVER_MEMO
     from .speech.cache import remove_kept
     from .speech.espeak import INFO_FILE
@@ -1029,11 +1030,15 @@ def cache_clear() -> None:
     root = cache_dir()
     kept, kept_size = remove_kept(
         [root / INFO_FILE, root / DIGESTS_FILE],
-        [(root / COVER_MEMO, MEMO_SUFFIX), (root / MODELS_FOLDER, MODEL_SUFFIX)],
+        [
+            (root / COVER_MEMO, MEMO_SUFFIX),
+            (root / LEVELS_MEMO, LEVELS_SUFFIX),
+            (root / MODELS_FOLDER, MODEL_SUFFIX),
+        ],
     )
     click.echo(
         f"Removed {files} cached cues ({size / 1e6:.1f} MB) and {kept} other cached files "
-        f"({kept_size / 1e6:.1f} MB: covers, voice facts, voice models) from {root}"
+        f"({kept_size / 1e6:.1f} MB: covers, levels, voice facts, voice models) from {root}"
     )
 
 

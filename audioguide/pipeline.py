@@ -29,8 +29,10 @@ from .export import (
     write_zip,
 )
 from .export.ownership import check_replaceable, check_zip_replaceable
+from .kept_levels import LEVELS_MEMO, KeptLevels, levels_key
 from .mix import (
     MixSettings,
+    TrackLevels,
     TrackMixer,
     balanced_gain,
     bell_in_background,
@@ -343,9 +345,20 @@ def _render_session(
     # it. Both go a span of a track at a time (mix.SPAN_SAMPLES), so a worker holds a span's
     # samples and the track's MP3 frames, whatever the session's length.
     # Pass 1 touches no file: a sound file that cannot be read fails before anything is made.
-    levels = _in_parallel(
-        lambda track: track_levels(TrackMixer(track, speech, settings)), tracks, jobs, measured
-    )
+    # A track measured before from the same inputs is not measured again (kept_levels).
+    kept = KeptLevels(cache_dir() / LEVELS_MEMO) if options.use_cache else None
+
+    def measure(track: Track) -> TrackLevels:
+        key = levels_key(track, speech, settings) if kept is not None else None
+        found = kept.get(key) if kept is not None and key is not None else None
+        if found is not None:
+            return found
+        levels = track_levels(TrackMixer(track, speech, settings))
+        if kept is not None and key is not None:
+            kept.put(key, levels)
+        return levels
+
+    levels = _in_parallel(measure, tracks, jobs, measured)
     # Room for the encoder's overshoot.
     ceiling = true_peak_ceiling_dbtp(export_options.bitrate_kbps)
     gain = master_gain(levels, settings.loudness_lufs, ceiling)

@@ -4,10 +4,12 @@ Each render runs in a fresh process exactly as a user types it, so the times inc
 start-up and imports. With each voice engine (espeak-ng always; Piper when the ``natural``
 extra is installed, else its rows are skipped with a message):
 
-    cold espeak   audioguide render back-pain --voice gmw/en-us     (empty speech cache)
-    warm espeak   the same again                                    (every cue from the cache)
-    cold piper    audioguide render back-pain --voice en_US-joe-medium  (empty cache)
-    warm piper    the same again
+    cold espeak      audioguide render back-pain --voice gmw/en-us  (empty speech cache)
+    warm espeak      the same again            (every cue and track's levels from the cache)
+    measured espeak  the same, the kept levels removed first: pass 1 measures every track,
+                     as a re-render at a new tempo or length does
+    cold piper       audioguide render back-pain --voice en_US-joe-medium  (empty cache)
+    warm piper, measured piper   as with espeak-ng
     piper synth   a cold ``plan back-pain`` less a warm one: Piper's synthesis on every core
     60 min        audioguide render back-pain --minutes 60  --voice gmw/en-us (cache warm)
     240 min       audioguide render back-pain --minutes 240 --voice gmw/en-us (cache warm)
@@ -82,7 +84,13 @@ LAME_BLOCK = 1 << 20  # samples per call to the encoder, as the render feeds it
 ESPEAK_VOICE = "gmw/en-us"
 PIPER_VOICE = "en_US-joe-medium"
 # At most this many times the limit of the same session, in wall and in CPU time (issue 13).
-TARGETS = {"warm espeak": 1.3, "warm piper": 1.3, "cold espeak": 1.8}
+TARGETS = {
+    "warm espeak": 1.3,
+    "measured espeak": 1.3,
+    "warm piper": 1.3,
+    "measured piper": 1.3,
+    "cold espeak": 1.8,
+}
 RSS_TARGET_MB = 250.0  # at 240 minutes
 FLAT_SLOPE_MB_PER_MIN = 0.05  # "flat in length": under this from 20 to 240 minutes
 PIPER_COLD_TARGET_S = 30.0  # wall, 2 cores (issue 12)
@@ -251,13 +259,15 @@ def audioguide(args: list[str], env: dict[str, str]) -> str:
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """One render of the bench: its name, arguments after ``render``, voice, whether the
-    speech cache is emptied first, and in how many of the rounds it runs (``render_runs``)."""
+    speech cache is emptied first, in how many of the rounds it runs (``render_runs``), and
+    whether the kept levels are removed first (``measure``: pass 1 measures every track)."""
 
     name: str
     args: tuple[str, ...]
     voice: str
     cold: bool
     times: int
+    measure: bool = False
 
 
 def compiled() -> None:
@@ -281,11 +291,13 @@ def specs(repeat: int, long: bool, piper: bool) -> list[Spec]:
     runs = [
         Spec("cold espeak", (ROUTINE,), ESPEAK_VOICE, True, repeat),
         Spec("warm espeak", (ROUTINE,), ESPEAK_VOICE, False, repeat),
+        Spec("measured espeak", (ROUTINE,), ESPEAK_VOICE, False, repeat, measure=True),
     ]
     if piper:
         runs += [
             Spec("cold piper", (ROUTINE,), PIPER_VOICE, True, repeat),
             Spec("warm piper", (ROUTINE,), PIPER_VOICE, False, repeat),
+            Spec("measured piper", (ROUTINE,), PIPER_VOICE, False, repeat, measure=True),
         ]
     runs.append(Spec("60 min", (ROUTINE, "--minutes", "60"), ESPEAK_VOICE, False, 1))
     if long:
@@ -344,6 +356,8 @@ def render_runs(
     A render's figures are the medians of its rounds (``Paired``); a ratio is the median of
     the rounds' ratios. A spec with ``times`` 1 runs in the first round only. Returns each
     render's rounds, and each round's synthesis."""
+    from audioguide.kept_levels import LEVELS_MEMO
+
     extra = ["--jobs", str(jobs)] if jobs else []
     paired = {spec.name: Paired(spec.name, []) for spec in runs}
     outs = {spec.name: work / spec.name.replace(" ", "-") for spec in runs}
@@ -357,6 +371,8 @@ def render_runs(
             out = outs[spec.name]
             if spec.cold:
                 shutil.rmtree(_cache(work, spec.voice), ignore_errors=True)
+            if spec.measure:
+                shutil.rmtree(_cache(work, spec.voice) / LEVELS_MEMO, ignore_errors=True)
             command = [sys.executable, "-m", "audioguide", "render", *spec.args]
             command += ["-o", str(out), "-q", *extra]
             ticks = cpu_ticks()
@@ -372,12 +388,12 @@ def render_runs(
             limit = limit_run(pcm[spec.name], cores, base, 1)
             paired[spec.name].pairs.append((run, limit))
             print(
-                f"  {spec.name:<12} {wall_s:6.2f} s ({waited}), its limit {limit.wall_s:5.2f} s",
+                f"  {spec.name:<16} {wall_s:6.2f} s ({waited}), its limit {limit.wall_s:5.2f} s",
                 file=sys.stderr,
             )
         if piper:
             synth.append(synthesis_run(work, base))
-            print(f"  piper synth  {synth[-1].wall_s:6.2f} s", file=sys.stderr)
+            print(f"  {'piper synth':<16} {synth[-1].wall_s:6.2f} s", file=sys.stderr)
     for spec in runs:
         pcm[spec.name].unlink(missing_ok=True)
         shutil.rmtree(outs[spec.name], ignore_errors=True)
@@ -860,22 +876,22 @@ def main() -> None:
     print(f"subnormal floats at full speed: {full_speed} ({slowdown:.1f}x the time of normal ones)")
     print(f"each figure: the median of {args.repeat} rounds; each ratio: the median of theirs")
     print()
-    print(f"{'':<13}{'':>8}{'peak RSS MB':^14}{'wall s':^26}{'CPU s':^26}")
-    header = f"{'run':<13}{'session':>8}{'one':>7}{'tree':>7}"
+    print(f"{'':<16}{'':>8}{'peak RSS MB':^14}{'wall s':^26}{'CPU s':^26}")
+    header = f"{'run':<16}{'session':>8}{'one':>7}{'tree':>7}"
     print(header + f"{'render':>9}{'limit':>8}{'ratio':>9}" * 2)
     for result in results:
         run, limit = result.run, result.limit
         wall = statistics.median(result.ratios())
         cpu = statistics.median(result.ratios(cpu=True))
         print(
-            f"{run.name:<13}{run.session_s / 60:>6.1f} m"
+            f"{run.name:<16}{run.session_s / 60:>6.1f} m"
             f"{run.peak_rss_mb:>7.0f}{run.tree_rss_mb:>7.0f}"
             f"{run.wall_s:>9.2f}{limit.wall_s:>8.2f}{wall:>8.2f}x"
             f"{run.cpu_s:>9.2f}{limit.cpu_s:>8.2f}{cpu:>8.2f}x"
         )
     if synth is not None:
         print(
-            f"{synth.name:<13}{'':>8}{synth.peak_rss_mb:>7.0f}{synth.tree_rss_mb:>7.0f}"
+            f"{synth.name:<16}{'':>8}{synth.peak_rss_mb:>7.0f}{synth.tree_rss_mb:>7.0f}"
             f"{synth.wall_s:>9.2f}{'':>17}{synth.cpu_s:>9.2f}"
         )
     else:
@@ -947,18 +963,24 @@ def target_lines(
         )
     if synth_rounds and "cold piper" in by_name:
         colds = [run for run, _ in by_name["cold piper"].pairs]
-        warms = [run for run, _ in by_name["warm piper"].pairs]
-        margins = [
-            cold.wall_s - (synth.wall_s + warm.wall_s)
-            for cold, warm, synth in zip(colds, warms, synth_rounds, strict=True)
-        ]
-        cold, warm = by_name["cold piper"].run, by_name["warm piper"].run
+        cold = by_name["cold piper"].run
         synth = _median_run("piper synth", synth_rounds)
-        lines.append(
-            f"cold piper <= piper synth + warm piper: cold less the two, in each round, "
-            f"{_spread(margins, ' s')} (medians: {cold.wall_s:.2f} s against "
-            f"{synth.wall_s:.2f} + {warm.wall_s:.2f} s): {_met(statistics.median(margins) <= 0)}"
-        )
+        # Against the warm render as it is repeated unchanged (its levels kept), and as it
+        # measures every track, the work a cold render does after its synthesis.
+        for name in ("warm piper", "measured piper"):
+            warms = [run for run, _ in by_name[name].pairs]
+            margins = [
+                cold_run.wall_s - (synth_run.wall_s + warm_run.wall_s)
+                for cold_run, warm_run, synth_run in zip(colds, warms, synth_rounds, strict=True)
+            ]
+            warm = by_name[name].run
+            lines.append(
+                f"cold piper <= piper synth + {name}: cold less the two, in each round, "
+                f"{_spread(margins, ' s')} (medians: {cold.wall_s:.2f} s against "
+                f"{synth.wall_s:.2f} + {warm.wall_s:.2f} s): "
+                f"{_met(statistics.median(margins) <= 0)}"
+            )
+        warm = by_name["warm piper"].run
         lines.append(
             f"cold piper <= {PIPER_COLD_TARGET_S:.0f} s wall: {cold.wall_s:.2f} s: "
             f"{_met(cold.wall_s <= PIPER_COLD_TARGET_S)}"

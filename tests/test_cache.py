@@ -14,6 +14,7 @@ from conftest import SHORT_ROUTINE
 
 from audioguide.cli import cli
 from audioguide.export.cover import MEMO_SUFFIX
+from audioguide.kept_levels import LEVELS_MEMO, LEVELS_SUFFIX
 from audioguide.pipeline import COVER_MEMO
 from audioguide.routine import load_routine
 from audioguide.speech import CACHE_ENV, Speech, SpeechCache, SpeechClip, cache_dir
@@ -237,15 +238,18 @@ def test_cli_no_cache_writes_nothing_and_cache_clear_empties_it(short_routine_fi
 def test_cache_clear_also_removes_the_covers_and_what_was_noted_about_the_voices(
     short_routine_file, tmp_path
 ):
-    """Everything a render keeps in the cache folder besides the cues (each cover drawn, what
-    espeak-ng said of its voices, Piper models' digests) goes too; a file of the user's that
-    happens to be there stays."""
+    """Everything a render keeps in the cache folder besides the cues (each cover drawn, each
+    track's measured levels, what espeak-ng said of its voices, Piper models' digests) goes
+    too; a file of the user's that happens to be there stays."""
     root = cache_dir()
     runner = CliRunner()
     result = runner.invoke(cli, ["render", str(short_routine_file), "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     covers = root / COVER_MEMO
     assert list(covers.glob(f"*{MEMO_SUFFIX}"))
+    levels = root / LEVELS_MEMO
+    assert len(list(levels.glob(f"*{LEVELS_SUFFIX}"))) == 2  # one per track
+    (levels / "tmpq9w8.tmp").write_bytes(b"half")
     (root / DIGESTS_FILE).write_text("{}", encoding="utf-8")
     (root / INFO_FILE).write_text("{}", encoding="utf-8")
     (covers / "left-by-a-killed-render.tmp").write_bytes(b"half")
@@ -254,13 +258,14 @@ def test_cache_clear_also_removes_the_covers_and_what_was_noted_about_the_voices
     (models / f"58afce0321b8d9c46d7c-conv2d-ort1.0-abc{MODEL_SUFFIX}").write_bytes(b"graph")
     (models / "tmpx1y2.tmp").write_bytes(b"half a graph")
     mine = [root / "notes.txt", covers / "my-picture.png", models / "my-notes.txt"]
+    mine.append(levels / "my-levels.txt")
     for path in mine:
         path.write_text("mine", encoding="utf-8")
 
     result = runner.invoke(cli, ["cache", "clear"])
     assert result.exit_code == 0, result.output
-    # A cover, two temporaries, two memos, a model.
-    assert "and 6 other cached files" in result.output
+    # A cover, two tracks' levels, three temporaries, two memos, a model.
+    assert "and 9 other cached files" in result.output
     left = sorted(p for p in root.rglob("*") if p.is_file())
     assert left == sorted(mine)
 

@@ -22,7 +22,7 @@ import struct
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,11 +48,16 @@ _CHECKSUM_BYTES = 32  # SHA-256 of key, header and samples, after the header
 @dataclass(frozen=True)
 class PreparedCue:
     """A cue as it is mixed: 16-bit samples at the session rate, times ``scale`` (float32
-    in [-1, 1]); ``dry_samples`` is its spoken length before the voice chain's tail."""
+    in [-1, 1]); ``dry_samples`` is its spoken length before the voice chain's tail.
+
+    ``checksum`` is its cache entry's SHA-256 (of the entry's key, header and samples), set
+    when the cue was read from the cache or written to it: what the cue is, for the keys of
+    what is kept about the mixes it is in (``kept_levels``). None for a cue never cached."""
 
     samples: np.ndarray
     scale: float
     dry_samples: int
+    checksum: bytes | None = field(default=None, compare=False)
 
     def as_float(self) -> np.ndarray:
         out = self.samples.astype(np.float32)
@@ -96,10 +101,10 @@ class SpeechCache:
         """The cached clip, or None when there is none or the entry is damaged (then the
         caller synthesizes the cue again and ``put`` replaces the entry)."""
         key = self.key(identity, text)
-        entry = _read_entry(self._path(key), key, _CLIP_HEADER)
+        entry = read_checked(self._path(key), key, _CLIP_HEADER)
         if entry is None:
             return None
-        (magic, rate, count), body = entry
+        (magic, rate, count), body, _ = entry
         if magic != _CLIP_MAGIC or count == 0 or not MIN_RATE <= rate <= MAX_RATE:
             return None
         if len(body) != 2 * count:
@@ -110,28 +115,32 @@ class SpeechCache:
         key = self.key(identity, text)
         body = clip.samples.astype("<i2").tobytes()
         header = _CLIP_HEADER.pack(_CLIP_MAGIC, clip.sample_rate, clip.samples.shape[0])
-        _write_entry(self._path(key), key, header, body)
+        write_checked(self._path(key), key, header, body)
 
     def get_prepared(self, identity: str, text: str, preparation: str) -> PreparedCue | None:
         """The prepared cue, or None when there is none or the entry is damaged."""
         key = self.key(identity, text, preparation)
-        entry = _read_entry(self._path(key, PREPARED_SUFFIX), key, _PREPARED_HEADER)
+        entry = read_checked(self._path(key, PREPARED_SUFFIX), key, _PREPARED_HEADER)
         if entry is None:
             return None
-        (magic, scale, dry, count), body = entry
+        (magic, scale, dry, count), body, checksum = entry
         if magic != _PREPARED_MAGIC or len(body) != 2 * count or not 0 < scale < 1:
             return None
         if not 0 < dry <= count:  # the spoken part lies within the cue
             return None
-        return PreparedCue(_int16(body), scale, dry)
+        return PreparedCue(_int16(body), scale, dry, checksum)
 
-    def put_prepared(self, identity: str, text: str, preparation: str, cue: PreparedCue) -> None:
+    def put_prepared(
+        self, identity: str, text: str, preparation: str, cue: PreparedCue
+    ) -> PreparedCue:
+        """Keep ``cue``; returns it with its entry's ``checksum`` (set even when the cache
+        cannot be written, as it is what the cue is)."""
         key = self.key(identity, text, preparation)
         count = cue.samples.shape[0]
         header = _PREPARED_HEADER.pack(_PREPARED_MAGIC, cue.scale, cue.dry_samples, count)
-        _write_entry(
-            self._path(key, PREPARED_SUFFIX), key, header, cue.samples.astype("<i2").tobytes()
-        )
+        body = cue.samples.astype("<i2").tobytes()
+        checksum = write_checked(self._path(key, PREPARED_SUFFIX), key, header, body)
+        return PreparedCue(cue.samples, cue.scale, cue.dry_samples, checksum)
 
     def clear(self) -> tuple[int, int]:
         """Remove every cached cue, prepared or not (and any temporary file left by a render
@@ -199,11 +208,11 @@ def _checksum(key: str, header: bytes | memoryview, body: bytes | memoryview) ->
     return digest.digest()
 
 
-def _read_entry(
+def read_checked(
     path: Path, key: str, header: struct.Struct
-) -> tuple[tuple[Any, ...], memoryview] | None:
-    """An entry's header fields and body, or None when it is missing, cut short, or its
-    checksum does not match its key, header and body."""
+) -> tuple[tuple[Any, ...], memoryview, bytes] | None:
+    """An entry's header fields, body and checksum, or None when it is missing, cut short, or
+    its checksum does not match its key, header and body (``write_checked`` wrote it)."""
     try:
         # The samples are a view of these bytes: a cue is not copied again into pages of its
         # own (a warm render reads 40 MB).
@@ -215,18 +224,24 @@ def _read_entry(
         return None
     view = memoryview(data)
     raw_header, stored, body = view[: header.size], view[header.size : start], view[start:]
-    if _checksum(key, raw_header, body) != stored:
+    checksum = _checksum(key, raw_header, body)
+    if checksum != stored:
         return None
-    return header.unpack(raw_header), body
+    return header.unpack(raw_header), body, checksum
 
 
-def _write_entry(path: Path, key: str, header: bytes, body: bytes) -> None:
+def write_checked(path: Path, key: str, header: bytes, body: bytes) -> bytes:
+    """Write an entry (``header``, then the SHA-256 of ``key``, header and body, then
+    ``body``) through ``write_atomic``; returns that checksum."""
+    checksum = _checksum(key, header, body)
+
     def write(raw: BinaryIO) -> None:
         raw.write(header)
-        raw.write(_checksum(key, header, body))
+        raw.write(checksum)
         raw.write(body)
 
     write_atomic(path, write)
+    return checksum
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:

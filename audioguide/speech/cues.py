@@ -316,7 +316,7 @@ class Speech:
         cue = PreparedCue(np.rint(steps, out=steps).astype(np.int16), float(scale), dry_samples)
         self._dry.pop(text, None)
         if self.cache is not None and self._preparation is not None:
-            self.cache.put_prepared(self.engine.identity, text, self._preparation, cue)
+            cue = self.cache.put_prepared(self.engine.identity, text, self._preparation, cue)
         return cue
 
     def samples(self, text: str) -> np.ndarray:
@@ -327,6 +327,12 @@ class Speech:
     def sample_count(self, text: str) -> int:
         """``samples(text).shape[0]``, without making the samples."""
         return int(self._hold(text).samples.shape[0])
+
+    def checksum(self, text: str) -> bytes | None:
+        """What the cue as mixed is: its cache entry's SHA-256 (``PreparedCue.checksum``), the
+        same for the same samples; None when it is not cached (no cache, or an effect the
+        cache does not key)."""
+        return self._hold(text).checksum
 
     def length_s(self, text: str) -> float:
         """Spoken length in seconds: the prepared, dry cue (an effect's tail may ring on)."""
