@@ -209,11 +209,14 @@ class Speech:
         many = getattr(self.engine, "synthesize_all", None)
         clips = many(missing) if many is not None else map(self.engine.synthesize, missing)
         # An engine that hands each clip over as it is spoken (espeak's worker) leaves this
-        # process's cores to the preparation meanwhile: a thread per core prepares the clips
-        # as they come (espeak-ng speaks a batch on about 0.6 s of one core's time, of the
-        # 2 s that preparing it takes), and the threads that ask for the cues later take
-        # over what they have not started.
-        helper = ThreadPoolExecutor(max_workers=usable_cores()) if prepared else None
+        # process's cores to the preparation meanwhile: threads prepare the clips as they
+        # come, and the threads that ask for the cues later take over what they have not
+        # started. One fewer than the cores: the engine's worker is the critical path
+        # (espeak-ng speaks back-pain in 0.6 s of a core of its own), and a thread per core
+        # beside it took a third of its core, stretching the batch to 0.8 s; a cold render
+        # took 0.1 s longer (docs/performance.md).
+        helpers = max(1, usable_cores() - 1)
+        helper = ThreadPoolExecutor(max_workers=helpers) if prepared else None
         try:
             for spoken, (text, clip) in enumerate(zip(missing, clips, strict=True), 1):
                 self.synthesized += 1
