@@ -223,26 +223,6 @@ def test_a_damaged_or_foreign_entry_reads_as_a_miss(tmp_path, cached_speech):
 
 # -- through the CLI, with the real voice and encoder ------------------------------------------
 
-ROUTINE = """\
-title: Kept
-sections:
-  - title: Arrive
-    steps:
-      - bell: 3
-      - say: Welcome. Sit comfortably.
-        pause: 1
-  - title: Breathe
-    steps:
-      - say: Follow the tone.
-      - breathe:
-          cycles: 2
-          cues:
-            inhale: In.
-            exhale: Out.
-          cue_cycles: 1
-      - pause: 1
-"""
-
 
 @pytest.fixture
 def counted(monkeypatch) -> list[int]:
@@ -261,12 +241,13 @@ def counted(monkeypatch) -> list[int]:
 def _render(routine: Path, out: Path, *args: str) -> dict[str, bytes]:
     code, output = run_cli(["render", str(routine), "-o", str(out), "--force", *args])
     assert code == 0, output
-    return {p.name: p.read_bytes() for p in sorted((out / "kept").glob("*.mp3"))}
+    return {p.name: p.read_bytes() for p in sorted((out / routine.stem).glob("*.mp3"))}
 
 
-def test_a_render_from_kept_levels_writes_the_bytes_measuring_writes(tmp_path, counted):
-    routine = tmp_path / "kept.yaml"
-    routine.write_text(ROUTINE, encoding="utf-8")
+def test_a_render_from_kept_levels_writes_the_bytes_measuring_writes(
+    tmp_path, short_routine_file, counted
+):
+    routine = short_routine_file
     first = _render(routine, tmp_path / "a")
     assert sorted(counted) == [1, 2]
     memo = cache_dir() / LEVELS_MEMO
@@ -291,9 +272,10 @@ def test_a_render_from_kept_levels_writes_the_bytes_measuring_writes(tmp_path, c
     assert sorted(counted) == [1, 2]
 
 
-def test_a_render_without_the_cache_neither_reads_nor_keeps_levels(tmp_path, counted):
-    routine = tmp_path / "kept.yaml"
-    routine.write_text(ROUTINE, encoding="utf-8")
+def test_a_render_without_the_cache_neither_reads_nor_keeps_levels(
+    tmp_path, short_routine_file, counted
+):
+    routine = short_routine_file
     _render(routine, tmp_path / "a")
     counted.clear()
     _render(routine, tmp_path / "b", "--no-cache")
