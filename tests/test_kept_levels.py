@@ -283,3 +283,9 @@ def test_a_render_without_the_cache_neither_reads_nor_keeps_levels(
     shutil.rmtree(cache_dir())
     _render(routine, tmp_path / "c", "--no-cache")
     assert not (cache_dir() / LEVELS_MEMO).exists()
+
+
+def test_a_track_titled_in_any_characters_has_a_key(cached_speech):
+    for title in ("Ocean Breath 🌊", "Atem \udcff", "呼吸"):
+        track = dataclasses.replace(a_track(), title=title)
+        assert levels_key(track, cached_speech, MixSettings()) is not None
