@@ -3,9 +3,10 @@ and read back by a render whose every input to it is the same.
 
 A render measures each track's mix (pass 1) before it can master any of them, since one gain
 masters the whole session: on 2 cores, 0.2 s of a 20-minute render's 2.1 s with its cues
-cached, a third of what it does beyond its one MP3 encode. A track measured again from the same inputs
-gives the same levels to the bit, so they are kept under a SHA-256 of those inputs, and a
-render that finds them skips measuring that track; every other track is measured as before.
+cached, a third of what it does beyond its one MP3 encode. A track measured again from the
+same inputs gives the same levels to the bit, so they are kept under a SHA-256 of those
+inputs, and a render that finds them skips measuring that track; every other track is
+measured as before.
 
 What decides a track's levels, and so goes into the key:
 
