@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .mix import DEFAULT_AMBIENT, MixSettings, TrackLevels
+from .mix import MixSettings, TrackLevels, bed_kind, bell_file
 from .routine import AMBIENT_KINDS
 from .sounds import SOUNDS_FOLDER
 from .speech import Speech
@@ -87,8 +87,9 @@ def reads_user_files(track: Track, settings: MixSettings) -> bool:
     """Whether mixing ``track`` reads a sound file of the user's: a bell (when bells sound)
     or a recorded bed."""
     bells = settings.bells and any(e.kind in ("bell", "chime") for e in track.events)
-    bed = settings.ambient or track.ambient or DEFAULT_AMBIENT
-    return bool(bells and (settings.bell_file or track.bell_sound)) or bed not in AMBIENT_KINDS
+    return (
+        bool(bells and bell_file(settings, track)) or bed_kind(settings, track) not in AMBIENT_KINDS
+    )
 
 
 def levels_key(track: Track, speech: Speech, settings: MixSettings) -> str | None:

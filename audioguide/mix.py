@@ -184,8 +184,20 @@ def _made_tone(phase: str, n: int) -> np.ndarray:
 _SOUND_LOCK = threading.Lock()
 
 
+def bell_file(settings: MixSettings, track: Track) -> str | None:
+    """The sound file a track's bells and interval chimes ring: the user's own (``bell_file``),
+    else the routine's; None: the bowls shipped with audioguide."""
+    return settings.bell_file or track.bell_sound
+
+
+def bed_kind(settings: MixSettings, track: Track) -> str:
+    """The bed under a track: ``ambient`` for every track, else the track's own (its section's
+    or the routine's), else none; a kind (AMBIENT_KINDS) or a sound file."""
+    return settings.ambient or track.ambient or DEFAULT_AMBIENT
+
+
 def _bell_sound(settings: MixSettings, track: Track) -> np.ndarray:
-    return _bell_file_sound(settings.bell_file or track.bell_sound)
+    return _bell_file_sound(bell_file(settings, track))
 
 
 def _bell_file_sound(path: str | None) -> np.ndarray:
@@ -240,7 +252,7 @@ def _event_samples(event: Event) -> int:
 
 def _chime_sound(settings: MixSettings, track: Track) -> np.ndarray:
     # A user's own bell serves for the interval bells too, so one file changes every bell.
-    path = settings.bell_file or track.bell_sound
+    path = bell_file(settings, track)
     with _SOUND_LOCK:
         return load_sound(path or default_sound_path(INTERVAL_BELL_FILE))
 
@@ -283,7 +295,7 @@ class TrackMixer:
         # Each spoken cue's sample peak, noted as it is mixed once voice_peaks asks for them.
         self._peaks: dict[int, float] | None = None
         self._kept: dict[int, tuple[np.ndarray, float]] = {}
-        kind = settings.ambient or track.ambient or DEFAULT_AMBIENT
+        kind = bed_kind(settings, track)
         self._bed_kind = kind
         if kind != "none":
             _bed_loop(kind, settings.seed)
