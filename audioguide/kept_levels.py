@@ -36,7 +36,6 @@ import dataclasses
 import hashlib
 import json
 import struct
-import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -75,14 +74,6 @@ def code_digest() -> str | None:
     return digest.hexdigest()
 
 
-_CODE_LOCK = threading.Lock()  # the pass-1 workers all ask for it at once: made once
-
-
-def _code_digest() -> str | None:
-    with _CODE_LOCK:
-        return code_digest()
-
-
 def reads_user_files(track: Track, settings: MixSettings) -> bool:
     """Whether mixing ``track`` reads a sound file of the user's: a bell (when bells sound)
     or a recorded bed."""
@@ -92,13 +83,11 @@ def reads_user_files(track: Track, settings: MixSettings) -> bool:
     )
 
 
-def levels_key(track: Track, speech: Speech, settings: MixSettings) -> str | None:
-    """The key of ``track``'s levels, mixed from ``speech`` with ``settings``; None when they
-    are not kept (a sound file of the user's, a cue not cached, the sources not on disk)."""
+def levels_key(track: Track, speech: Speech, settings: MixSettings, code: str) -> str | None:
+    """The key of ``track``'s levels, mixed from ``speech`` with ``settings`` by the package
+    whose ``code_digest`` is ``code``; None when they are not kept (a sound file of the
+    user's, a cue not cached)."""
     if reads_user_files(track, settings):
-        return None
-    code = _code_digest()
-    if code is None:
         return None
     cues = []
     for event in track.events:
@@ -116,10 +105,16 @@ def levels_key(track: Track, speech: Speech, settings: MixSettings) -> str | Non
 
 
 class KeptLevels:
-    """The levels kept in ``folder``, one file per key."""
+    """The levels kept in ``folder``, one file per key, by this package (``code_digest``,
+    read once here, before any worker asks for a key)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.code = code_digest()
+
+    def key(self, track: Track, speech: Speech, settings: MixSettings) -> str | None:
+        """``levels_key`` for this package; None when its sources are not on disk."""
+        return None if self.code is None else levels_key(track, speech, settings, self.code)
 
     def _path(self, key: str) -> Path:
         return self.folder / f"{key}{LEVELS_SUFFIX}"

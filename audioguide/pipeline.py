@@ -29,7 +29,7 @@ from .export import (
     write_zip,
 )
 from .export.ownership import check_replaceable, check_zip_replaceable
-from .kept_levels import LEVELS_MEMO, KeptLevels, levels_key
+from .kept_levels import LEVELS_MEMO, KeptLevels
 from .mix import (
     MixSettings,
     TrackLevels,
@@ -349,7 +349,7 @@ def _render_session(
     kept = KeptLevels(cache_dir() / LEVELS_MEMO) if options.use_cache else None
 
     def measure(track: Track) -> TrackLevels:
-        key = levels_key(track, speech, settings) if kept is not None else None
+        key = kept.key(track, speech, settings) if kept is not None else None
         found = kept.get(key) if kept is not None and key is not None else None
         if found is not None:
             return found

@@ -12,12 +12,19 @@ import pytest
 from conftest import FakeEngine, run_cli
 
 from audioguide import kept_levels, pipeline
-from audioguide.kept_levels import LEVELS_MEMO, LEVELS_SUFFIX, KeptLevels, levels_key
+from audioguide.kept_levels import LEVELS_MEMO, LEVELS_SUFFIX, KeptLevels
 from audioguide.mix import MixSettings, TrackLevels, TrackMixer, track_levels
 from audioguide.speech import Speech, SpeechCache, cache_dir
 from audioguide.timeline import Event, Track
 
 TEXTS = ("Welcome. Sit comfortably.", "Breathe in slowly.", "And out.")
+
+
+def levels_key(track: Track, speech: Speech, mix: MixSettings) -> str | None:
+    """The key a render of this package gives ``track``'s levels."""
+    code = kept_levels.code_digest()
+    assert code is not None
+    return kept_levels.levels_key(track, speech, mix, code)
 
 
 def a_track(index: int = 0) -> Track:
