@@ -906,8 +906,16 @@ def main() -> None:
         # Against the 20-minute render that measures its tracks, as the 240-minute one does
         # (the warm render reads its levels back and skips the memory pass 1 takes).
         short, long = by_name["measured espeak"].run, by_name["240 min"].run
-        slope = (long.peak_rss_mb - short.peak_rss_mb) / ((long.session_s - short.session_s) / 60)
-        print(f"peak RSS slope, 20 to 240 min: {slope:.3f} MB per session-minute")
+        minutes = (long.session_s - short.session_s) / 60
+        slope = (long.peak_rss_mb - short.peak_rss_mb) / minutes
+        # A peak moves by a few MB from one run of the same render to the next: so much of
+        # the slope is that, read from the short render's own rounds.
+        peaks = [run.peak_rss_mb for run, _ in by_name["measured espeak"].pairs]
+        print(
+            f"peak RSS slope, 20 to 240 min: {slope:.3f} MB per session-minute (the 20-minute "
+            f"peak moved {min(peaks):.0f} to {max(peaks):.0f} MB over its rounds: "
+            f"{(max(peaks) - min(peaks)) / minutes:.3f} MB per minute of noise)"
+        )
     print(f"load average while measuring: {os.getloadavg()[0]:.1f} (1 min)")
     print(f"cores' time while measuring: {waits(ticks, cpu_ticks())}")
     print()
