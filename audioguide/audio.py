@@ -251,6 +251,63 @@ def sosfilt(sections: np.ndarray, samples: np.ndarray) -> np.ndarray:
     return y.reshape(-1)[:n]
 
 
+def butter_low_pass(corner_hz: float, sample_rate: int) -> np.ndarray:
+    """A second-order Butterworth low pass as one section (b0, b1, b2, 1, a1, a2): the
+    cookbook's low pass at Q 1/sqrt(2), which is ``scipy.signal.butter(2, corner_hz, fs=...)``."""
+    w0 = 2.0 * np.pi * corner_hz / sample_rate
+    alpha = np.sin(w0) / np.sqrt(2.0)
+    cos_w0 = np.cos(w0)
+    b = ((1 - cos_w0) / 2, 1 - cos_w0, (1 - cos_w0) / 2)
+    a = (1 + alpha, -2 * cos_w0, 1 - alpha)
+    return np.array([*b, *a], dtype=np.float64) / a[0]
+
+
+def butter_band_pass_response(
+    low_hz: float, high_hz: float, n: int, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """The frequency response, at the ``n // 2 + 1`` bins of an ``n``-point real FFT, of the
+    second-order Butterworth band pass ``scipy.signal.butter(2, (low_hz, high_hz),
+    "bandpass", fs=sample_rate)``: its analog prototype's poles moved to the band, then to
+    the digital filter by the bilinear transform, with the band edges prewarped as scipy
+    does. complex128.
+
+    Multiplied into the FFT of a signal that repeats every ``n`` samples, it gives the
+    filter's output once it has settled (what ``sosfilt`` gives over a second period).
+    """
+    fs2 = 2.0 * sample_rate
+    w_low, w_high = (fs2 * np.tan(np.pi * f / sample_rate) for f in (low_hz, high_hz))
+    width, centre = w_high - w_low, np.sqrt(w_low * w_high)
+    prototype = np.exp(1j * np.pi * np.array([3, 5]) / 4)  # order 2: at 135 and 225 degrees
+    half = prototype * width / 2
+    root = np.sqrt(half**2 - centre**2)
+    analog = np.concatenate([half + root, half - root])  # zeros: two at 0, two at infinity
+    poles = (fs2 + analog) / (fs2 - analog)
+    gain = width**2 * np.real(fs2**2 / np.prod(fs2 - analog))
+    z = np.exp(-2j * np.pi * np.arange(n // 2 + 1) / n)  # 1/z on the unit circle
+    # k (z - 1)^2 (z + 1)^2 / prod(z - p), in 1/z: k (1 - 1/z)^2 (1 + 1/z)^2 / prod(1 - p/z).
+    response = gain * (1 - z) ** 2 * (1 + z) ** 2
+    for pole in poles:
+        response /= 1 - pole * z
+    return response
+
+
+def biquad_float64(section: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """One second-order section (b0, b1, b2, a0, a1, a2) run from rest over a short signal,
+    sample by sample in float64: ``scipy.signal.sosfilt`` (transposed direct form II, its
+    operations in its order). For a few hundred samples, where the block filter (``sosfilt``)
+    costs more than it saves and rounds to float32."""
+    b0, b1, b2, a0, a1, a2 = (float(v) for v in np.asarray(section, dtype=np.float64))
+    b0, b1, b2, a1, a2 = b0 / a0, b1 / a0, b2 / a0, a1 / a0, a2 / a0
+    out = np.empty(len(samples), dtype=np.float64)
+    z1 = z2 = 0.0
+    for i, x in enumerate(np.asarray(samples, dtype=np.float64).tolist()):
+        y = b0 * x + z1
+        z1 = b1 * x - a1 * y + z2
+        z2 = b2 * x - a2 * y
+        out[i] = y
+    return out
+
+
 def iir_impulse_response(sections: np.ndarray, n: int) -> np.ndarray:
     """The first ``n`` samples of the impulse response of second-order sections
     (b0, b1, b2, a0, a1, a2 rows, in cascade), float64, computed from their frequency

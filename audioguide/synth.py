@@ -8,10 +8,7 @@ an explicit ``rng: np.random.Generator``; the same generator state gives the sam
 Sound files (a user's bell or ambient bed, and the bowls shipped in ``sounds/``) are read in
 ``sounds``; the session rate, fades and resampling are ``audio``'s.
 
-scipy.signal is imported inside the functions that filter (here, in the voice chain and the
-resampler): it takes half a second to import, which commands that make no audio (``--help``,
-``validate``, ``plan``, ``list``) and a warm render (``loudness`` and ``dynamics`` filter in
-numpy) should not wait for.
+Every filter is numpy's (``audio``): scipy is the tests' reference, not a dependency.
 """
 
 from __future__ import annotations
@@ -20,7 +17,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, apply_fades, raised_cosine, seconds_to_samples
+from .audio import (
+    SAMPLE_RATE,
+    apply_fades,
+    biquad_float64,
+    butter_band_pass_response,
+    butter_low_pass,
+    raised_cosine,
+    seconds_to_samples,
+)
 from .breath import TOP_UP
 from .routine import AMBIENT_KINDS
 
@@ -137,27 +142,23 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return colored_noise(n, rng, 1.0)
 
 
-def _band(low_hz: float, high_hz: float) -> np.ndarray:
-    from scipy import signal
-
-    return signal.butter(2, (low_hz, high_hz), btype="bandpass", fs=SAMPLE_RATE, output="sos")
-
-
 @lru_cache(maxsize=1)
 def _noise_bands() -> tuple[np.ndarray, np.ndarray]:
     """The dark and bright bands of one loop of pink noise, each seamless when looped.
 
     Filtering once and taking stretches from random places is 20x faster than filtering new
     noise for every breath, and a 30 s pool is not heard repeating under a breath's swell.
-    Filtered over two periods, keeping the second, so the filters' start-up is not in it.
+    Each band is the second-order Butterworth band pass's settled output, with no start-up in
+    it: the pool repeats, so that is its spectrum times the filter's frequency response at
+    the pool's bins (what filtering two periods and keeping the second gave, to rounding).
     """
-    from scipy import signal
-
     pool = pink_noise(seconds_to_samples(NOISE_POOL_S), np.random.default_rng(NOISE_POOL_SEED))
-    twice = np.concatenate([pool, pool]).astype(np.float64)
+    n = pool.shape[0]
+    spectrum = np.fft.rfft(pool.astype(np.float64))
     bands = []
-    for sos in (_band(*NOISE_DARK_BAND_HZ), _band(*NOISE_BRIGHT_BAND_HZ)):
-        band = signal.sosfilt(sos, twice)[pool.shape[0] :].astype(np.float32)
+    for low_hz, high_hz in (NOISE_DARK_BAND_HZ, NOISE_BRIGHT_BAND_HZ):
+        response = butter_band_pass_response(low_hz, high_hz, n, SAMPLE_RATE)
+        band = np.fft.irfft(spectrum * response, n).astype(np.float32)
         band.setflags(write=False)
         bands.append(band)
     return bands[0], bands[1]
@@ -238,8 +239,6 @@ def singing_bowl(
     milliseconds (low-passed noise), a 2 ms attack so the onset does not click, and a fade
     over the last 30% so a short ring ends in silence rather than a cut.
     """
-    from scipy import signal
-
     if n <= 0:
         return np.zeros(0, dtype=np.float32)
     t = np.arange(n, dtype=np.float64) / sample_rate
@@ -256,8 +255,7 @@ def singing_bowl(
         out += 0.5 * amp * np.exp(-t / decay_s) * partial
     strike_n = min(n, int(BOWL_STRIKE_S * sample_rate))
     strike = rng.standard_normal(strike_n) * np.hanning(strike_n + 2)[1:-1]
-    mallet = signal.butter(2, 2500.0, fs=sample_rate, output="sos")
-    out[:strike_n] += 0.3 * signal.sosfilt(mallet, strike)
+    out[:strike_n] += 0.3 * biquad_float64(butter_low_pass(2500.0, sample_rate), strike)
     out *= BOWL_PEAK / (np.max(np.abs(out)) or 1.0)
     samples = out.astype(np.float32)
     return apply_fades(samples, int(BOWL_ATTACK_S * sample_rate), int(n * BELL_FADE_OUT_FRACTION))

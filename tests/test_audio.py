@@ -128,10 +128,54 @@ def _smooth(m: int) -> bool:
 
 
 def test_the_iir_impulse_response_and_the_butterworth_low_pass():
-    section = voice_fx.low_pass(4_000.0, 44_100)
+    section = audio.butter_low_pass(4_000.0, 44_100)
     assert np.max(np.abs(section - signal.butter(2, 4_000.0, fs=44_100, output="sos")[0])) < 1e-12
     impulse = np.zeros(2_000)
     impulse[0] = 1.0
     expected = signal.sosfilt(section[None, :], impulse)
     got = audio.iir_impulse_response(section[None, :], 2_000)
     assert np.max(np.abs(got - expected)) < 1e-12
+
+
+@pytest.mark.parametrize("rate", [22_050, 44_100, 48_000])
+@pytest.mark.parametrize(
+    "band", [(150.0, 900.0), (900.0, 3500.0), (1_000.0, 1_100.0), (20.0, 20_000.0)]
+)
+def test_the_butterworth_band_pass_response_is_scipys(band, rate):
+    if band[1] >= rate / 2:
+        band = (band[0], 0.45 * rate)
+    n = 6_000
+    sos = signal.butter(2, band, "bandpass", fs=rate, output="sos")
+    _, expected = signal.sosfreqz(sos, worN=np.fft.rfftfreq(n, 1 / rate), fs=rate)
+    got = audio.butter_band_pass_response(*band, n, rate)
+    assert got.shape == expected.shape
+    assert np.max(np.abs(got - expected)) < 1e-10
+
+
+def test_a_short_biquad_in_float64_is_scipys_sosfilt():
+    section = audio.butter_low_pass(2_500.0, 44_100)
+    x = np.random.default_rng(5).standard_normal(300)
+    expected = signal.sosfilt(section[None, :], x)
+    assert np.max(np.abs(audio.biquad_float64(section, x) - expected)) < 1e-14
+    assert audio.biquad_float64(section, x[:0]).shape == (0,)
+
+
+def test_the_breath_noise_bands_are_the_band_pass_settled_over_the_looped_pool():
+    # What filtering the pool twice over with scipy and keeping the second period gave: the
+    # same float32 samples but for a last-bit rounding in a few.
+    from audioguide import synth
+
+    pool = synth.pink_noise(
+        audio.seconds_to_samples(synth.NOISE_POOL_S), np.random.default_rng(synth.NOISE_POOL_SEED)
+    )
+    twice = np.concatenate([pool, pool]).astype(np.float64)
+    bands = synth._noise_bands()
+    for (low_hz, high_hz), got in zip(
+        (synth.NOISE_DARK_BAND_HZ, synth.NOISE_BRIGHT_BAND_HZ), bands, strict=True
+    ):
+        sos = signal.butter(2, (low_hz, high_hz), "bandpass", fs=audio.SAMPLE_RATE, output="sos")
+        expected = signal.sosfilt(sos, twice)[pool.shape[0] :].astype(np.float32)
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        ulp = np.spacing(np.abs(expected))
+        assert np.all(np.abs(got - expected) <= ulp)
+        assert np.count_nonzero(got != expected) < 1e-4 * got.size

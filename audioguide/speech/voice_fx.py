@@ -20,6 +20,7 @@ from ..audio import (
     FixedKernel,
     _polyphase,
     apply_fades,
+    butter_low_pass,
     fft_convolve,
     iir_impulse_response,
     sosfilt,
@@ -68,18 +69,6 @@ def _voice_eq(sample_rate: int) -> np.ndarray:
     return np.array([biquad(*section, sample_rate) for section in VOICE_EQ])
 
 
-def low_pass(corner_hz: float, sample_rate: int) -> np.ndarray:
-    """A second-order Butterworth low pass as one section (b0, b1, b2, 1, a1, a2): the
-    cookbook's low pass at Q 1/sqrt(2), which is ``scipy.signal.butter(2, corner_hz, fs=...)``."""
-    w0 = 2.0 * np.pi * corner_hz / sample_rate
-    alpha = np.sin(w0) / np.sqrt(2.0)
-    cos_w0 = np.cos(w0)
-    b = ((1 - cos_w0) / 2, 1 - cos_w0, (1 - cos_w0) / 2)
-    a = (1 + alpha, -2 * cos_w0, 1 - alpha)
-    return np.array([*b, *a], dtype=np.float64) / a[0]
-
-
-@lru_cache(maxsize=4)
 def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The short room the voice is heard in: an impulse response, float64.
 
@@ -101,7 +90,7 @@ def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         tail[round(delay_s * sample_rate)] += gain * 4.0
     # Low-passed from the first reflection on: before it the room stays exactly silent.
     first = int(np.flatnonzero(tail)[0])
-    soft = iir_impulse_response(low_pass(ROOM_LOWPASS_HZ, sample_rate)[None, :], n - first)
+    soft = iir_impulse_response(butter_low_pass(ROOM_LOWPASS_HZ, sample_rate)[None, :], n - first)
     tail[first:] = fft_convolve(tail[first:], soft)[: n - first]
     fade = n // 5
     tail[n - fade :] *= np.cos(0.5 * np.pi * (np.arange(fade) + 0.5) / fade)
