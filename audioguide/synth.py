@@ -13,6 +13,7 @@ Every filter is numpy's (``audio``): scipy is the tests' reference, not a depend
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -142,8 +143,19 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return colored_noise(n, rng, 1.0)
 
 
-@lru_cache(maxsize=1)
+_NOISE_BANDS_LOCK = threading.Lock()
+
+
 def _noise_bands() -> tuple[np.ndarray, np.ndarray]:
+    """The dark and bright bands of one loop of pink noise (``_made_noise_bands``), made once
+    per process: two tracks' workers that meet their first noise breath together wait for
+    one making, where each made them (the transforms' 60 MB twice at once, and the work)."""
+    with _NOISE_BANDS_LOCK:
+        return _made_noise_bands()
+
+
+@lru_cache(maxsize=1)
+def _made_noise_bands() -> tuple[np.ndarray, np.ndarray]:
     """The dark and bright bands of one loop of pink noise, each seamless when looped.
 
     Filtering once and taking stretches from random places is 20x faster than filtering new
@@ -155,10 +167,13 @@ def _noise_bands() -> tuple[np.ndarray, np.ndarray]:
     pool = pink_noise(seconds_to_samples(NOISE_POOL_S), np.random.default_rng(NOISE_POOL_SEED))
     n = pool.shape[0]
     spectrum = np.fft.rfft(pool.astype(np.float64))
+    del pool
     bands = []
     for low_hz, high_hz in (NOISE_DARK_BAND_HZ, NOISE_BRIGHT_BAND_HZ):
         response = butter_band_pass_response(low_hz, high_hz, n, SAMPLE_RATE)
-        band = np.fft.irfft(spectrum * response, n).astype(np.float32)
+        response *= spectrum
+        band = np.fft.irfft(response, n).astype(np.float32)
+        del response
         band.setflags(write=False)
         bands.append(band)
     return bands[0], bands[1]

@@ -225,3 +225,34 @@ def test_loop_span_indexes_by_absolute_position():
     loop = np.arange(10, dtype=np.float32)
     assert loop_span(loop, 7, 15).tolist() == [7, 8, 9, *range(10), 0, 1]
     assert loop_span(loop, 20, 3).tolist() == [0, 1, 2]
+
+
+def test_the_noise_bands_are_made_once_when_two_tracks_ask_at_once(monkeypatch):
+    # Two tracks' workers meet the first noise breath together; each making the bands (some
+    # 60 MB of transforms) doubled a render's peak memory and its work.
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    made: list[int] = []
+    real = synth.pink_noise
+    together = threading.Barrier(2)
+
+    def counted(n, rng):
+        made.append(n)
+        time.sleep(0.2)  # long enough for the other thread to arrive meanwhile
+        return real(n, rng)
+
+    def ask():
+        together.wait(30)
+        return synth._noise_bands()
+
+    synth._made_noise_bands.cache_clear()
+    monkeypatch.setattr(synth, "pink_noise", counted)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first, second = (f.result(timeout=60) for f in [pool.submit(ask) for _ in range(2)])
+    finally:
+        synth._made_noise_bands.cache_clear()
+    assert len(made) == 1
+    assert first is second
