@@ -27,7 +27,6 @@ import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
@@ -46,6 +45,7 @@ from .loudness import (
     gated_loudness,
     silent_hop_energy,
 )
+from .once import made_once
 from .routine import AMBIENT_KINDS
 from .sounds import (
     DEFAULT_BELL_FILE,
@@ -155,33 +155,17 @@ def _add(buffer: np.ndarray, offset: int, samples: np.ndarray, gain: float = 1.0
         buffer[start:end] += piece if gain == 1.0 else piece * np.float32(gain)
 
 
-# Workers wanting the same tone wait for the one making it rather than make it again (both
-# first tracks of back-pain breathe: each of its two tones was made twice, 40 ms of CPU each).
-_TONE_LOCKS: dict[tuple[str, int], threading.Lock] = {}
-_TONE_LOCKS_LOCK = threading.Lock()
-
-
-def _tone(phase: str, n: int) -> np.ndarray:
-    with _TONE_LOCKS_LOCK:
-        lock = _TONE_LOCKS.setdefault((phase, n), threading.Lock())
-    with lock:
-        return _made_tone(phase, n)
-
-
 _TONES_KEPT = 64
 
 
-@lru_cache(maxsize=_TONES_KEPT)
-def _made_tone(phase: str, n: int) -> np.ndarray:
+# Workers wanting the same tone wait for the one making it rather than make it again (both
+# first tracks of back-pain breathe: each of its two tones was made twice, 40 ms of CPU each).
+@made_once(maxsize=_TONES_KEPT)
+def _tone(phase: str, n: int) -> np.ndarray:
     # The tone guide has no randomness: every cycle at one tempo reuses the same phase sound.
     out = breath_guide(phase, n, "tone")  # no generator: a warm render never imports numpy.random
     out.setflags(write=False)
     return out
-
-
-# Workers wanting a bell wait for the one reading it rather than read it again (the first two
-# tracks of back-pain both read the bowl: 28 ms of CPU).
-_SOUND_LOCK = threading.Lock()
 
 
 def bell_file(settings: MixSettings, track: Track) -> str | None:
@@ -201,8 +185,9 @@ def _bell_sound(settings: MixSettings, track: Track) -> np.ndarray:
 
 
 def _bell_file_sound(path: str | None) -> np.ndarray:
-    with _SOUND_LOCK:
-        return load_sound(path or default_sound_path(DEFAULT_BELL_FILE))
+    # Read once however many workers ask at once (sounds.load_sound): the first two tracks of
+    # back-pain both ring the bowl, 28 ms of CPU each.
+    return load_sound(path or default_sound_path(DEFAULT_BELL_FILE))
 
 
 def bell_in_background(settings: MixSettings, routine_bell: str | None) -> None:
@@ -253,8 +238,7 @@ def _event_samples(event: Event) -> int:
 def _chime_sound(settings: MixSettings, track: Track) -> np.ndarray:
     # A user's own bell serves for the interval bells too, so one file changes every bell.
     path = bell_file(settings, track)
-    with _SOUND_LOCK:
-        return load_sound(path or default_sound_path(INTERVAL_BELL_FILE))
+    return load_sound(path or default_sound_path(INTERVAL_BELL_FILE))
 
 
 class TrackMixer:
@@ -431,17 +415,11 @@ class TrackMixer:
 # A recorded bed held in memory up to this long; a longer one is read from its temporary file
 # a span at a time, so a 20-minute recording costs a span of memory, not 212 MB.
 BED_IN_MEMORY_S = 60.0
-_BED_LOCK = threading.Lock()  # workers wanting the same bed wait for it rather than redo it
 
 
+@made_once(maxsize=4)  # workers wanting the same bed wait for it rather than redo it
 def _bed_loop(kind: str, seed: int) -> np.ndarray | RecordedLoop:
     """One loop of the bed at AMBIENT_LOUDNESS_LUFS: a kind synthesized, or a recording."""
-    with _BED_LOCK:
-        return _levelled_bed_loop(kind, seed)
-
-
-@lru_cache(maxsize=4)
-def _levelled_bed_loop(kind: str, seed: int) -> np.ndarray | RecordedLoop:
     if kind in AMBIENT_KINDS:
         rng = np.random.default_rng([seed, AMBIENT_SEED_STREAM, AMBIENT_KINDS.index(kind)])
         loop = ambient_loop(kind, rng)

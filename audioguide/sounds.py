@@ -24,7 +24,6 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +32,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, resample_blocks
 from .errors import SoundFileError
+from .once import made_once
 
 SOUNDS_PACKAGE = "audioguide"
 SOUNDS_FOLDER = "sounds"
@@ -379,7 +379,7 @@ def load_sound(
     return _load_sound(file, stamp, sample_rate, max_s)
 
 
-@lru_cache(maxsize=16)
+@made_once(maxsize=16)  # workers ringing the same bell at once wait for one reading
 def _load_sound(path: str, stamp: int, sample_rate: int, max_s: float) -> np.ndarray:
     blocks = list(_mono_blocks(path, sample_rate, max_s, "a bell"))
     mono = np.concatenate(blocks) if blocks else np.zeros(0)

@@ -13,9 +13,6 @@ Every filter is numpy's (``audio``): scipy is the tests' reference, not a depend
 
 from __future__ import annotations
 
-import threading
-from functools import lru_cache
-
 import numpy as np
 
 from .audio import (
@@ -28,6 +25,7 @@ from .audio import (
     seconds_to_samples,
 )
 from .breath import TOP_UP
+from .once import made_once
 from .routine import AMBIENT_KINDS
 
 # -- breath guide ---------------------------------------------------------------------------
@@ -143,20 +141,10 @@ def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return colored_noise(n, rng, 1.0)
 
 
-_NOISE_BANDS_LOCK = threading.Lock()
-
-
+@made_once(maxsize=1)
 def _noise_bands() -> tuple[np.ndarray, np.ndarray]:
-    """The dark and bright bands of one loop of pink noise (``_made_noise_bands``), made once
-    per process: two tracks' workers that meet their first noise breath together wait for
-    one making, where each made them (the transforms' 60 MB twice at once, and the work)."""
-    with _NOISE_BANDS_LOCK:
-        return _made_noise_bands()
-
-
-@lru_cache(maxsize=1)
-def _made_noise_bands() -> tuple[np.ndarray, np.ndarray]:
-    """The dark and bright bands of one loop of pink noise, each seamless when looped.
+    """The dark and bright bands of one loop of pink noise, each seamless when looped; made
+    once per process, however many tracks' workers ask for them at once (once.py).
 
     Filtering once and taking stretches from random places is 20x faster than filtering new
     noise for every breath, and a 30 s pool is not heard repeating under a breath's swell.

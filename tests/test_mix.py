@@ -494,7 +494,7 @@ def test_workers_wanting_the_same_tone_make_it_once(monkeypatch):
         return np.zeros(n, dtype=np.float32)
 
     monkeypatch.setattr(mix, "breath_guide", slow_guide)
-    mix._made_tone.cache_clear()
+    mix._tone.cache_clear()
     try:
         workers = [threading.Thread(target=mix._tone, args=("inhale", 1_234)) for _ in range(3)]
         for worker in workers:
@@ -503,7 +503,7 @@ def test_workers_wanting_the_same_tone_make_it_once(monkeypatch):
             worker.join()
         mix._tone("exhale", 1_234)
     finally:
-        mix._made_tone.cache_clear()
+        mix._tone.cache_clear()
     assert made == [("inhale", 1_234), ("exhale", 1_234)]
 
 
@@ -511,23 +511,29 @@ def test_workers_wanting_the_same_bell_read_it_once(monkeypatch):
     import threading
     import time
 
-    read = []
+    from audioguide import sounds
 
-    @lru_cache(maxsize=4)
-    def slow_load(path):
+    read = []
+    real_blocks = sounds._mono_blocks
+
+    def slow_blocks(path, *args):
         read.append(path)
         time.sleep(0.05)
-        return np.zeros(10, dtype=np.float32)
+        yield from real_blocks(path, *args)
 
-    monkeypatch.setattr(mix, "load_sound", slow_load)
+    monkeypatch.setattr(sounds, "_mono_blocks", slow_blocks)
+    sounds._load_sound.cache_clear()
     bells = track((), 1.0)
-    workers = [
-        threading.Thread(target=mix._bell_sound, args=(MixSettings(), bells)) for _ in range(3)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    try:
+        workers = [
+            threading.Thread(target=mix._bell_sound, args=(MixSettings(), bells)) for _ in range(3)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sounds._load_sound.cache_clear()
     assert len(read) == 1
 
 
@@ -545,7 +551,7 @@ def test_every_breath_tone_is_made_before_the_tracks_are_mixed(monkeypatch, fake
         return real_guide(phase, n, sound, rng)
 
     monkeypatch.setattr(mix, "breath_guide", counted_guide)
-    mix._made_tone.cache_clear()
+    mix._tone.cache_clear()
     try:
         mix.make_breath_tones(timeline.tracks, MixSettings(), jobs=2)
         before = list(made)
@@ -554,7 +560,7 @@ def test_every_breath_tone_is_made_before_the_tracks_are_mixed(monkeypatch, fake
             for lo, hi in mixer.spans():
                 mixer.mix(lo, hi)
     finally:
-        mix._made_tone.cache_clear()
+        mix._tone.cache_clear()
     assert len(before) == len(set(before)) > 1  # each once
     assert made == before  # mixing the whole session made none of its own
     # A session with another breath sound makes none, nor one with more tones than are kept

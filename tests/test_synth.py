@@ -247,12 +247,12 @@ def test_the_noise_bands_are_made_once_when_two_tracks_ask_at_once(monkeypatch):
         together.wait(30)
         return synth._noise_bands()
 
-    synth._made_noise_bands.cache_clear()
+    synth._noise_bands.cache_clear()
     monkeypatch.setattr(synth, "pink_noise", counted)
     try:
         with ThreadPoolExecutor(2) as pool:
             first, second = (f.result(timeout=60) for f in [pool.submit(ask) for _ in range(2)])
     finally:
-        synth._made_noise_bands.cache_clear()
+        synth._noise_bands.cache_clear()
     assert len(made) == 1
     assert first is second

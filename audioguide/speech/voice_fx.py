@@ -27,6 +27,7 @@ from ..audio import (
 )
 from ..dynamics import limit
 from ..loudness import biquad, with_subnormal_guard
+from ..once import made_once
 
 EDGE_FADE_S = 0.008
 # Voice peaks held to 10 dB over the voiced level (-10 dBFS at SPEECH_RMS, about 15 dB over
@@ -98,9 +99,10 @@ def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return tail * np.sqrt(10 ** (ROOM_WET_DB / 10) / energy)
 
 
-@lru_cache(maxsize=4)
+@made_once(maxsize=4)
 def _room(sample_rate: int) -> FixedKernel:
-    """The room's impulse response, float32, transformed once for every cue."""
+    """The room's impulse response, float32, transformed once for every cue (37 ms of CPU:
+    made once however many threads preparing cues ask for it at once)."""
     return FixedKernel(room_impulse(sample_rate).astype(np.float32))
 
 
