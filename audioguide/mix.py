@@ -46,7 +46,7 @@ from .loudness import (
     silent_hop_energy,
 )
 from .once import made_once
-from .routine import AMBIENT_KINDS
+from .routine import AMBIENT_KINDS, Routine
 from .sounds import (
     DEFAULT_BELL_FILE,
     INTERVAL_BELL_FILE,
@@ -205,6 +205,30 @@ def bell_in_background(settings: MixSettings, routine_bell: str | None) -> None:
             _bell_file_sound(settings.bell_file or routine_bell)
 
     threading.Thread(target=read, name="bell", daemon=True).start()
+
+
+def bed_in_background(settings: MixSettings, routine: Routine) -> None:
+    """Start making the beds the tracks of ``routine`` (as it is played) lie on, on a thread
+    of their own, while the speech is read: a bed is made by the first worker whose track
+    needs it while the others wait (made_once), 0.2 s of CPU for pink noise and 0.5 s for
+    the drone, which the start of a render's first pass waited on.
+
+    Only warms ``_bed_loop``'s cache: a recording that cannot be read fails where it always
+    did, when the mixers are made."""
+    kinds = {
+        settings.ambient or section.ambient or routine.ambient or DEFAULT_AMBIENT
+        for section in routine.sections
+    }
+    kinds.discard("none")
+    if not kinds:
+        return
+
+    def make() -> None:
+        for kind in sorted(kinds):
+            with contextlib.suppress(Exception):  # raised again, and reported, by the mixers
+                _bed_loop(kind, settings.seed)
+
+    threading.Thread(target=make, name="bed", daemon=True).start()
 
 
 def make_breath_tones(tracks: Iterable[Track], settings: MixSettings, jobs: int) -> None:

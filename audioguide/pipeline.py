@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -35,6 +36,7 @@ from .mix import (
     TrackLevels,
     TrackMixer,
     balanced_gain,
+    bed_in_background,
     bell_in_background,
     make_breath_tones,
     master_gain,
@@ -63,7 +65,14 @@ from .speech import piper as piper_engine
 from .speech.espeak import DEFAULT_VOICE as DEFAULT_ESPEAK_VOICE
 from .speech.espeak import list_voices
 from .speech.workers import usable_cores
-from .timeline import RenderOptions, Timeline, Track, build_timeline, speech_texts
+from .timeline import (
+    RenderOptions,
+    Timeline,
+    Track,
+    build_timeline,
+    played_routine,
+    speech_texts,
+)
 
 DEFAULT_OUT_DIR = "audioguide-out"
 MAX_JOBS = 64
@@ -324,6 +333,8 @@ def _render_session(
     cover_memo = cache_dir() / COVER_MEMO if options.use_cache else None
     cover = cover_in_background(routine.title, routine.artist, memo=cover_memo)
     bell_in_background(options.mix, routine.bell_sound)
+    with suppress(OptionError):  # a section with no variant here: build_timeline says so, below
+        bed_in_background(options.mix, played_routine(routine, options.render))
     speech = routine_speech(made.result(), routine)
     texts = speech_texts(routine, options.render)
     report = progress or (lambda stage, done, total: None)
