@@ -256,3 +256,32 @@ def test_the_noise_bands_are_made_once_when_two_tracks_ask_at_once(monkeypatch):
         synth._noise_bands.cache_clear()
     assert len(made) == 1
     assert first is second
+
+
+def _drone_by_samples(rng: np.random.Generator, n: int, sample_rate: int) -> np.ndarray:
+    """The drone as it is defined, sample by sample: each partial's twin sines, swelling."""
+    t = np.arange(n, dtype=np.float64) / n
+    out = np.zeros(n)
+    for freq_hz, level, swells in zip(
+        synth.DRONE_PARTIALS_HZ, synth.DRONE_LEVELS, synth.DRONE_SWELLS_PER_LOOP, strict=True
+    ):
+        cycles = round(freq_hz * n / sample_rate)
+        low, high, swell = rng.uniform(0, 2 * np.pi, size=3)
+        pair = np.sin(2 * np.pi * cycles * t + low) + np.sin(
+            2 * np.pi * (cycles + swells) * t + high
+        )
+        out += level * (0.65 + 0.35 * np.sin(2 * np.pi * swells * t + swell)) * pair
+    air = synth.colored_noise(n, rng, 2.0, sample_rate).astype(np.float64)
+    out += 0.15 * air * float(np.sqrt(np.mean(out**2)))
+    return (out / (float(np.sqrt(np.mean(out**2))) or 1.0)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("n", "rate"), [(1_323_000, 44_100), (44_100, 44_100), (999, 8_000), (300, 44_100), (2, 44_100)]
+)
+def test_the_drone_made_as_a_spectrum_is_its_sines_sample_by_sample(n, rate):
+    # Short loops too, where the partials lie past half the loop's bins and fold back.
+    got = synth.ambient_loop("drone", np.random.default_rng(11), n, rate)
+    expected = _drone_by_samples(np.random.default_rng(11), n, rate)
+    assert got.dtype == np.float32 and got.shape == (n,)
+    assert np.all(np.abs(got - expected) <= 2 * np.spacing(np.abs(expected)) + 1e-7)
