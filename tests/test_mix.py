@@ -569,3 +569,43 @@ def test_every_breath_tone_is_made_before_the_tracks_are_mixed(monkeypatch, fake
     monkeypatch.setattr(mix, "_TONES_KEPT", len(before) - 1)
     mix.make_breath_tones(timeline.tracks, MixSettings(), jobs=2)
     assert made == before
+
+
+def test_the_beds_a_routine_lays_are_made_in_the_background_each_once(monkeypatch):
+    import threading
+
+    made: list[tuple[str, str]] = []
+    real = mix.ambient_loop
+
+    def counted(kind, rng, *args):
+        made.append((kind, threading.current_thread().name))
+        return real(kind, rng, *args)
+
+    monkeypatch.setattr(mix, "ambient_loop", counted)
+    routine = parse_routine(
+        "title: Beds\nsounds: {ambient: pink}\nsections:\n"
+        "  - title: A\n    steps: [{pause: 1}]\n"
+        "  - title: B\n    ambient: drone\n    steps: [{pause: 1}]\n"
+        "  - title: C\n    ambient: none\n    steps: [{pause: 1}]\n"
+    )
+    seed = 987_654  # a seed no other test makes beds with: nothing kept from before
+    mix._bed_loop.cache_clear()
+    try:
+        mix.bed_in_background(MixSettings(seed=seed), routine)
+        for thread in threading.enumerate():
+            if thread.name == "bed":
+                thread.join(timeout=60)
+        assert sorted(made) == [("drone", "bed"), ("pink", "bed")]
+        # The mixers find them made: nothing is made again.
+        mix._bed_loop("pink", seed)
+        mix._bed_loop("drone", seed)
+        assert len(made) == 2
+        # --ambient lays one bed under every section, "none" none.
+        made.clear()
+        mix.bed_in_background(MixSettings(seed=seed, ambient="none"), routine)
+        for thread in threading.enumerate():
+            if thread.name == "bed":
+                thread.join(timeout=60)
+        assert made == []
+    finally:
+        mix._bed_loop.cache_clear()
