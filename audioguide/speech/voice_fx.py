@@ -70,6 +70,7 @@ def _voice_eq(sample_rate: int) -> np.ndarray:
     return np.array([biquad(*section, sample_rate) for section in VOICE_EQ])
 
 
+@lru_cache(maxsize=4)
 def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The short room the voice is heard in: an impulse response, float64.
 
