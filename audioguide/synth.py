@@ -297,7 +297,7 @@ def ambient_loop(
         loop_s = n / sample_rate
         # Each partial is a pair of sines, twins a slow whole number of beats apart, swelling
         # (0.65 + 0.35 sin) a whole number of times a loop: a sum of a few sinusoids of whole
-        # cycles per loop, made as their spectrum and one inverse FFT (a fifth of the time of
+        # cycles per loop, made as their spectrum and one inverse FFT (a quarter of the time of
         # their samples one by one, the same to rounding).
         spectrum = np.zeros(n // 2 + 1, dtype=np.complex128)
         for freq_hz, level, swells in zip(
