@@ -291,23 +291,6 @@ def butter_band_pass_response(
     return response
 
 
-def biquad_float64(section: np.ndarray, samples: np.ndarray) -> np.ndarray:
-    """One second-order section (b0, b1, b2, a0, a1, a2) run from rest over a short signal,
-    sample by sample in float64: ``scipy.signal.sosfilt`` (transposed direct form II, its
-    operations in its order). For a few hundred samples, where the block filter (``sosfilt``)
-    costs more than it saves and rounds to float32."""
-    b0, b1, b2, a0, a1, a2 = (float(v) for v in np.asarray(section, dtype=np.float64))
-    b0, b1, b2, a1, a2 = b0 / a0, b1 / a0, b2 / a0, a1 / a0, a2 / a0
-    out = np.empty(len(samples), dtype=np.float64)
-    z1 = z2 = 0.0
-    for i, x in enumerate(np.asarray(samples, dtype=np.float64).tolist()):
-        y = b0 * x + z1
-        z1 = b1 * x - a1 * y + z2
-        z2 = b2 * x - a2 * y
-        out[i] = y
-    return out
-
-
 def iir_impulse_response(sections: np.ndarray, n: int) -> np.ndarray:
     """The first ``n`` samples of the impulse response of second-order sections
     (b0, b1, b2, a0, a1, a2 rows, in cascade), float64, computed from their frequency

@@ -18,9 +18,9 @@ import numpy as np
 from .audio import (
     SAMPLE_RATE,
     apply_fades,
-    biquad_float64,
     butter_band_pass_response,
     butter_low_pass,
+    iir_impulse_response,
     raised_cosine,
     seconds_to_samples,
 )
@@ -258,7 +258,8 @@ def singing_bowl(
         out += 0.5 * amp * np.exp(-t / decay_s) * partial
     strike_n = min(n, int(BOWL_STRIKE_S * sample_rate))
     strike = rng.standard_normal(strike_n) * np.hanning(strike_n + 2)[1:-1]
-    out[:strike_n] += 0.3 * biquad_float64(butter_low_pass(2500.0, sample_rate), strike)
+    mallet = iir_impulse_response(butter_low_pass(2500.0, sample_rate)[None, :], strike_n)
+    out[:strike_n] += 0.3 * np.convolve(strike, mallet)[:strike_n]
     out *= BOWL_PEAK / (np.max(np.abs(out)) or 1.0)
     samples = out.astype(np.float32)
     return apply_fades(samples, int(BOWL_ATTACK_S * sample_rate), int(n * BELL_FADE_OUT_FRACTION))
