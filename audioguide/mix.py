@@ -176,8 +176,12 @@ def bell_file(settings: MixSettings, track: Track) -> str | None:
 
 def bed_kind(settings: MixSettings, track: Track) -> str:
     """The bed under a track: ``ambient`` for every track, else the track's own (its section's
-    or the routine's), else none; a kind (AMBIENT_KINDS) or a sound file."""
-    return settings.ambient or track.ambient or DEFAULT_AMBIENT
+    or the routine's, ``Routine.bed_of``), else none; a kind (AMBIENT_KINDS) or a sound file."""
+    return _bed_under(settings, track.ambient)
+
+
+def _bed_under(settings: MixSettings, named: str | None) -> str:
+    return settings.ambient or named or DEFAULT_AMBIENT
 
 
 def _bell_sound(settings: MixSettings, track: Track) -> np.ndarray:
@@ -215,10 +219,7 @@ def bed_in_background(settings: MixSettings, routine: Routine) -> None:
 
     Only warms ``_bed_loop``'s cache: a recording that cannot be read fails where it always
     did, when the mixers are made."""
-    kinds = {
-        settings.ambient or section.ambient or routine.ambient or DEFAULT_AMBIENT
-        for section in routine.sections
-    }
+    kinds = {_bed_under(settings, routine.bed_of(section)) for section in routine.sections}
     kinds.discard("none")
     if not kinds:
         return

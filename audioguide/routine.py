@@ -208,6 +208,11 @@ class Routine:
     # ``pronounce:``: words the engines should hear respelled, beside their built-in tables.
     pronounce: tuple[Pronunciation, ...] = ()
 
+    def bed_of(self, section: Section) -> str | None:
+        """The bed ``section`` lies on as written: its own, else the routine's; None for
+        none named."""
+        return section.ambient or self.ambient
+
     def respellings(self, engine: str) -> dict[str, str]:
         """The routine's own words for ``engine`` (``espeak-ng`` or ``piper``): word to what
         that engine hears."""

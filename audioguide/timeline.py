@@ -556,7 +556,7 @@ class _Builder:
                     duration_s=self.t - start,
                     events=tuple(self.events),
                     safety=section.safety,
-                    ambient=section.ambient or routine.ambient,
+                    ambient=routine.bed_of(section),
                     bell_sound=routine.bell_sound,
                 )
             )
