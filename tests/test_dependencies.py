@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import audioguide
 
@@ -51,19 +52,15 @@ def test_every_runtime_dependency_is_one_the_package_imports():
     provides: dict[str, set[str]] = {}
     for module, distributions in importlib.metadata.packages_distributions().items():
         for distribution in distributions:
-            provides.setdefault(_canonical(distribution), set()).add(module)
+            provides.setdefault(canonicalize_name(distribution), set()).add(module)
     imported = imported_top_levels()
     unused = [
         str(requirement)
         for requirement in runtime_requirements()
         if requirement.name not in FOR_ANOTHER
-        and not provides.get(_canonical(requirement.name), set()) & imported
+        and not provides.get(canonicalize_name(requirement.name), set()) & imported
     ]
     assert unused == [], f"declared in pyproject.toml but never imported: {unused}"
-
-
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def test_no_module_of_the_package_imports_scipy():
