@@ -66,9 +66,10 @@ ESPEAK_RATE_AT_0 = 2.97
 ESPEAK_RATE_PER_WPM = 0.8541
 ESPEAK_MIN_RATE = 80
 
-# One worker: a cue takes about 3 ms to synthesize and a worker about 0.3 s to start, so a
-# second one costs more than it saves (docs/performance.md), and one worker speaking a batch
-# in order gives the same clips whatever the number of cores.
+# One worker speaking a batch in order gives the same clips whatever the number of cores. Two,
+# each speaking every other cue from a fresh start, would too, and halve the batch alone
+# (0.9 s to 0.6 s), but a cold render took 0.05 to 0.24 s longer with them: beside the thread
+# preparing cues the cores are already full (docs/performance.md).
 _POOL = WorkerPool(__name__, START_TIMEOUT_S, size=1)
 # Cues asked of the batch's worker at a time: the first alone, so the cues' preparation here
 # starts at once, then twice as many each time up to the last size. A request costs a round
@@ -132,7 +133,7 @@ def _info() -> dict[str, Any]:
     """The engine's version and voices: asked of a worker once per process, or read from
     what a worker said before, kept beside the speech cache (INFO_FILE) under a fingerprint
     of the files that decide them, so a render with every cue in the cache starts no worker
-    (its start is about 0.3 s of CPU)."""
+    (its start and that question are 0.1 to 0.13 s of CPU)."""
     with _INFO_LOCK:
         if not _INFO:
             problem = _espeak_data_problem()
