@@ -251,17 +251,6 @@ def sosfilt(sections: np.ndarray, samples: np.ndarray) -> np.ndarray:
     return y.reshape(-1)[:n]
 
 
-def butter_low_pass(corner_hz: float, sample_rate: int) -> np.ndarray:
-    """A second-order Butterworth low pass as one section (b0, b1, b2, 1, a1, a2): the
-    cookbook's low pass at Q 1/sqrt(2), which is ``scipy.signal.butter(2, corner_hz, fs=...)``."""
-    w0 = 2.0 * np.pi * corner_hz / sample_rate
-    alpha = np.sin(w0) / np.sqrt(2.0)
-    cos_w0 = np.cos(w0)
-    b = ((1 - cos_w0) / 2, 1 - cos_w0, (1 - cos_w0) / 2)
-    a = (1 + alpha, -2 * cos_w0, 1 - alpha)
-    return np.array([*b, *a], dtype=np.float64) / a[0]
-
-
 def butter_band_pass_response(
     low_hz: float, high_hz: float, n: int, sample_rate: int = SAMPLE_RATE
 ) -> np.ndarray:

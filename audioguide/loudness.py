@@ -54,7 +54,10 @@ def _add_guard(x: np.ndarray, first_sample: int) -> None:
     x[1 - first_sample % 2 :: 2] -= guard
 
 
-BIQUAD_KINDS = ("high_pass", "low_shelf", "high_shelf", "peaking")
+BIQUAD_KINDS = ("high_pass", "low_pass", "low_shelf", "high_shelf", "peaking")
+# The Q of a second-order Butterworth section, 1/sqrt(2), written so that 2Q is sqrt(2) exactly:
+# ``biquad("low_pass", 0.0, BUTTERWORTH_Q, f, rate)`` is ``scipy.signal.butter(2, f, fs=rate)``.
+BUTTERWORTH_Q = float(np.sqrt(2.0)) / 2
 
 
 def biquad(kind: str, gain_db: float, q: float, corner_hz: float, sample_rate: int) -> np.ndarray:
@@ -84,6 +87,9 @@ def biquad(kind: str, gain_db: float, q: float, corner_hz: float, sample_rate: i
         )
     elif kind == "high_pass":
         b = ((1 + cos_w0) / 2, -(1 + cos_w0), (1 + cos_w0) / 2)
+        d = (1 + alpha, -2 * cos_w0, 1 - alpha)
+    elif kind == "low_pass":
+        b = ((1 - cos_w0) / 2, 1 - cos_w0, (1 - cos_w0) / 2)
         d = (1 + alpha, -2 * cos_w0, 1 - alpha)
     else:  # peaking
         b = (1 + alpha * a, -2 * cos_w0, 1 - alpha * a)

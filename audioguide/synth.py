@@ -19,12 +19,12 @@ from .audio import (
     SAMPLE_RATE,
     apply_fades,
     butter_band_pass_response,
-    butter_low_pass,
     iir_impulse_response,
     raised_cosine,
     seconds_to_samples,
 )
 from .breath import TOP_UP
+from .loudness import BUTTERWORTH_Q, biquad
 from .once import made_once
 from .routine import AMBIENT_KINDS
 
@@ -258,7 +258,8 @@ def singing_bowl(
         out += 0.5 * amp * np.exp(-t / decay_s) * partial
     strike_n = min(n, int(BOWL_STRIKE_S * sample_rate))
     strike = rng.standard_normal(strike_n) * np.hanning(strike_n + 2)[1:-1]
-    mallet = iir_impulse_response(butter_low_pass(2500.0, sample_rate)[None, :], strike_n)
+    mallet_pass = biquad("low_pass", 0.0, BUTTERWORTH_Q, 2500.0, sample_rate)
+    mallet = iir_impulse_response(mallet_pass[None, :], strike_n)
     out[:strike_n] += 0.3 * np.convolve(strike, mallet)[:strike_n]
     out *= BOWL_PEAK / (np.max(np.abs(out)) or 1.0)
     samples = out.astype(np.float32)

@@ -9,7 +9,7 @@ import pytest
 from scipy import signal
 
 from audioguide import audio
-from audioguide.loudness import biquad
+from audioguide.loudness import BUTTERWORTH_Q, biquad
 from audioguide.speech import voice_fx
 
 
@@ -128,7 +128,7 @@ def _smooth(m: int) -> bool:
 
 
 def test_the_iir_impulse_response_and_the_butterworth_low_pass():
-    section = audio.butter_low_pass(4_000.0, 44_100)
+    section = biquad("low_pass", 0.0, BUTTERWORTH_Q, 4_000.0, 44_100)
     assert np.max(np.abs(section - signal.butter(2, 4_000.0, fs=44_100, output="sos")[0])) < 1e-12
     impulse = np.zeros(2_000)
     impulse[0] = 1.0

@@ -118,6 +118,7 @@ def test_the_guard_is_the_same_in_pieces_and_changes_no_audible_sample():
     [
         ("high_shelf", 4.0, 1 / np.sqrt(2), 1500.0),
         ("high_pass", 0.0, 0.5, 38.0),
+        ("low_pass", 0.0, 0.707, 2500.0),
         ("low_shelf", 2.0, 0.707, 220.0),
         ("peaking", -3.5, 0.9, 3000.0),
     ],

@@ -20,13 +20,12 @@ from ..audio import (
     FixedKernel,
     _polyphase,
     apply_fades,
-    butter_low_pass,
     fft_convolve,
     iir_impulse_response,
     sosfilt,
 )
 from ..dynamics import limit
-from ..loudness import biquad, with_subnormal_guard
+from ..loudness import BUTTERWORTH_Q, biquad, with_subnormal_guard
 from ..once import made_once
 
 EDGE_FADE_S = 0.008
@@ -92,7 +91,8 @@ def room_impulse(sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         tail[round(delay_s * sample_rate)] += gain * 4.0
     # Low-passed from the first reflection on: before it the room stays exactly silent.
     first = int(np.flatnonzero(tail)[0])
-    soft = iir_impulse_response(butter_low_pass(ROOM_LOWPASS_HZ, sample_rate)[None, :], n - first)
+    soft_pass = biquad("low_pass", 0.0, BUTTERWORTH_Q, ROOM_LOWPASS_HZ, sample_rate)
+    soft = iir_impulse_response(soft_pass[None, :], n - first)
     tail[first:] = fft_convolve(tail[first:], soft)[: n - first]
     fade = n // 5
     tail[n - fade :] *= np.cos(0.5 * np.pi * (np.arange(fade) + 0.5) / fade)
