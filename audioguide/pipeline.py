@@ -361,11 +361,11 @@ def _render_session(
 
     def measure(track: Track) -> TrackLevels:
         key = kept.key(track, speech, settings) if kept is not None else None
-        found = kept.get(key) if kept is not None and key is not None else None
-        if found is not None:
-            return found
-        levels = track_levels(TrackMixer(track, speech, settings))
-        if kept is not None and key is not None:
+        if kept is None or key is None:
+            return track_levels(TrackMixer(track, speech, settings))
+        levels = kept.get(key)
+        if levels is None:
+            levels = track_levels(TrackMixer(track, speech, settings))
             kept.put(key, levels)
         return levels
 
