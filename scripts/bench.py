@@ -942,11 +942,8 @@ def _rounds_verdict(ok: bool, *rounds: tuple[list[float], float]) -> str:
     rounds gave 1.92x and 1.95x, docs/performance.md)."""
     verdict = _met(ok)
     if any(min(values) <= line < max(values) for values, line in rounds):
-        verdict += f" (rounds on both sides of the line: {_ROUNDS_ADVICE})"
+        verdict += " (rounds on both sides of the line: read it over more rounds, --repeat 9)"
     return verdict
-
-
-_ROUNDS_ADVICE = "read it over more rounds, --repeat 9"
 
 
 def _median_run(name: str, runs: list[Run]) -> Run:
