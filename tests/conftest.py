@@ -152,28 +152,35 @@ class Served:
         command += ["--host", "127.0.0.1", "--port", "0", *args]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
         )
         self.printed: list[str] = []
         self.stderr = ""
+        # Read from the pipe itself, not through a buffered reader: a readline that pulled
+        # the URLs into its buffer with the line before them left select() waiting on an
+        # empty pipe, and the server "printed no URLs" it had printed.
+        self._unread = b""  # the last line read, not yet ended
         urls: dict[str, str] = {}
         deadline = time.monotonic() + 60
         with selectors.DefaultSelector() as selector:
             assert self.proc.stdout is not None
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            stdout = self.proc.stdout.fileno()
+            selector.register(stdout, selectors.EVENT_READ)
             while "Podcast feed" not in urls:
                 left = deadline - time.monotonic()
                 if left <= 0 or not selector.select(timeout=left):
                     self.stop()
                     raise AssertionError(f"the server printed no URLs: {self.printed}")
-                line = self.proc.stdout.readline()
-                if not line:
+                chunk = os.read(stdout, 1 << 16)
+                if not chunk:
                     self.stop()
                     raise AssertionError(f"the server stopped: {self.printed} {self.stderr}")
-                self.printed.append(line.rstrip("\n"))
-                label, _, url = line.strip().partition(": ")
-                if url.startswith("http://"):
-                    urls[label] = url
+                *lines, self._unread = (self._unread + chunk).split(b"\n")
+                for line in (raw.decode() for raw in lines):
+                    self.printed.append(line)
+                    label, _, url = line.strip().partition(": ")
+                    if url.startswith("http://"):
+                        urls[label] = url
         self.page_url = urls["Page"]
         self.feed_url = urls["Podcast feed"]
         # Answered once: the server is running, and has printed all it prints on starting.
@@ -196,11 +203,13 @@ class Served:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            out, self.stderr = self.proc.communicate(timeout=30)
+            out, err = self.proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, self.stderr = self.proc.communicate()
-        self.printed += out.splitlines()
+            out, err = self.proc.communicate()
+        self.printed += (self._unread + out).decode().splitlines()
+        self._unread = b""
+        self.stderr = err.decode()
         return self.proc.returncode
 
 
