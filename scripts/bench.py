@@ -207,12 +207,11 @@ def measured(command: list[str], env: dict[str, str]) -> tuple[float, float, flo
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
         tree_mb = 0.0
         cpu: dict[int, float] = {}
-        running = threading.Event()
-        running.set()
+        exited = threading.Event()
 
         def sample() -> None:
             nonlocal tree_mb
-            while running.is_set():
+            while not exited.is_set():
                 pids = _children(proc.pid)
                 tree_mb = max(tree_mb, sum(_rss_mb(pid) for pid in pids))
                 for pid in pids:
@@ -221,17 +220,21 @@ def measured(command: list[str], env: dict[str, str]) -> tuple[float, float, flo
                         cpu[pid] = max(cpu.get(pid, 0.0), seconds)
                 # Not more often: reading every process's memory map costs the cores the
                 # render runs on (every 20 ms, a cold Piper render took 5 s longer).
-                time.sleep(SAMPLE_S)
+                exited.wait(SAMPLE_S)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        if hasattr(os, "waitid"):  # exited, not yet reaped: its /proc entry still counts
+        waited = hasattr(os, "waitid")
+        if waited:  # exited, not yet reaped: its /proc entry still counts
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-        running.clear()
+        # The wall time ends when the child does, not when the sampler next wakes: taken after
+        # its join, every figure was rounded up to the sampler's next 100 ms.
+        end = time.perf_counter()
+        exited.set()
         sampler.join()
         final = _cpu_s(proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)
-        wall_s = time.perf_counter() - start
+        wall_s = (end if waited else time.perf_counter()) - start
         err_file.seek(0)
         err = err_file.read()
     if os.waitstatus_to_exitcode(status) != 0:
