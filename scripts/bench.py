@@ -938,6 +938,9 @@ def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+READING_ROUNDS = 9  # rounds that read a target near its line (docs/performance.md: Rounds)
+
+
 def _rounds_verdict(ok: bool, *rounds: tuple[list[float], float]) -> str:
     """``_met(ok)``, and a warning when the rounds of any ``(values, line)`` fall on both sides
     of its line: on a machine whose speed drifts, three rounds then decided the verdict by
@@ -945,7 +948,12 @@ def _rounds_verdict(ok: bool, *rounds: tuple[list[float], float]) -> str:
     rounds gave 1.92x and 1.95x, docs/performance.md)."""
     verdict = _met(ok)
     if any(min(values) <= line < max(values) for values, line in rounds):
-        verdict += " (rounds on both sides of the line: read it over more rounds, --repeat 9)"
+        count = min(len(values) for values, _ in rounds)
+        if count < READING_ROUNDS:
+            verdict += " (rounds on both sides of the line: read it over more rounds, "
+            verdict += f"--repeat {READING_ROUNDS})"
+        else:  # already read over enough: asking for the same again would be no advice
+            verdict += f" (rounds on both sides of the line: the median of {count} decides)"
     return verdict
 
 
