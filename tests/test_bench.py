@@ -33,9 +33,8 @@ def test_wall_time_ends_with_the_process_not_with_the_samplers_next_round(bench,
     # Sampled every 5 s, a child that exits at once: a wall time taken after the sampler's
     # next wake-up reads 5 s or more (the bug: every figure rounded up to the next 100 ms).
     monkeypatch.setattr(bench, "SAMPLE_S", 5.0)
-    wall_s, _, cpu_s, _ = bench.measured([sys.executable, "-c", "pass"], dict(os.environ))
+    wall_s, *_ = bench.measured([sys.executable, "-c", "pass"], dict(os.environ))
     assert wall_s < 2.5, f"{wall_s:.2f} s for a process that exits at once"
-    assert cpu_s >= 0.0
 
 
 def test_a_verdict_read_over_enough_rounds_does_not_ask_for_the_same_again(bench):
