@@ -949,11 +949,13 @@ def _rounds_verdict(ok: bool, *rounds: tuple[list[float], float]) -> str:
     verdict = _met(ok)
     if any(min(values) <= line < max(values) for values, line in rounds):
         count = min(len(values) for values, _ in rounds)
-        if count < READING_ROUNDS:
-            verdict += " (rounds on both sides of the line: read it over more rounds, "
-            verdict += f"--repeat {READING_ROUNDS})"
-        else:  # already read over enough: asking for the same again would be no advice
-            verdict += f" (rounds on both sides of the line: the median of {count} decides)"
+        # Read over enough already, asking for the same again would be no advice.
+        advice = (
+            f"read it over more rounds, --repeat {READING_ROUNDS}"
+            if count < READING_ROUNDS
+            else f"the median of {count} decides"
+        )
+        verdict += f" (rounds on both sides of the line: {advice})"
     return verdict
 
 
